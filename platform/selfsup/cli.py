@@ -1,0 +1,131 @@
+"""``selfsup``: command-line entry point. Parsing only; the work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfsup.config import ConfigError
+from selfsup.data.datasets import DataError
+
+EXIT_USAGE = 2
+
+
+def _train(args) -> int:
+    from selfsup.config import load_experiment
+    from selfsup.train.launch import train
+
+    cfg = load_experiment(args.config, args.set)
+    train(cfg, args.config)
+    return 0
+
+
+def _sweep(args) -> int:
+    from selfsup.config import load_sweep
+    from selfsup.tune.sweep import run_sweep
+
+    print(run_sweep(load_sweep(args.sweep, args.set), args.sweep, resume=args.resume))
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from selfsup.config import load_sweep
+    from selfsup.report.selection import latest_sweep_table
+
+    if Path(args.sweep).is_file():
+        from selfsup.tune.sweep import base_config
+
+        sweep = load_sweep(args.sweep)
+        base_cfg = base_config(sweep, args.sweep)
+        uri, name, experiment = base_cfg.tracking.uri, sweep.name, base_cfg.tracking.experiment
+    else:
+        from selfsup.config import ExperimentConfig, resolve_paths
+
+        uri = args.tracking_uri or resolve_paths(ExperimentConfig()).tracking.uri
+        name, experiment = args.sweep, None
+    try:
+        print(latest_sweep_table(uri, name, experiment))
+    except LookupError as exc:
+        raise ConfigError(f"{args.sweep}: {exc}") from None
+    return 0
+
+
+def _ui(args) -> int:
+    from selfsup.config import ExperimentConfig, TrackingConfig, resolve_paths
+    from selfsup.tracking.server import serve
+
+    tracking = TrackingConfig(**{k: v for k, v in (("uri", args.tracking_uri), ("artifact_location", args.artifacts)) if v})
+    t = resolve_paths(ExperimentConfig(tracking=tracking)).tracking
+    serve(t.uri, t.artifact_location, args.host, args.port)
+    return 0
+
+
+def _methods(args) -> int:
+    from selfsup.methods import METHODS
+
+    for name in sorted(METHODS):
+        print(f"{name:10s} {METHODS[name].description}")
+    return 0
+
+
+def _datasets(args) -> int:
+    from selfsup.data.datasets import DATASETS
+
+    for name, text in DATASETS.items():
+        print(f"{name:10s} {text}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Self-supervised pretraining on Ray with label-free hyperparameter search (RankMe), tracked in MLflow.",
+    )
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("train", help="one pretraining run", description="Run one pretraining run on Ray Train, logged to MLflow.")
+    t.add_argument("config", help="experiment YAML (see examples/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    t.set_defaults(fn=_train)
+
+    s = sub.add_parser(
+        "sweep",
+        help="label-free hyperparameter search",
+        description="Search hyperparameters with Ray Tune (OptunaSearch TPE + ASHA), every trial a Ray Train run, "
+        "maximising a label-free metric (RankMe by default); prints the selection table at the end.",
+    )
+    s.add_argument("sweep", help="sweep YAML (see examples/*_sweep.yaml)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep YAML value (repeatable)")
+    s.set_defaults(fn=_sweep)
+
+    r = sub.add_parser("report", help="selection table of a sweep", description="Print a finished sweep's selection table from MLflow.")
+    r.add_argument("sweep", help="sweep YAML, or a sweep name in the tracking store")
+    r.add_argument("--tracking-uri", help="MLflow store when SWEEP is a name (default sqlite:///selfsup-mlflow.db)")
+    r.set_defaults(fn=_report)
+
+    u = sub.add_parser("ui", help="MLflow UI over the tracking store", description="Start `mlflow server` on 127.0.0.1 over the project's store.")
+    u.add_argument("--tracking-uri", help="default sqlite:///selfsup-mlflow.db in the current directory")
+    u.add_argument("--artifacts", help="default ./selfsup-artifacts")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(fn=_ui)
+
+    sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)
+    sub.add_parser("datasets", help="list datasets").set_defaults(fn=_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError) as exc:
+        print(f"selfsup: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Experiment and sweep configuration: pydantic models, YAML loading and ``--set`` overrides.
+
+Every section of an experiment YAML has a model here. Unknown keys, wrong types and impossible
+values raise :class:`ConfigError` with one line naming the file and the dotted key path, before
+anything (Ray, MLflow, data) starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line: ``FILE: key.path: what is wrong``."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Dataset and view augmentation.
+
+    ``name`` is a built-in dataset (``digits``) or ``npz`` for a user file with ``x`` (and optional
+    ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out).
+    """
+
+    name: Literal["digits", "npz"] = "digits"
+    path: str | None = None
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    flip: bool = False
+    noise_std: float = Field(0.05, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
+        if self.name == "npz" and not self.path:
+            raise ValueError("data.name 'npz' needs data.path")
+        return self
+
+
+class ModelConfig(Section):
+    """Backbone: ``cnn`` (small conv net) or ``mlp``; ``embed_dim`` is the representation size."""
+
+    backbone: Literal["cnn", "mlp"] = "cnn"
+    embed_dim: int = Field(128, ge=1)
+    width: int = Field(32, ge=1)
+    depth: int = Field(3, ge=1, le=8)
+
+
+class VICRegConfig(Section):
+    """VICReg (Bardes et al., 2022) loss weights and expander."""
+
+    name: Literal["vicreg"] = "vicreg"
+    sim_coeff: float = Field(25.0, ge=0.0)
+    std_coeff: float = Field(25.0, ge=0.0)
+    cov_coeff: float = Field(1.0, ge=0.0)
+    projector: list[int] = Field(default_factory=lambda: [512, 512])
+
+
+class SimCLRConfig(Section):
+    """SimCLR (Chen et al., 2020) NT-Xent temperature and projection head."""
+
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.2, gt=0.0)
+    projector: list[int] = Field(default_factory=lambda: [256, 128])
+
+
+MethodConfig = Annotated[Union[VICRegConfig, SimCLRConfig], Field(discriminator="name")]
+METHOD_CONFIGS = {m.model_fields["name"].default: m for m in (VICRegConfig, SimCLRConfig)}
+
+
+class OptimConfig(Section):
+    """Optimizer and learning-rate schedule (linear warmup, then cosine to ``min_lr_ratio * lr``)."""
+
+    name: Literal["adamw", "lars"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    lars_eta: float = Field(0.02, gt=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(Section):
+    """Epochs, global batch size, precision, clipping, checkpoints and fault tolerance."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=2)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grad_clip: float | None = Field(None, gt=0.0)
+    max_failures: int = Field(2, ge=0)
+    checkpoints_to_keep: int = Field(2, ge=1)
+    storage_path: str = "./selfsup-runs"
+
+
+class EvalConfig(Section):
+    """Label-free metrics on a fixed evaluation subset; probes when labels exist."""
+
+    subset_size: int = Field(512, ge=2)
+    probe_every: int = Field(0, ge=0)
+    knn_k: int = Field(20, ge=1)
+
+
+class ScalingConfig(Section):
+    """Ray Train workers. ``num_workers`` data-parallel processes, gloo on CPU and nccl on GPU."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+
+
+class TrackingConfig(Section):
+    """MLflow store. ``experiment`` defaults to the run (or sweep) name."""
+
+    uri: str = "sqlite:///selfsup-mlflow.db"
+    artifact_location: str = "./selfsup-artifacts"
+    experiment: str | None = None
+
+
+class ExperimentConfig(Section):
+    """One pretraining run: the whole YAML of ``selfsup train``."""
+
+    name: str = Field("selfsup", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=VICRegConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentConfig":
+        if self.train.batch_size % self.scaling.num_workers:
+            raise ValueError(
+                f"train.batch_size {self.train.batch_size} is not divisible by "
+                f"scaling.num_workers {self.scaling.num_workers}"
+            )
+        return self
+
+
+class Distribution(Section):
+    """One searched hyperparameter: ``loguniform``/``uniform`` (low, high), ``int`` (low, high
+    inclusive) or ``choice`` (values)."""
+
+    type: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high, got low={self.low} high={self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        return self
+
+    def examples(self) -> list[Any]:
+        """Values at the ends of the range, used to validate the space against the config."""
+        if self.type == "choice":
+            return list(self.values)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class SchedulerConfig(Section):
+    """ASHA early stopping on the epoch (``none`` runs every trial to the end)."""
+
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+
+
+class SweepConfig(Section):
+    """A label-free hyperparameter search: the whole YAML of ``selfsup sweep``.
+
+    ``base`` is an experiment YAML (relative to this file); ``search_space`` a YAML of dotted
+    config paths -> distributions, by default ``search_spaces/<method>.yaml``.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str
+    search_space: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    metric: str = "label_free/rankme"
+    mode: Literal["max", "min"] = "max"
+    seed: int = 0
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trial_cpus: float = Field(0.25, gt=0.0)
+
+
+def _loc(err: dict) -> str:
+    return ".".join(str(p) for p in err["loc"] if p not in METHOD_CONFIGS)
+
+
+def _one_line(source: str, exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    where = _loc(err)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"unknown method {err['input']!r} (see `selfsup methods`)"
+    bad = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(err.get("input"), dict) else ""
+    return ConfigError(f"{source}: {where or '<top>'}: {msg}{bad}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, raising :class:`ConfigError` naming the file on any problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value parsed as YAML (``3``, ``1e-3``, ``true``, ``[1, 2]``), else a string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_path(tree: dict, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set ``tree[a][b][c] = value`` for ``dotted = 'a.b.c'``, creating sections as needed."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"{source}: {dotted!r}: empty key in path")
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(keys[: i + 1])}: is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: dict[str, Any], source: str = "--set") -> dict:
+    """Return a deep copy of ``tree`` with dotted-path overrides applied."""
+    out = yaml.safe_load(yaml.safe_dump(tree))
+    for dotted, value in overrides.items():
+        set_path(out, dotted, value, source)
+    return out
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", ...]`` -> ``{"a.b": 1, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: {item!r}: expected key.path=value")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def build_experiment(tree: dict, source: str) -> ExperimentConfig:
+    """Validate a raw mapping into an :class:`ExperimentConfig`, errors naming ``source``."""
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise _one_line(source, exc) from None
+
+
+def load_experiment(path: str | Path, sets: list[str] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML with ``--set`` overrides applied."""
+    tree = apply_overrides(read_yaml(path), parse_sets(sets or []))
+    return build_experiment(tree, str(path))
+
+
+def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepConfig:
+    """Load a sweep YAML; ``base`` and ``search_space`` are resolved relative to it."""
+    path = Path(path)
+    tree = apply_overrides(read_yaml(path), parse_sets(sets or []))
+    try:
+        sweep = SweepConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise _one_line(str(path), exc) from None
+    sweep.base = str((path.parent / sweep.base).resolve())
+    if sweep.search_space is not None:
+        sweep.search_space = str((path.parent / sweep.search_space).resolve())
+    return sweep
+
+
+def load_space(path: str | Path) -> dict[str, Distribution]:
+    """Load a search-space YAML: dotted config path -> :class:`Distribution`."""
+    raw = read_yaml(path)
+    space = {}
+    for key, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: {key}: expected a mapping with 'type', got {spec!r}")
+        try:
+            space[key] = Distribution.model_validate(spec)
+        except ValidationError as exc:
+            err = _one_line(str(path), exc)
+            raise ConfigError(str(err).replace(f"{path}: ", f"{path}: {key}.", 1)) from None
+    if not space:
+        raise ConfigError(f"{path}: search space is empty")
+    return space
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}`` (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
+    """Make local storage paths absolute (Ray workers run in another directory)."""
+    base = base or Path.cwd()
+    cfg = cfg.model_copy(deep=True)
+    if "://" not in cfg.train.storage_path:
+        cfg.train.storage_path = str((base / cfg.train.storage_path).resolve())
+    if cfg.tracking.uri.startswith("sqlite:///") and not cfg.tracking.uri.startswith("sqlite:////"):
+        cfg.tracking.uri = "sqlite:///" + str((base / cfg.tracking.uri[len("sqlite:///"):]).resolve())
+    if "://" not in cfg.tracking.artifact_location:
+        cfg.tracking.artifact_location = str((base / cfg.tracking.artifact_location).resolve())
+    if cfg.data.path and "://" not in cfg.data.path:
+        cfg.data.path = str((base / cfg.data.path).resolve())
+    return cfg

@@ -1,0 +1,1 @@
+"""Datasets, view augmentation and loaders (plain PyTorch/NumPy)."""

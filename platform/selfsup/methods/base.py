@@ -1,0 +1,60 @@
+"""The method contract and registry (see DESIGN.md, "Method contract").
+
+A method is an ``nn.Module`` registered under a short name. It owns its heads and any
+teacher/target network and provides ``forward(batch) -> dict`` (with ``loss``), ``embed(x)``
+(the backbone representation that metrics and probes see) and ``after_step(progress)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a :class:`Method` available under ``name``."""
+
+    def wrap(cls: type["Method"]) -> type["Method"]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+class Method(nn.Module):
+    """Base class: a backbone plus whatever the method adds around it."""
+
+    name: str = ""
+    description: str = ""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``batch["views"]`` is a list of ``(B, C, H, W)`` tensors; returns ``{"loss": ..., ...}``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone representation ``(B, embed_dim)`` of unaugmented inputs."""
+        return self.backbone(x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projector output ``(B, P)`` of unaugmented inputs (for projector RankMe)."""
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after every optimizer step with training progress in [0, 1]."""
+
+
+def build_method(name: str, backbone: nn.Module, **params) -> Method:
+    """Instantiate the method registered as ``name`` around ``backbone``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name](backbone, **params)

@@ -1,0 +1,71 @@
+"""VICReg: Variance-Invariance-Covariance Regularization (Bardes, Ponce & LeCun, ICLR 2022).
+
+https://arxiv.org/abs/2105.04906 — pseudo-code in Algorithm 1; reference implementation
+https://github.com/facebookresearch/vicreg. Two views pass through backbone and expander; the loss
+pulls the pair together (invariance), keeps each dimension's standard deviation above 1
+(variance) and decorrelates dimensions (covariance). Variance and covariance are statistics of the
+*global* batch: embeddings are gathered across workers with gradients before computing them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.methods.base import Method, register
+from selfsup.methods.gather import gather_with_grad
+from selfsup.models.heads import projector as make_projector
+
+
+def off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """Off-diagonal entries of a square matrix ``(D, D)`` as a flat ``(D * (D - 1),)`` tensor."""
+    d = m.shape[0]
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+) -> dict[str, torch.Tensor]:
+    """VICReg loss of two batches of embeddings ``(N, D)`` (the global batch).
+
+    ``s(Z, Z') = 1/N sum_i ||z_i - z'_i||^2 / D``  (mean squared error),
+    ``v(Z) = 1/D sum_j max(0, 1 - sqrt(Var(z^j) + eps))``,
+    ``c(Z) = 1/D sum_{i != j} C(Z)_{ij}^2`` with ``C(Z) = 1/(N-1) sum_i (z_i - zbar)(z_i - zbar)^T``,
+    ``loss = lambda s + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))``.
+    """
+    n, d = z1.shape
+    invariance = F.mse_loss(z1, z2)
+    z1 = z1 - z1.mean(dim=0)
+    z2 = z2 - z2.mean(dim=0)
+    std1 = torch.sqrt(z1.var(dim=0) + eps)
+    std2 = torch.sqrt(z2.var(dim=0) + eps)
+    variance = F.relu(1 - std1).mean() / 2 + F.relu(1 - std2).mean() / 2
+    cov1 = (z1.T @ z1) / (n - 1)
+    cov2 = (z2.T @ z2) / (n - 1)
+    covariance = off_diagonal(cov1).pow(2).sum() / d + off_diagonal(cov2).pow(2).sum() / d
+    loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+    return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
+
+
+@register("vicreg")
+class VICReg(Method):
+    description = "VICReg (Bardes et al. 2022): variance-invariance-covariance regularization"
+
+    def __init__(self, backbone, projector: list[int] = (512, 512), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
+        super().__init__(backbone)
+        self.expander = make_projector(backbone.embed_dim, list(projector))
+        self.coeffs = dict(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
+
+    def project(self, x):
+        return self.expander(self.backbone(x))
+
+    def forward(self, batch):
+        x1, x2 = batch["views"]
+        z1 = gather_with_grad(self.project(x1).float())
+        z2 = gather_with_grad(self.project(x2).float())
+        return vicreg_loss(z1, z2, **self.coeffs)

@@ -1,0 +1,1 @@
+"""Label-free metrics and label-based probes (plain PyTorch/NumPy/scikit-learn)."""

@@ -1,0 +1,1 @@
+"""Selection analysis over a finished sweep, read back from MLflow."""

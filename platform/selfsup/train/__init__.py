@@ -1,0 +1,1 @@
+"""Training: the pure-torch engine, the Ray Train worker loop and the trainer launch."""

@@ -1,0 +1,102 @@
+"""Launching a run: preflight checks, the ``TorchTrainer``, and the ``selfsup train`` verb."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+import torch
+import yaml
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
+from selfsup.data.datasets import load_dataset
+from selfsup.tracking import runs
+from selfsup.train.worker import build, train_loop
+
+
+def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
+    """Everything that can be checked before Ray starts: the data loads, a global batch fits in
+    the train split, and the model runs on one sample batch. Raises a one-line error."""
+    d = cfg.data
+    data = load_dataset(d.name, d.path, d.test_fraction, d.split_seed)
+    n = len(data.train.x)
+    if cfg.train.batch_size > n:
+        raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
+    try:
+        with torch.no_grad():
+            out = build(cfg, data.shape).train()({"views": [data.train.x[:2], data.train.x[:2]]})
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
+    if "loss" not in out:
+        raise ConfigError(f"{source}: method.name: {cfg.method.name} returned no 'loss'")
+
+
+def init_ray(temp_dir: str | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected)."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), _temp_dir=temp_dir, log_to_driver=True)
+
+
+def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None) -> ray.train.Result:
+    """Run ``cfg`` on ``scaling.num_workers`` Ray Train workers; a run ``name`` that already has
+    checkpoints under ``train.storage_path`` resumes from the latest one."""
+    s = cfg.scaling
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id},
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
+        run_config=RunConfig(
+            name=name,
+            storage_path=cfg.train.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+            callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    return trainer.fit()
+
+
+def open_run(cfg: ExperimentConfig, run_name: str, tags: dict[str, str], experiment: str, key: dict[str, str] | None = None) -> str:
+    """Create (or reopen by ``key``) the MLflow run of ``cfg`` with its params and config.yaml."""
+    t = cfg.tracking
+    exp_id = runs.experiment_id(t.uri, experiment, t.artifact_location)
+    run_id = runs.start_run(t.uri, exp_id, run_name, tags={**tags, runs.METHOD: cfg.method.name, runs.DATASET: cfg.data.name}, key=key)
+    dump = cfg.model_dump(mode="json")
+    runs.log_params(t.uri, run_id, flatten(dump))
+    runs.log_text(t.uri, run_id, yaml.safe_dump(dump, sort_keys=False), "config.yaml")
+    return run_id
+
+
+def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, callbacks: list | None = None) -> ray.train.Result:
+    """:func:`fit` with the MLflow run ended truthfully: FINISHED, FAILED, or KILLED on Ctrl-C."""
+    try:
+        result = fit(cfg, run_id, name, callbacks)
+    except KeyboardInterrupt:
+        runs.end_run(cfg.tracking.uri, run_id, "KILLED")
+        raise
+    except BaseException:
+        runs.end_run(cfg.tracking.uri, run_id, "FAILED")
+        raise
+    runs.end_run(cfg.tracking.uri, run_id, "FINISHED")
+    return result
+
+
+def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None) -> dict:
+    """The ``selfsup train`` verb: one tracked run; returns the final metrics."""
+    cfg = resolve_paths(cfg)
+    preflight(cfg, source)
+    name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
+    init_ray(ray_temp_dir)
+    result = run_tracked(cfg, run_id, name)
+    metrics = dict(result.metrics or {})
+    print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
+    for key in sorted(k for k in metrics if "/" in k or k == "epoch"):
+        print(f"  {key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"  {key:30s} {metrics[key]}")
+    return metrics

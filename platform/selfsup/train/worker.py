@@ -1,0 +1,136 @@
+"""The Ray Train worker loop: what every data-parallel worker of a run executes.
+
+dataset -> views -> sharded DataLoader -> backbone + method (DDP when W > 1) -> engine; per epoch:
+train steps, label-free metrics on a fixed evaluation subset, probes when labels exist, a
+checkpoint (rank 0), ``ray.train.report`` (all ranks), and rank 0 logs the metrics to MLflow.
+
+Checkpoint ``state.pt``: the engine state (method weights incl. heads, optimizer, schedule step)
+and the epoch. The random state needs no saving: every epoch reseeds torch from
+``(seed, epoch, rank)``, so resuming at an epoch restores exactly the RNG stream of that epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from selfsup.config import ExperimentConfig
+from selfsup.data.datasets import load_dataset
+from selfsup.data.views import RandomViews, ViewCollate
+from selfsup.methods import build_method
+from selfsup.metrics.panel import evaluate
+from selfsup.models.backbones import build_backbone
+from selfsup.tracking import runs
+from selfsup.train.engine import Engine, build_optimizer
+
+STATE_FILE = "state.pt"
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**31)
+
+
+def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
+    """Fixed indices of the evaluation subset: the first ``size`` of a seeded permutation."""
+    return torch.from_numpy(np.random.default_rng(seed).permutation(n_train)[: min(size, n_train)])
+
+
+def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
+    """Backbone + method from the config, with identical initial weights on every worker."""
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth)
+    params = cfg.method.model_dump(exclude={"name"})
+    return build_method(cfg.method.name, backbone, **params)
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run}``."""
+    cfg = ExperimentConfig.model_validate(config["experiment"])
+    run_id = config.get("run_id")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    data = load_dataset(cfg.data.name, cfg.data.path, cfg.data.test_fraction, cfg.data.split_seed)
+    views = RandomViews(cfg.data.crop_scale, cfg.data.crop_ratio, cfg.data.flip, cfg.data.noise_std)
+    dataset = TensorDataset(data.train.x)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=cfg.train.batch_size // world, sampler=sampler, drop_last=True, collate_fn=ViewCollate(views)
+    )
+    steps_per_epoch = len(loader)
+
+    method = build(cfg, data.shape)
+    if world > 1 and device.type == "cuda":
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    model = ray.train.torch.prepare_model(method)
+    method = model.module if hasattr(model, "module") else model
+    o = cfg.optim
+    optimizer = build_optimizer(method, o.name, o.lr, o.weight_decay, o.momentum, o.betas, o.lars_eta)
+    engine = Engine(
+        model,
+        method,
+        optimizer,
+        total_steps=cfg.train.epochs * steps_per_epoch,
+        warmup_steps=round(o.warmup_epochs * steps_per_epoch),
+        min_lr_ratio=o.min_lr_ratio,
+        precision=cfg.train.precision,
+        grad_clip=cfg.train.grad_clip,
+        device=device,
+    )
+
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=False)
+        engine.load_state_dict(state["engine"])
+        start = state["epoch"]
+        if rank == 0:
+            print(f"[selfsup] resumed from checkpoint at epoch {start}", flush=True)
+
+    eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
+    probe = (data.train.x, data.train.y, data.test.x, data.test.y) if data.has_labels else None
+
+    for epoch in range(start + 1, cfg.train.epochs + 1):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for batch in loader:
+            logs = engine.train_step(batch)
+            if not math.isfinite(logs["loss"]):
+                raise FloatingPointError(f"train/loss is {logs['loss']} at epoch {epoch}, step {engine.step_count}")
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        t1 = time.perf_counter()
+        do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
+        metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
+        metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k))
+        t2 = time.perf_counter()
+        metrics.update({
+            "perf/samples_per_s": steps_per_epoch * cfg.train.batch_size / (t1 - t0),
+            "perf/train_s": t1 - t0,
+            "perf/eval_s": t2 - t1,
+        })
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                torch.save({"engine": engine.state_dict(), "epoch": epoch}, Path(tmp) / STATE_FILE)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            metrics["perf/checkpoint_s"] = time.perf_counter() - t2
+            metrics["perf/epoch_s"] = time.perf_counter() - t0
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{epoch:05d}")
+        if rank == 0 and run_id:
+            runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)

@@ -1,0 +1,1 @@
+"""Label-free hyperparameter search: search spaces, Tuner with OptunaSearch and ASHA, resume."""

@@ -1,0 +1,184 @@
+"""``selfsup sweep``: Ray Tune + OptunaSearch (TPE, seeded) + ASHA over Ray Train runs.
+
+Each Tune trial is a function that builds the trial's config, opens its MLflow child run (keyed by
+trial id) and launches a ``TorchTrainer`` with ``TuneReportCallback`` (the Train V2 pattern). The
+Train run is named after the trial id, so a trial restarted by ``--resume`` resumes from its own
+checkpoints and continues its own MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from selfsup.config import (
+    ConfigError,
+    ExperimentConfig,
+    SweepConfig,
+    apply_overrides,
+    build_experiment,
+    flatten,
+    load_space,
+    read_yaml,
+    resolve_paths,
+)
+from selfsup.report.selection import sweep_table
+from selfsup.tracking import runs
+from selfsup.train.launch import init_ray, open_run, preflight, run_tracked
+from selfsup.tune.space import check_space, space_path, to_tune
+
+
+def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: str, experiment: str, train_storage: str) -> None:
+    """One Tune trial: the base config with the sampled ``params`` applied, run on Ray Train."""
+    trial_id = tune.get_context().get_trial_id()
+    cfg = build_experiment(apply_overrides(base_tree, flatten(params)), f"trial {trial_id}")
+    cfg.train.storage_path = train_storage
+    tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id}
+    key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
+    run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
+    run_tracked(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
+
+
+def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
+    """The sweep's base experiment with its overrides applied and local paths made absolute."""
+    tree = apply_overrides(read_yaml(sweep.base), sweep.overrides, f"{source}: overrides")
+    return resolve_paths(build_experiment(tree, sweep.base))
+
+
+def prepare(sweep: SweepConfig, source: str):
+    """Validate everything a sweep needs before Ray starts: base config, overrides, search space,
+    data and model. Returns ``(base_cfg, base_tree, space, space_file)`` with absolute paths."""
+    base_cfg = base_config(sweep, source)
+    base_tree = base_cfg.model_dump(mode="json")
+    space_file = space_path(sweep.search_space, base_cfg.method.name)
+    space = load_space(space_file)
+    check_space(space, base_tree, str(space_file))
+    preflight(base_cfg, sweep.base)
+    return base_cfg, base_tree, space, space_file
+
+
+def concurrency(sweep: SweepConfig, cpus_per_trial: float, cluster_cpus: float) -> int:
+    """Trials that fit at once: each holds ``trial_cpus`` for its function plus its workers'
+    CPUs, so a limit above what the cluster holds would leave trials waiting on each other."""
+    fit = math.floor(cluster_cpus / cpus_per_trial + 1e-9)
+    if fit < 1:
+        raise ConfigError(f"scaling: a trial needs {cpus_per_trial:g} CPUs (trial_cpus + workers) but the Ray cluster has {cluster_cpus:g}")
+    return min(sweep.max_concurrent_trials, fit)
+
+
+def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_dir: str | None = None) -> str:
+    """Run (or with ``resume`` continue) a sweep; returns the printed selection table."""
+    base_cfg, base_tree, space, space_file = prepare(sweep, source)
+    storage = Path(base_cfg.train.storage_path)
+    sweep_dir = storage / sweep.name
+    if resume and not tune.Tuner.can_restore(str(sweep_dir)):
+        raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {storage}")
+    if not resume and sweep_dir.exists():
+        raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
+
+    t = base_cfg.tracking
+    experiment = t.experiment or sweep.name
+    exp_id = runs.experiment_id(t.uri, experiment, t.artifact_location)
+    parent_key = {runs.ROLE: "sweep", runs.SWEEP: sweep.name}
+    parent = runs.start_run(t.uri, exp_id, f"sweep-{sweep.name}", parent_key, key=parent_key if resume else None)
+    runs.set_tags(t.uri, parent, {runs.SEARCHED: json.dumps(sorted(space)), runs.METHOD: base_cfg.method.name, runs.DATASET: base_cfg.data.name})
+    runs.log_params(t.uri, parent, {f"sweep.{k}": v for k, v in flatten(sweep.model_dump(mode="json")).items()})
+    runs.log_text(t.uri, parent, Path(space_file).read_text(), "search_space.yaml")
+
+    try:
+        init_ray(ray_temp_dir)
+        per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
+        limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
+        trainable = tune.with_resources(
+            partial(
+                run_trial,
+                base_tree=base_tree,
+                sweep_name=sweep.name,
+                parent_run_id=parent,
+                experiment=experiment,
+                train_storage=str(sweep_dir / "trials"),
+            ),
+            {"cpu": sweep.trial_cpus},
+        )
+        if resume:
+            tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+        else:
+            if sweep.scheduler.type == "asha":
+                scheduler = ASHAScheduler(
+                    time_attr="epoch",
+                    max_t=base_cfg.train.epochs,
+                    grace_period=min(sweep.scheduler.grace_period, base_cfg.train.epochs),
+                    reduction_factor=sweep.scheduler.reduction_factor,
+                )
+            else:
+                scheduler = FIFOScheduler()
+            search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=to_tune(space),
+                tune_config=tune.TuneConfig(
+                    metric=sweep.metric,
+                    mode=sweep.mode,
+                    search_alg=search,
+                    scheduler=scheduler,
+                    num_samples=sweep.num_samples,
+                    max_concurrent_trials=limit,
+                ),
+                run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage), failure_config=tune.FailureConfig(max_failures=0)),
+            )
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        close_trials(t.uri, exp_id, parent, "interrupted")
+        runs.end_run(t.uri, parent, "KILLED")
+        raise
+    except BaseException:
+        close_trials(t.uri, exp_id, parent, "sweep-failed")
+        runs.end_run(t.uri, parent, "FAILED")
+        raise
+    settle_trials(t.uri, exp_id, parent, results, base_cfg.train.epochs)
+    table = sweep_table(t.uri, exp_id, parent, sweep.metric, sweep.mode)
+    runs.log_text(t.uri, parent, table, "selection.txt")
+    runs.end_run(t.uri, parent, "FINISHED")
+    return table
+
+
+def close_trials(uri: str, exp_id: str, parent: str, reason: str) -> None:
+    """After an interrupted or failed sweep: trial runs still RUNNING were stopped from outside;
+    mark them KILLED with ``selfsup.stopped_by = reason``."""
+    for run in runs.child_runs(uri, exp_id, parent):
+        if run.status == "RUNNING":
+            runs.set_tags(uri, run.run_id, {runs.STOPPED: reason})
+            runs.end_run(uri, run.run_id, "KILLED")
+
+
+def settle_trials(uri: str, exp_id: str, parent: str, results: tune.ResultGrid, epochs: int) -> None:
+    """Give every trial run its true final status once Tune has returned.
+
+    Tune stops a trial's function as soon as the scheduler says stop, which it also says on the
+    last epoch (``max_t``), so the function may not get to close its own run. The truth is in
+    Tune's results: an errored trial FAILED; one that trained all ``epochs`` FINISHED; any other
+    was stopped early by the scheduler: KILLED, tagged ``selfsup.stopped_by = scheduler``.
+    """
+    outcome = {r.metrics["trial_id"]: r for r in results if r.metrics and "trial_id" in r.metrics}
+    for run in runs.child_runs(uri, exp_id, parent):
+        result = outcome.get(run.tags.get(runs.TRIAL_ID))
+        if result is None:
+            status = "FAILED" if run.status == "RUNNING" else run.status
+        elif result.error is not None:
+            status = "FAILED"
+        elif result.metrics.get("epoch", 0) >= epochs:
+            status = "FINISHED"
+        else:
+            status = "KILLED"
+            runs.set_tags(uri, run.run_id, {runs.STOPPED: "scheduler"})
+        if status != run.status:
+            runs.end_run(uri, run.run_id, status)
