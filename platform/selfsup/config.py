@@ -223,7 +223,8 @@ def _one_line(source: str, exc: ValidationError) -> ConfigError:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "union_tag_invalid":
-        msg = f"unknown method {err['input']!r} (see `selfsup methods`)"
+        tag = err.get("ctx", {}).get("tag", err["input"])
+        msg = f"unknown method {tag!r}; available: {', '.join(METHOD_CONFIGS)}"
     bad = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(err.get("input"), dict) else ""
     return ConfigError(f"{source}: {where or '<top>'}: {msg}{bad}")
 

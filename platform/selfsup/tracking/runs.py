@@ -21,6 +21,7 @@ ROLE, TRIAL_ID, SWEEP, METHOD, DATASET = "selfsup.role", "selfsup.trial_id", "se
 PARENT = "mlflow.parentRunId"
 STOPPED = "selfsup.stopped_by"
 SEARCHED = "selfsup.searched"
+RESUMED = "selfsup.resumed_from_epoch"
 _BATCH = 100
 
 

@@ -98,7 +98,9 @@ def train_loop(config: dict) -> None:
         engine.load_state_dict(state["engine"])
         start = state["epoch"]
         if rank == 0:
-            print(f"[selfsup] resumed from checkpoint at epoch {start}", flush=True)
+            print(f"[selfsup] resumed from the checkpoint of epoch {start}", flush=True)
+            if run_id:
+                runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
     probe = (data.train.x, data.train.y, data.test.x, data.test.y) if data.has_labels else None

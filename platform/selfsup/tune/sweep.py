@@ -33,7 +33,7 @@ from selfsup.config import (
 )
 from selfsup.report.selection import sweep_table
 from selfsup.tracking import runs
-from selfsup.train.launch import init_ray, open_run, preflight, run_tracked
+from selfsup.train.launch import fit, init_ray, open_run, preflight
 from selfsup.tune.space import check_space, space_path, to_tune
 
 
@@ -45,7 +45,37 @@ def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: 
     tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id}
     key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
     run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
-    run_tracked(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
+    fit(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
+
+
+class TrialRunStatus(tune.Callback):
+    """Ends each trial's MLflow run with its true status, from the driver, as Tune decides it.
+
+    The trial function cannot do this itself: Tune stops a trial the moment the scheduler says
+    so (ASHA also says stop at the last epoch), often before the function returns. So: an
+    errored trial FAILED; a completed one that trained all ``epochs`` FINISHED; a completed one
+    with fewer epochs was stopped early by the scheduler: KILLED, ``selfsup.stopped_by=scheduler``.
+    """
+
+    def __init__(self, uri: str, exp_id: str, parent: str, epochs: int):
+        self.uri, self.exp_id, self.parent, self.epochs = uri, exp_id, parent, epochs
+
+    def _end(self, trial, status: str, stopped_by: str | None = None) -> None:
+        run_id = runs.find_run(self.uri, self.exp_id, {runs.TRIAL_ID: trial.trial_id, runs.PARENT: self.parent})
+        if run_id is None:
+            return
+        if stopped_by:
+            runs.set_tags(self.uri, run_id, {runs.STOPPED: stopped_by})
+        runs.end_run(self.uri, run_id, status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if (trial.last_result or {}).get("epoch", 0) >= self.epochs:
+            self._end(trial, "FINISHED")
+        else:
+            self._end(trial, "KILLED", "scheduler")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "FAILED")
 
 
 def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
@@ -109,8 +139,14 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
             ),
             {"cpu": sweep.trial_cpus},
         )
+        run_config = tune.RunConfig(
+            name=sweep.name,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[TrialRunStatus(t.uri, exp_id, parent, base_cfg.train.epochs)],
+        )
         if resume:
-            tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+            tuner = tune.Tuner.restore(str(sweep_dir), trainable)
         else:
             if sweep.scheduler.type == "asha":
                 scheduler = ASHAScheduler(
@@ -133,7 +169,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
                     num_samples=sweep.num_samples,
                     max_concurrent_trials=limit,
                 ),
-                run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage), failure_config=tune.FailureConfig(max_failures=0)),
+                run_config=run_config,
             )
         results = tuner.fit()
     except KeyboardInterrupt:
@@ -144,7 +180,11 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
         close_trials(t.uri, exp_id, parent, "sweep-failed")
         runs.end_run(t.uri, parent, "FAILED")
         raise
-    settle_trials(t.uri, exp_id, parent, results, base_cfg.train.epochs)
+    if results.num_terminated + results.num_errors < sweep.num_samples:
+        close_trials(t.uri, exp_id, parent, "interrupted")
+        runs.end_run(t.uri, parent, "KILLED")
+        return f"sweep {sweep.name!r} interrupted; continue it with: selfsup sweep {source} --resume"
+    close_trials(t.uri, exp_id, parent, "sweep-ended")
     table = sweep_table(t.uri, exp_id, parent, sweep.metric, sweep.mode)
     runs.log_text(t.uri, parent, table, "selection.txt")
     runs.end_run(t.uri, parent, "FINISHED")
@@ -152,33 +192,10 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
 
 
 def close_trials(uri: str, exp_id: str, parent: str, reason: str) -> None:
-    """After an interrupted or failed sweep: trial runs still RUNNING were stopped from outside;
-    mark them KILLED with ``selfsup.stopped_by = reason``."""
+    """Once Tune has returned, a trial run still RUNNING was stopped from outside without Tune
+    completing it (the sweep was interrupted): mark it KILLED with ``selfsup.stopped_by = reason``."""
     for run in runs.child_runs(uri, exp_id, parent):
         if run.status == "RUNNING":
             runs.set_tags(uri, run.run_id, {runs.STOPPED: reason})
             runs.end_run(uri, run.run_id, "KILLED")
 
-
-def settle_trials(uri: str, exp_id: str, parent: str, results: tune.ResultGrid, epochs: int) -> None:
-    """Give every trial run its true final status once Tune has returned.
-
-    Tune stops a trial's function as soon as the scheduler says stop, which it also says on the
-    last epoch (``max_t``), so the function may not get to close its own run. The truth is in
-    Tune's results: an errored trial FAILED; one that trained all ``epochs`` FINISHED; any other
-    was stopped early by the scheduler: KILLED, tagged ``selfsup.stopped_by = scheduler``.
-    """
-    outcome = {r.metrics["trial_id"]: r for r in results if r.metrics and "trial_id" in r.metrics}
-    for run in runs.child_runs(uri, exp_id, parent):
-        result = outcome.get(run.tags.get(runs.TRIAL_ID))
-        if result is None:
-            status = "FAILED" if run.status == "RUNNING" else run.status
-        elif result.error is not None:
-            status = "FAILED"
-        elif result.metrics.get("epoch", 0) >= epochs:
-            status = "FINISHED"
-        else:
-            status = "KILLED"
-            runs.set_tags(uri, run.run_id, {runs.STOPPED: "scheduler"})
-        if status != run.status:
-            runs.end_run(uri, run.run_id, status)

@@ -1,0 +1,54 @@
+"""Shared fixtures. Every file a test writes lives under a temporary directory: Ray's temp dir
+(short, under /tmp, for its socket paths), Ray storage, the MLflow sqlite store and artifacts."""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+# A local test cluster on loopback: no token file written into the home directory.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=True, log_to_driver=True)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run from a temporary directory, so that default relative paths land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def small_config(workdir):
+    """``small_config(**{"dotted.key": value})``: a small digits experiment stored under the test's
+    temporary directory."""
+    return lambda **sets: experiment(workdir, sets)
+
+
+def experiment(tmp_path, sets):
+    """A small digits config whose storage and MLflow store live under ``tmp_path``."""
+    from selfsup.config import ExperimentConfig, apply_overrides
+
+    tree = {
+        "name": "t",
+        "model": {"backbone": "cnn", "embed_dim": 64, "width": 16, "depth": 2},
+        "method": {"name": "vicreg", "projector": [256, 256]},
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": 4, "batch_size": 128, "storage_path": str(tmp_path / "runs")},
+        "eval": {"subset_size": 256, "probe_every": 0},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "artifacts")},
+    }
+    return ExperimentConfig.model_validate(apply_overrides(tree, sets))

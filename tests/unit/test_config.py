@@ -1,0 +1,97 @@
+import textwrap
+
+import pytest
+
+from selfsup.cli import main
+from selfsup.config import ConfigError, load_experiment, load_space, load_sweep
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def error_of(fn, *args):
+    with pytest.raises(ConfigError) as exc:
+        fn(*args)
+    return str(exc.value)
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = write(tmp_path, "a.yaml", "method: {name: simclr}\n")
+    cfg = load_experiment(p, ["optim.lr=3e-3", "train.epochs=4", "method.temperature=0.1"])
+    assert (cfg.optim.lr, cfg.train.epochs, cfg.method.temperature) == (3e-3, 4, 0.1)
+
+
+@pytest.mark.parametrize(
+    "text, sets, expected",
+    [
+        ("optim: {lr: 1.0e-3, lrr: 2}\n", [], "optim.lrr: unknown key"),
+        ("train: {epochs: ten}\n", [], "train.epochs: Input should be a valid integer"),
+        ("optim: {lr: -1}\n", [], "optim.lr: Input should be greater than 0"),
+        ("method: {name: vicreg, temperature: 0.1}\n", [], "method.temperature: unknown key"),
+        ("method: {name: byol2}\n", [], "method: unknown method 'byol2'"),
+        ("", ["train.batch_size=255", "scaling.num_workers=2"], "not divisible by scaling.num_workers 2"),
+        ("", ["data.crop_scale=[0.9, 0.2]"], "crop_scale must satisfy"),
+        ("", ["model.nope=1"], "model.nope: unknown key"),
+        ("data: [1, 2]\n", [], "data: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):
+    p = write(tmp_path, "bad.yaml", text)
+    msg = error_of(load_experiment, p, sets)
+    assert msg.startswith(f"{p}: ")
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = write(tmp_path, "broken.yaml", "optim:\n  lr: [1, 2\n")
+    assert error_of(load_experiment, p, []).startswith(f"{p}: line")
+
+
+def test_missing_file():
+    assert "file not found" in error_of(load_experiment, "/nonexistent/x.yaml", [])
+
+
+def test_bad_set_syntax(tmp_path):
+    p = write(tmp_path, "a.yaml", "")
+    assert "expected key.path=value" in error_of(load_experiment, p, ["optim.lr"])
+
+
+def test_search_space_errors(tmp_path):
+    p = write(tmp_path, "s.yaml", "optim.lr: {type: loguniform, low: 0, high: 1}\n")
+    assert "optim.lr" in error_of(load_space, p) and "low > 0" in error_of(load_space, p)
+    p = write(tmp_path, "s2.yaml", "optim.lr: {type: gaussian, low: 0, high: 1}\n")
+    assert "optim.lr.type" in error_of(load_space, p)
+
+
+def test_sweep_paths_resolve_relative_to_file(tmp_path):
+    write(tmp_path, "base.yaml", "")
+    p = write(tmp_path, "sweep.yaml", "name: s\nbase: base.yaml\nnum_samples: 3\n")
+    sweep = load_sweep(p)
+    assert sweep.base == str(tmp_path / "base.yaml") and sweep.num_samples == 3
+
+
+def test_cli_exits_2_with_one_line(tmp_path, capsys):
+    p = write(tmp_path, "bad.yaml", "optim: {lr: 1.0e-3, lrr: 2}\n")
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"selfsup: error: {p}: optim.lrr: unknown key"
+
+
+def test_cli_bad_sweep_fails_before_ray(tmp_path, capsys):
+    write(tmp_path, "base.yaml", "")
+    write(tmp_path, "space.yaml", "optim.lrx: {type: uniform, low: 0.1, high: 0.2}\n")
+    p = write(tmp_path, "sweep.yaml", "name: s\nbase: base.yaml\nsearch_space: space.yaml\n")
+    assert main(["sweep", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "space.yaml: optim.lrx" in err and "unknown key" in err
+    assert not (tmp_path / "selfsup-runs").exists()
+
+
+def test_cli_bad_data_file(tmp_path, capsys):
+    p = write(tmp_path, "a.yaml", f"data: {{name: npz, path: {tmp_path / 'missing.npz'}}}\n")
+    assert main(["train", str(p)]) == 2
+    assert "missing.npz: file not found" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from selfsup.data.datasets import DataError, digits, npz
+from selfsup.data.views import RandomViews
+
+
+def test_digits_fixed_split():
+    a, b = digits(), digits()
+    assert a.shape == (1, 8, 8) and len(a.train.x) + len(a.test.x) == 1797
+    assert torch.equal(a.test.y, b.test.y) and 0.0 <= float(a.train.x.min()) and float(a.train.x.max()) <= 1.0
+
+
+def test_npz_with_and_without_test_split(tmp_path):
+    x = np.random.rand(50, 6, 6).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x=x, y=np.arange(50) % 3)
+    d = npz(str(tmp_path / "a.npz"), test_fraction=0.2)
+    assert d.shape == (1, 6, 6) and len(d.test.x) == 10 and d.has_labels
+    np.savez(tmp_path / "b.npz", x=x[:, None], x_test=x[:5, None])
+    d = npz(str(tmp_path / "b.npz"))
+    assert len(d.train.x) == 50 and len(d.test.x) == 5 and not d.has_labels
+
+
+@pytest.mark.parametrize(
+    "arrays, expected",
+    [
+        ({"images": np.zeros((4, 8, 8))}, "missing key 'x'"),
+        ({"x": np.zeros((4, 8))}, "x: expected images of shape"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.zeros(3, dtype=int)}, "y: expected shape (4,)"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.zeros(4)}, "y: expected integer class labels"),
+        ({"x": np.full((4, 8, 8), np.nan)}, "x: contains NaN"),
+    ],
+)
+def test_npz_errors_name_file_and_key(tmp_path, arrays, expected):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError) as exc:
+        npz(str(tmp_path / "bad.npz"))
+    assert str(exc.value).startswith(str(tmp_path / "bad.npz")) and expected in str(exc.value)
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "c.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        npz(str(tmp_path / "c.npz"))
+
+
+def test_identity_view_when_no_augmentation():
+    x = torch.rand(5, 1, 8, 8)
+    views = RandomViews(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, noise_std=0.0)
+    for v in views(x):
+        assert torch.allclose(v, x, atol=1e-5)
+
+
+def test_flip_and_crop_shapes_and_randomness():
+    x = torch.rand(64, 3, 8, 8)
+    full_flip = RandomViews(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, noise_std=0.0)
+    v = full_flip.view(x, torch.Generator().manual_seed(0))
+    flipped = torch.all(torch.isclose(v, x.flip(-1), atol=1e-5).flatten(1), dim=1)
+    same = torch.all(torch.isclose(v, x, atol=1e-5).flatten(1), dim=1)
+    assert bool((flipped | same).all()) and 10 < int(flipped.sum()) < 54
+    a, b = RandomViews()(x)
+    assert a.shape == x.shape and not torch.allclose(a, b)

@@ -1,0 +1,65 @@
+"""Two gloo processes with DDP and gathered negatives give the one-process, global-batch gradient."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from selfsup.methods.simclr import SimCLR
+from selfsup.methods.vicreg import VICReg
+
+
+class Flat(nn.Module):
+    """Backbone without batch norm, so that per-worker statistics cannot differ."""
+
+    embed_dim = 6
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 6))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def make(name):
+    torch.manual_seed(0)
+    if name == "simclr":
+        return SimCLR(Flat(), projector=[5], temperature=0.3)
+    return VICReg(Flat(), projector=[5], sim_coeff=25, std_coeff=25, cov_coeff=1)
+
+
+def views():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)]
+
+
+def worker(rank, world, port, name, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = nn.parallel.DistributedDataParallel(make(name))
+    shard = [v.chunk(world)[rank] for v in views()]
+    model({"views": shard})["loss"].backward()
+    if rank == 0:
+        torch.save([p.grad for p in model.module.parameters()], out)
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["simclr", "vicreg"])
+def test_two_workers_match_global_batch(tmp_path, name):
+    single = make(name)
+    single({"views": views()})["loss"].backward()
+    out = tmp_path / "grads.pt"
+    mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=True)
+    for expected, got in zip((p.grad for p in single.parameters()), torch.load(out)):
+        assert torch.allclose(expected, got, rtol=1e-5, atol=1e-6)
