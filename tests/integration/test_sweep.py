@@ -9,6 +9,7 @@ import textwrap
 
 from mlflow.tracking import MlflowClient
 
+from selfsup.cli import main
 from selfsup.config import load_sweep
 from selfsup.tune.sweep import run_sweep
 
@@ -46,7 +47,7 @@ def trial_runs(tmp, name):
     return client, parent, children
 
 
-def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir):
+def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capsys):
     path = write_sweep(workdir, "tiny", num_samples=3, epochs=2)
     table = run_sweep(load_sweep(path), str(path))
     assert "label_free/rankme picks trial" in table and "best probe acc" in table
@@ -62,6 +63,9 @@ def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir):
         assert "probe/linear_acc" in c.data.metrics
     arts = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert "selection.txt" in arts and "search_space.yaml" in arts
+
+    assert main(["report", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == table.strip()
 
     run_sweep(load_sweep(path), str(path), resume=True)
     assert len(trial_runs(workdir, "tiny")[2]) == 3

@@ -41,28 +41,29 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config):
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
-    cfg = small_config(**{"train.epochs": 10, "train.max_failures": 2})
-    storage = cfg.train.storage_path
+    epochs = 30
+    cfg = small_config(**{"train.epochs": epochs, "train.max_failures": 2})
     out = {}
     runner = threading.Thread(target=lambda: out.update(metrics=train(cfg)))
     runner.start()
+
+    def checkpoints():
+        return {d for _, dirs, _ in os.walk(cfg.train.storage_path) for d in dirs if d.startswith("epoch-")}
+
     deadline = time.time() + 240
-    while time.time() < deadline and not any(
-        "epoch-00002" in dirs for _, dirs, _ in os.walk(storage)
-    ):
-        time.sleep(0.1)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    assert len(workers) == 1, "the run should be mid-way with one live worker"
+    workers = []
+    while not workers and time.time() < deadline:
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    while "epoch-00002" not in checkpoints() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(3)  # the Train controller takes in reports when it polls its workers (every 2 s)
+    assert f"epoch-{epochs:05d}" not in checkpoints(), "the kill must land mid-run"
     os.kill(workers[0].pid, signal.SIGKILL)
     runner.join(timeout=300)
 
-    assert out["metrics"]["epoch"] == 10
+    assert out["metrics"]["epoch"] == epochs
     client, run = only_run(cfg.tracking.uri)
     assert run.info.status == "FINISHED"
-    resumed_from = int(run.data.tags[RESUMED])
-    assert 2 <= resumed_from < 10
+    assert 1 <= int(run.data.tags[RESUMED]) < epochs, "restarted from a checkpoint, not from scratch"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
-    assert len(steps) == len(set(steps)), "resumed from a checkpoint, not restarted from scratch"
-    # Rank 0 logs an epoch right after its checkpoint is reported; a kill between the two is the
-    # only way an epoch can be missing from the history.
-    assert set(range(1, 11)) - {resumed_from} <= set(steps) <= set(range(1, 11))
+    assert sorted(steps) == list(range(1, epochs + 1)), "every epoch logged once"

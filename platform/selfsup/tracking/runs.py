@@ -117,6 +117,11 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
 
 
+def last_step(uri: str, run_id: str, key: str) -> int:
+    """The highest step logged for metric ``key`` (0 when none)."""
+    return max((m.step for m in client(uri).get_metric_history(run_id, key)), default=0)
+
+
 def get_run(uri: str, run_id: str) -> RunRecord:
     r = client(uri).get_run(run_id)
     return RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))

@@ -2,7 +2,10 @@
 
 dataset -> views -> sharded DataLoader -> backbone + method (DDP when W > 1) -> engine; per epoch:
 train steps, label-free metrics on a fixed evaluation subset, probes when labels exist, a
-checkpoint (rank 0), ``ray.train.report`` (all ranks), and rank 0 logs the metrics to MLflow.
+checkpoint (rank 0), rank 0 logs the metrics to MLflow, then ``ray.train.report`` (all ranks).
+Logging comes first so that MLflow holds every epoch Tune has seen, even when Tune stops the trial
+on that report. An epoch that was logged but not checkpointed is replayed after a restart (with
+the same seeds) and not logged twice.
 
 Checkpoint ``state.pt``: the engine state (method weights incl. heads, optimizer, schedule step)
 and the epoch. The random state needs no saving: every epoch reseeds torch from
@@ -59,7 +62,7 @@ def train_loop(config: dict) -> None:
     run_id = config.get("run_id")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.set_num_threads(math.ceil(cfg.scaling.cpus_per_worker))
     device = ray.train.torch.get_device()
 
     data = load_dataset(cfg.data.name, cfg.data.path, cfg.data.test_fraction, cfg.data.split_seed)
@@ -102,6 +105,7 @@ def train_loop(config: dict) -> None:
             if run_id:
                 runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
+    logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
     probe = (data.train.x, data.train.y, data.test.x, data.test.y) if data.has_labels else None
 
@@ -133,6 +137,6 @@ def train_loop(config: dict) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
+            if rank == 0 and run_id and epoch > logged:
+                runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{epoch:05d}")
-        if rank == 0 and run_id:
-            runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)

@@ -1,0 +1,26 @@
+# Everything runs in a local virtual environment, made on first use from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install sweep test bench
+
+$(BIN)/selfsup: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/selfsup
+
+# The main job: a label-free VICReg sweep on digits (8 trials), then `selfsup ui` to browse it.
+sweep: install
+	$(BIN)/selfsup sweep examples/digits_vicreg_sweep.yaml
+
+# The test suite: unit tests and integration tests on a real local Ray cluster and real MLflow.
+test: install
+	$(BIN)/python -m pytest
+
+# Platform overhead of a sweep: share of each trial's wall time spent in training steps.
+bench: install
+	$(BIN)/python benchmarks/sweep_overhead.py
