@@ -7,8 +7,10 @@ import tempfile
 
 import pytest
 
-# A local test cluster on loopback: no token file written into the home directory.
+# Nothing written into the home directory: no Ray token file (a local test cluster on
+# loopback) and no MLflow telemetry state.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 

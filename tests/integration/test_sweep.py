@@ -4,10 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import textwrap
+import threading
+import time
 
 from mlflow.tracking import MlflowClient
+from ray.util.state import list_actors
 
 from selfsup.cli import main
 from selfsup.config import load_sweep
@@ -115,3 +117,26 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):
     ids = [c.data.tags["selfsup.trial_id"] for c in children]
     assert len(ids) == 3 == len(set(ids)), "one MLflow run per trial, continued on resume"
     assert all(c.info.status == "FINISHED" and c.data.metrics["epoch"] == 4 for c in children)
+
+
+def test_crashing_trial_does_not_take_the_sweep_down(ray_cluster, workdir):
+    """A trial whose worker dies (no retries left) ends FAILED; the others and the table survive."""
+    path = write_sweep(workdir, "crash", num_samples=3, epochs=12, cpus_per_worker=1.0)
+    base = workdir / "base.yaml"
+    base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, "))
+    out = {}
+    runner = threading.Thread(target=lambda: out.update(table=run_sweep(load_sweep(path), str(path))))
+    runner.start()
+    deadline = time.time() + 300
+    workers = []
+    while not workers and time.time() < deadline:
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    while not list((workdir / "runs").rglob("epoch-00002")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    runner.join(timeout=600)
+
+    _, parent, children = trial_runs(workdir, "crash")
+    assert parent.info.status == "FINISHED" and "picks trial" in out["table"]
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+    assert "FAILED" in out["table"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import ray
 import torch
@@ -37,9 +36,17 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
 
 
 def init_ray(temp_dir: str | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected)."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), _temp_dir=temp_dir, log_to_driver=True)
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected).
+
+    A local Ray's Train controllers poll their workers every 0.5 s instead of Ray's 2 s (unless
+    ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
+    and a worker that dies loses at most that much of its reports."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    ray.init(address=address, _temp_dir=temp_dir, log_to_driver=True)
 
 
 def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None) -> ray.train.Result:
