@@ -67,7 +67,7 @@ def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, ca
     assert "selection.txt" in arts and "search_space.yaml" in arts
 
     assert main(["report", str(path)]) == 0
-    assert capsys.readouterr().out.strip() == table.strip()
+    assert table.strip() in capsys.readouterr().out
 
     run_sweep(load_sweep(path), str(path), resume=True)
     assert len(trial_runs(workdir, "tiny")[2]) == 3
