@@ -59,6 +59,19 @@ class ModelConfig(Section):
     depth: int = Field(3, ge=1, le=8)
 
 
+Widths = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
+
+class PredictorSection(Section):
+    """A method whose predictor maps projections onto projections (BYOL, MoCo v3)."""
+
+    @model_validator(mode="after")
+    def _check_predictor(self):
+        if self.predictor[-1] != self.projector[-1]:
+            raise ValueError(f"predictor must end in the projector's width {self.projector[-1]}, got {self.predictor[-1]}")
+        return self
+
+
 class VICRegConfig(Section):
     """VICReg (Bardes et al., 2022) loss weights and expander."""
 
@@ -66,7 +79,7 @@ class VICRegConfig(Section):
     sim_coeff: float = Field(25.0, ge=0.0)
     std_coeff: float = Field(25.0, ge=0.0)
     cov_coeff: float = Field(1.0, ge=0.0)
-    projector: list[int] = Field(default_factory=lambda: [512, 512])
+    projector: Widths = Field(default_factory=lambda: [512, 512])
 
 
 class SimCLRConfig(Section):
@@ -74,11 +87,39 @@ class SimCLRConfig(Section):
 
     name: Literal["simclr"] = "simclr"
     temperature: float = Field(0.2, gt=0.0)
-    projector: list[int] = Field(default_factory=lambda: [256, 128])
+    projector: Widths = Field(default_factory=lambda: [256, 128])
 
 
-MethodConfig = Annotated[Union[VICRegConfig, SimCLRConfig], Field(discriminator="name")]
-METHOD_CONFIGS = {m.model_fields["name"].default: m for m in (VICRegConfig, SimCLRConfig)}
+class MoCoV3Config(PredictorSection):
+    """MoCo v3 (Chen et al., 2021): contrastive temperature, heads, momentum-encoder EMA."""
+
+    name: Literal["mocov3"] = "mocov3"
+    temperature: float = Field(0.2, gt=0.0)
+    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    projector: Widths = Field(default_factory=lambda: [512, 128])
+    predictor: Widths = Field(default_factory=lambda: [512, 128])
+
+
+class BYOLConfig(PredictorSection):
+    """BYOL (Grill et al., 2020): heads and target EMA base rate."""
+
+    name: Literal["byol"] = "byol"
+    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    projector: Widths = Field(default_factory=lambda: [512, 128])
+    predictor: Widths = Field(default_factory=lambda: [512, 128])
+
+
+class BarlowTwinsConfig(Section):
+    """Barlow Twins (Zbontar et al., 2021): off-diagonal weight lambda and projector."""
+
+    name: Literal["barlowtwins"] = "barlowtwins"
+    lambd: float = Field(0.0051, ge=0.0)
+    projector: Widths = Field(default_factory=lambda: [512, 512])
+
+
+_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig)
+MethodConfig = Annotated[Union[_METHODS], Field(discriminator="name")]
+METHOD_CONFIGS = {m.model_fields["name"].default: m for m in _METHODS}
 
 
 class OptimConfig(Section):

@@ -6,6 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.methods.barlowtwins import barlow_twins_loss
+from selfsup.methods.byol import byol_loss
+from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
 
@@ -85,3 +88,54 @@ def test_nt_xent_sharded_equals_global():
     whole = nt_xent_loss(z1, z2, 0.2)
     shards = [nt_xent_loss(z1[s : s + 4], z2[s : s + 4], 0.2, z1, z2, offset=s) for s in (0, 4)]
     assert (sum(shards) / 2).item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+def barlow_direct(z1, z2, lambd, eps=1e-5):
+    n, d = z1.shape
+
+    def std(z):
+        mu = z.mean(0)
+        var = ((z - mu) ** 2).mean(0)
+        return (z - mu) / torch.sqrt(var + eps)
+
+    a, b = std(z1), std(z2)
+    c = [[sum(a[k, i] * b[k, j] for k in range(n)) / n for j in range(d)] for i in range(d)]
+    return sum((1 - c[i][i]) ** 2 for i in range(d)) + lambd * sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
+
+
+def test_barlow_twins_matches_formula():
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(7, 4, generator=g).double(), torch.randn(7, 4, generator=g).double()
+    assert barlow_twins_loss(z1, z2, 0.0051)["loss"].item() == pytest.approx(float(barlow_direct(z1, z2, 0.0051)), rel=1e-9)
+
+
+def test_barlow_twins_identity_correlation_is_zero_loss():
+    # identical views with uncorrelated, standardised columns: C = I
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    assert barlow_twins_loss(z, z, 0.5, eps=0.0)["loss"].item() == pytest.approx(0.0, abs=1e-12)
+    # second view the negative of the first: C = -I, on-diagonal (1 - (-1))^2 = 4 per dimension
+    assert barlow_twins_loss(z, -z, 0.5, eps=0.0)["loss"].item() == pytest.approx(8.0)
+
+
+def test_byol_is_two_minus_two_cosine():
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    z = torch.tensor([[5.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])  # cos = 1, 0, -1
+    assert byol_loss(p, z).item() == pytest.approx((0 + 2 + 4) / 3)
+
+
+def moco_direct(q, k, tau):
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    total = 0.0
+    for i in range(len(q)):
+        den = sum(math.exp(float(q[i] @ k[j]) / tau) for j in range(len(k)))
+        total += -math.log(math.exp(float(q[i] @ k[i]) / tau) / den)
+    return total / len(q) * 2 * tau
+
+
+def test_moco_v3_matches_formula_and_shards():
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(6, 3, generator=g).double(), torch.randn(6, 3, generator=g).double()
+    whole = moco_v3_loss(q, k, 0.2)
+    assert whole.item() == pytest.approx(moco_direct(q, k, 0.2), rel=1e-10)
+    shards = [moco_v3_loss(q[s : s + 3], k, 0.2, offset=s) for s in (0, 3)]
+    assert (sum(shards) / 2).item() == pytest.approx(whole.item(), rel=1e-10)

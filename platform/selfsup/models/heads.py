@@ -14,3 +14,14 @@ def projector(in_dim: int, dims: list[int]) -> nn.Sequential:
         d = width
     layers.append(nn.Linear(d, dims[-1]))
     return nn.Sequential(*layers)
+
+
+class Projected(nn.Module):
+    """``head(backbone(x))``: the target or momentum encoder of BYOL and MoCo v3."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x):
+        return self.head(self.backbone(x))

@@ -98,6 +98,12 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         t.copy_(o)
 
 
+def cosine_momentum(base: float, progress: float) -> float:
+    """EMA rate rising from ``base`` at progress 0 to 1 at progress 1:
+    ``1 - (1 - base) (cos(pi progress) + 1) / 2`` (BYOL sec. 3.2, MoCo v3 sec. 4)."""
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
 class Engine:
     """Runs optimisation steps of a method.
 

@@ -1,0 +1,33 @@
+"""Every shipped config is valid and passes the preflight checks (data, batch, model) without Ray."""
+
+from pathlib import Path
+
+import pytest
+
+from selfsup.config import load_experiment, load_space, load_sweep
+from selfsup.methods import METHODS
+from selfsup.train.launch import preflight
+from selfsup.tune.space import check_space
+from selfsup.tune.sweep import prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.stem.endswith("_sweep"))
+SWEEPS = sorted((ROOT / "examples").glob("*_sweep.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_preflights(path):
+    preflight(load_experiment(path), str(path))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_example_prepares(path):
+    prepare(load_sweep(path), str(path))
+
+
+def test_every_method_has_an_example_and_a_valid_search_space():
+    configs = [load_experiment(p) for p in EXAMPLES]
+    assert {c.method.name for c in configs} == set(METHODS)
+    for cfg in configs:
+        space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
+        check_space(load_space(space), cfg.model_dump(mode="json"), str(space))
