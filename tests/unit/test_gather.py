@@ -1,8 +1,5 @@
 """Two gloo processes with DDP and gathered negatives give the one-process, global-batch gradient."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -44,21 +41,15 @@ def views():
     return [torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)]
 
 
-def worker(rank, world, port, name, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def worker(rank, world, rendezvous, name, out):
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     model = nn.parallel.DistributedDataParallel(make(name))
     shard = [v.chunk(world)[rank] for v in views()]
     model({"views": shard})["loss"].backward()
     if rank == 0:
         torch.save([p.grad for p in model.module.parameters() if p.requires_grad], out)
+    dist.barrier()  # neither process tears down gloo while the other still talks to it
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -66,7 +57,7 @@ def test_two_workers_match_global_batch(tmp_path, name):
     single = make(name)
     single({"views": views()})["loss"].backward()
     out = tmp_path / "grads.pt"
-    mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, str(tmp_path / "rendezvous"), name, str(out)), nprocs=2, join=True)
     expected_grads = [p.grad for p in single.parameters() if p.requires_grad]
     got_grads = torch.load(out)
     assert len(expected_grads) == len(got_grads)

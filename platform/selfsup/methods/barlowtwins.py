@@ -41,9 +41,6 @@ class BarlowTwins(Method):
         self.head = make_projector(backbone.embed_dim, list(projector))
         self.lambd = lambd
 
-    def project(self, x):
-        return self.head(self.backbone(x))
-
     def forward(self, batch):
         x1, x2 = batch["views"]
         z1 = gather_with_grad(self.project(x1).float())

@@ -27,7 +27,8 @@ def register(name: str):
 
 
 class Method(nn.Module):
-    """Base class: a backbone plus whatever the method adds around it."""
+    """Base class: a backbone plus whatever the method adds around it; ``head`` is the
+    projector (set by each method) whose output ``project`` returns."""
 
     name: str = ""
     description: str = ""
@@ -46,8 +47,8 @@ class Method(nn.Module):
         return self.backbone(x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Projector output ``(B, P)`` of unaugmented inputs (for projector RankMe)."""
-        raise NotImplementedError
+        """Projector output ``(B, P)``: ``head(backbone(x))`` (also what projector RankMe sees)."""
+        return self.head(self.backbone(x))
 
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""

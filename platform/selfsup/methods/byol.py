@@ -36,9 +36,6 @@ class BYOL(Method):
         self.target = Projected(copy.deepcopy(backbone), copy.deepcopy(self.head)).requires_grad_(False)
         self.base_momentum = base_momentum
 
-    def project(self, x):
-        return self.head(self.backbone(x))
-
     def forward(self, batch):
         x1, x2 = batch["views"]
         p1 = self.predictor(self.project(x1)).float()

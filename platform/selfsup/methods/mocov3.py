@@ -50,9 +50,6 @@ class MoCoV3(Method):
         self.momentum_encoder = Projected(copy.deepcopy(backbone), copy.deepcopy(self.head)).requires_grad_(False)
         self.temperature, self.base_momentum = temperature, base_momentum
 
-    def project(self, x):
-        return self.head(self.backbone(x))
-
     def forward(self, batch):
         x1, x2 = batch["views"]
         q1 = self.predictor(self.project(x1)).float()

@@ -54,9 +54,6 @@ class SimCLR(Method):
         self.head = make_projector(backbone.embed_dim, list(projector))
         self.temperature = temperature
 
-    def project(self, x):
-        return self.head(self.backbone(x))
-
     def forward(self, batch):
         x1, x2 = batch["views"]
         z1, z2 = self.project(x1).float(), self.project(x2).float()

@@ -58,11 +58,8 @@ class VICReg(Method):
 
     def __init__(self, backbone, projector: list[int] = (512, 512), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
         super().__init__(backbone)
-        self.expander = make_projector(backbone.embed_dim, list(projector))
+        self.head = make_projector(backbone.embed_dim, list(projector))  # the paper's expander
         self.coeffs = dict(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
-
-    def project(self, x):
-        return self.expander(self.backbone(x))
 
     def forward(self, batch):
         x1, x2 = batch["views"]
