@@ -51,12 +51,23 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    """Backbone: ``cnn`` (small conv net) or ``mlp``; ``embed_dim`` is the representation size."""
+    """Backbone: ``cnn`` (small conv net), ``mlp``, or ``timm`` (any timm model ``timm_name``,
+    random init). ``embed_dim``/``width``/``depth`` size the cnn and mlp; ``patch_size`` sets a
+    timm ViT's patches and ``small_stem`` gives a timm ResNet the CIFAR-style stem."""
 
-    backbone: Literal["cnn", "mlp"] = "cnn"
+    backbone: Literal["cnn", "mlp", "timm"] = "cnn"
     embed_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=1)
     depth: int = Field(3, ge=1, le=8)
+    timm_name: str | None = None
+    patch_size: int | None = Field(None, ge=1)
+    small_stem: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.backbone == "timm" and not self.timm_name:
+            raise ValueError("model.backbone 'timm' needs model.timm_name (e.g. resnet18, vit_small_patch16_224)")
+        return self
 
 
 Widths = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]

@@ -3,6 +3,10 @@
 - ``cnn``: ``depth`` 3x3 conv-BN-ReLU blocks (channels ``width * 2**i``, stride 2 after the first),
   a last conv to ``embed_dim`` channels and global average pooling.
 - ``mlp``: flatten, ``depth - 1`` Linear-BN-ReLU layers of ``width`` units, a Linear to ``embed_dim``.
+- ``timm``: any timm model by name, randomly initialised (no download), classifier removed, so
+  the representation is timm's pooled features (``embed_dim = num_features``). ViTs take the image
+  and patch size from the config and expose their patch tokens; ``small_stem`` gives ResNets the
+  CIFAR-style stem (3x3 stride-1 first conv, no max-pool) for 8x8 to 32x32 images.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from torch import nn
 BACKBONES = {
     "cnn": "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool",
     "mlp": "multilayer perceptron on flattened inputs",
+    "timm": "any timm model by name (model.timm_name), random init, pooled features",
 }
 
 
@@ -56,10 +61,53 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def build_backbone(name: str, in_shape: tuple[int, ...], embed_dim: int, width: int, depth: int) -> nn.Module:
-    """Build a backbone for inputs of shape ``in_shape = (C, H, W)``; ``.embed_dim`` gives its output size."""
+class TimmBackbone(nn.Module):
+    """A timm model without its classifier: ``forward`` gives pooled features ``(B, D)``,
+    ``tokens`` the patch tokens ``(B, N, D)`` of a ViT (prefix tokens such as [CLS] dropped)."""
+
+    def __init__(self, name: str, in_shape: tuple[int, ...], patch_size: int | None = None, small_stem: bool = False):
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name):
+            raise ValueError(f"unknown timm model {name!r}")
+        kwargs = {"pretrained": False, "num_classes": 0, "in_chans": in_shape[0]}
+        if "vit" in name:
+            kwargs["img_size"] = tuple(in_shape[1:])
+            if patch_size:
+                kwargs["patch_size"] = patch_size
+        self.model = timm.create_model(name, **kwargs)
+        if small_stem:
+            conv1 = getattr(self.model, "conv1", None)
+            if not isinstance(conv1, nn.Conv2d):
+                raise ValueError(f"small_stem needs a ResNet-style conv1, {name!r} has none")
+            self.model.conv1 = nn.Conv2d(in_shape[0], conv1.out_channels, 3, stride=1, padding=1, bias=False)
+            self.model.maxpool = nn.Identity()
+        self.embed_dim = self.model.num_features
+
+    def forward(self, x):
+        return self.model(x)
+
+    def tokens(self, x):
+        return self.model.forward_features(x)[:, getattr(self.model, "num_prefix_tokens", 0):]
+
+
+def build_backbone(
+    name: str,
+    in_shape: tuple[int, ...],
+    embed_dim: int,
+    width: int,
+    depth: int,
+    timm_name: str | None = None,
+    patch_size: int | None = None,
+    small_stem: bool = False,
+) -> nn.Module:
+    """Build a backbone for inputs of shape ``in_shape = (C, H, W)``; ``.embed_dim`` gives its output size
+    (``embed_dim`` for ``cnn``/``mlp``; the model's own feature size for ``timm``)."""
     if name == "cnn":
         return SmallCNN(in_shape[0], embed_dim, width, depth)
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
+    if name == "timm":
+        return TimmBackbone(timm_name, in_shape, patch_size, small_stem)
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

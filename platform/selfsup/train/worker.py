@@ -51,7 +51,7 @@ def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
     """Backbone + method from the config, with identical initial weights on every worker."""
     torch.manual_seed(cfg.seed)
     m = cfg.model
-    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth)
+    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem)
     params = cfg.method.model_dump(exclude={"name"})
     return build_method(cfg.method.name, backbone, **params)
 
