@@ -1,0 +1,80 @@
+"""I-JEPA multi-block masks over a grid of patches, made at collate time as index tensors.
+
+Assran et al., "Self-Supervised Learning from Images with a Joint-Embedding Predictive
+Architecture", CVPR 2023, https://arxiv.org/abs/2301.08243, sec. 3 and Appendix C (and the
+reference ``MaskCollator`` in facebookresearch/ijepa ``src/masks/multiblock.py``):
+
+- ``n_pred`` target blocks, each covering a fraction ``pred_scale`` (0.15-0.2) of the grid with
+  aspect ratio in ``aspect_ratio`` (0.75-1.5); targets may overlap each other;
+- one context block of scale ``enc_scale`` (0.85-1.0) and aspect ratio 1, from which every target
+  patch is removed, so context and targets never overlap;
+- one block size per batch (so every sample masks the same amount), positions per sample; the
+  index lists are cut to the shortest in the batch so that they stack into ``(B, K)`` tensors, and a
+  context keeps at least ``min_keep`` patches (a sample is redrawn until it does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class MultiBlockMasks:
+    """``masks(batch_size, generator) -> (context (B, Kc), [target (B, Kt)] * n_pred)``, patch
+    indices in ``[0, H * W)`` of a row-major ``(H, W)`` grid, sorted within each row."""
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        enc_scale: tuple[float, float] = (0.85, 1.0),
+        pred_scale: tuple[float, float] = (0.15, 0.2),
+        aspect_ratio: tuple[float, float] = (0.75, 1.5),
+        n_pred: int = 4,
+        min_keep: int = 4,
+        max_tries: int = 50,
+    ):
+        self.height, self.width = grid
+        self.enc_scale, self.pred_scale, self.aspect_ratio = enc_scale, pred_scale, aspect_ratio
+        self.n_pred, self.min_keep, self.max_tries = n_pred, min_keep, max_tries
+
+    def block_size(self, scale: tuple[float, float], aspect: tuple[float, float], generator=None) -> tuple[int, int]:
+        """``(h, w)`` of a block with area ``~ U(scale) * H * W`` and ``h / w ~ U(aspect)``, fitted in the grid."""
+        u = torch.rand(2, generator=generator)
+        area = (scale[0] + (scale[1] - scale[0]) * float(u[0])) * self.height * self.width
+        ratio = aspect[0] + (aspect[1] - aspect[0]) * float(u[1])
+        h = max(1, min(self.height, round(math.sqrt(area * ratio))))
+        w = max(1, min(self.width, round(math.sqrt(area / ratio))))
+        return h, w
+
+    def _place(self, h: int, w: int, generator=None) -> torch.Tensor:
+        """A boolean ``(H, W)`` mask of one ``h x w`` block at a random position."""
+        top = int(torch.randint(0, self.height - h + 1, (1,), generator=generator))
+        left = int(torch.randint(0, self.width - w + 1, (1,), generator=generator))
+        mask = torch.zeros(self.height, self.width, dtype=torch.bool)
+        mask[top : top + h, left : left + w] = True
+        return mask
+
+    def _sample(self, pred_hw, enc_hw, generator=None):
+        for _ in range(self.max_tries):
+            targets = [self._place(*pred_hw, generator=generator) for _ in range(self.n_pred)]
+            covered = torch.stack(targets).any(dim=0)
+            context = self._place(*enc_hw, generator=generator) & ~covered
+            if int(context.sum()) >= self.min_keep:
+                return context.flatten().nonzero().squeeze(1), [t.flatten().nonzero().squeeze(1) for t in targets]
+        raise RuntimeError(
+            f"no context of at least {self.min_keep} patches left after {self.max_tries} tries on a "
+            f"{self.height}x{self.width} grid; lower min_keep or pred_scale"
+        )
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        pred_hw = self.block_size(self.pred_scale, self.aspect_ratio, generator)
+        enc_hw = self.block_size(self.enc_scale, (1.0, 1.0), generator)
+        samples = [self._sample(pred_hw, enc_hw, generator) for _ in range(batch_size)]
+        keep_ctx = min(len(c) for c, _ in samples)
+        context = torch.stack([c[:keep_ctx] for c, _ in samples])
+        targets = []
+        for i in range(self.n_pred):
+            keep = min(len(t[i]) for _, t in samples)
+            targets.append(torch.stack([t[i][:keep] for _, t in samples]))
+        return context, targets

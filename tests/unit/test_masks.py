@@ -1,0 +1,57 @@
+"""Property tests of the I-JEPA multi-block masks over many seeds (paper settings, 14x14 grid)."""
+
+import pytest
+import torch
+
+from selfsup.data.masks import MultiBlockMasks
+
+GRID = (14, 14)  # ViT-H/14 at 224 px in the paper; ViT/16 at 224 px gives the same grid
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_counts_bounds_disjointness_min_keep(seed):
+    masks = MultiBlockMasks(GRID, min_keep=10)
+    context, targets = masks(batch_size=8, generator=torch.Generator().manual_seed(seed))
+    n = GRID[0] * GRID[1]
+    assert len(targets) == 4
+    assert context.shape[0] == 8 and context.shape[1] >= 10
+    for t in [context, *targets]:
+        assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) < n
+        for row in t:
+            assert torch.equal(row, row.unique())  # sorted, no repeats
+    for b in range(8):
+        ctx = set(context[b].tolist())
+        for t in targets:
+            assert not ctx & set(t[b].tolist()), "context and target patches must not overlap"
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_block_sizes_follow_the_paper_ranges(seed):
+    masks = MultiBlockMasks(GRID)
+    g = torch.Generator().manual_seed(seed)
+    h, w = masks.block_size((0.15, 0.2), (0.75, 1.5), g)
+    area = GRID[0] * GRID[1]
+    # rounding h and w to whole patches moves the area by at most about one row and one column
+    assert 0.15 * area - (h + w) <= h * w <= 0.2 * area + (h + w)
+    assert 0.75 * w - 1 <= h <= 1.5 * w + 1
+    h, w = masks.block_size((0.85, 1.0), (1.0, 1.0), g)
+    assert h == w and h * w >= 0.85 * area - 2 * h
+
+
+def test_targets_are_rectangles_before_truncation():
+    masks = MultiBlockMasks((8, 8), n_pred=2)
+    context, targets = masks._sample((2, 3), (8, 8), torch.Generator().manual_seed(0))
+    for t in targets:
+        rows, cols = t // 8, t % 8
+        assert len(t) == 6 and len(rows.unique()) == 2 and len(cols.unique()) == 3
+    assert len(context) == 64 - len(set(torch.cat(targets).tolist()))
+
+
+def test_same_amount_masked_across_the_batch():
+    context, targets = MultiBlockMasks(GRID)(batch_size=16, generator=torch.Generator().manual_seed(1))
+    assert context.dim() == 2 and all(t.shape[0] == 16 and t.dim() == 2 for t in targets)
+
+
+def test_impossible_min_keep_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no context of at least 1000 patches"):
+        MultiBlockMasks((4, 4), min_keep=1000)(batch_size=1, generator=torch.Generator().manual_seed(0))
