@@ -25,12 +25,15 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Dataset and view augmentation.
 
-    ``name`` is a built-in dataset (``digits``) or ``npz`` for a user file with ``x`` (and optional
-    ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out).
+    ``name`` is a built-in dataset (``digits``), ``npz`` for a user file with ``x`` (and optional
+    ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out),
+    ``folder`` for images in class subfolders (resized to ``image_size``), or ``cifar10`` /
+    ``cifar100`` for the CIFAR python pickles at ``path``.
     """
 
-    name: Literal["digits", "npz"] = "digits"
+    name: Literal["digits", "npz", "folder", "cifar10", "cifar100"] = "digits"
     path: str | None = None
+    image_size: int = Field(32, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
     crop_scale: tuple[float, float] = (0.5, 1.0)
@@ -45,8 +48,8 @@ class DataConfig(Section):
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        if self.name == "npz" and not self.path:
-            raise ValueError("data.name 'npz' needs data.path")
+        if self.name != "digits" and not self.path:
+            raise ValueError(f"data.name {self.name!r} needs data.path")
         return self
 
 

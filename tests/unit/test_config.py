@@ -36,6 +36,7 @@ def test_defaults_and_overrides(tmp_path):
         ("", ["data.crop_scale=[0.9, 0.2]"], "crop_scale must satisfy"),
         ("", ["model.nope=1"], "model.nope: unknown key"),
         ("data: [1, 2]\n", [], "data: Input should be a valid dictionary"),
+        ("data: {name: cifar10}\n", [], "data: data.name 'cifar10' needs data.path"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):

@@ -14,7 +14,11 @@ import torch
 DATASETS = {
     "digits": "scikit-learn's 1,797 real 8x8 handwritten digits, 10 classes, fixed 80/20 split",
     "npz": "your arrays: data.path -> .npz with x (N,H,W)|(N,C,H,W), optional y, x_test, y_test",
+    "folder": "your images: data.path -> class subfolders (or none: unlabelled), optional train/ and val/ or test/",
+    "cifar10": "CIFAR-10 python pickles at data.path (data_batch_1..5, test_batch), 32x32 RGB, 10 classes",
+    "cifar100": "CIFAR-100 python pickles at data.path (train, test), 32x32 RGB, 100 fine classes",
 }
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 class DataError(ValueError):
@@ -116,10 +120,93 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData
     return ImageData(p.stem, _to_split(*train), _to_split(*test))
 
 
-def load_dataset(name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+def _read_images(files: list[Path], image_size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{f}: not a readable image ({exc})") from None
+        out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """Image files under ``root``: in class subfolders (labels by sorted folder name) or directly
+    in ``root`` (no labels)."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    is_image = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
+    if not classes:
+        files = sorted(p for p in root.iterdir() if is_image(p))
+        return files, None, []
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*") if is_image(p))
+        files += found
+        labels += [label] * len(found)
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """Images in class subfolders (ImageNet layout), decoded with PIL, RGB, resized to
+    ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    parts = [root / "train", held_out] if (root / "train").is_dir() and held_out else [root]
+    scanned = [_scan(p) for p in parts]
+    for p, (files, _, _) in zip(parts, scanned):
+        if not files:
+            raise DataError(f"{p}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if len(parts) == 2 and scanned[0][2] != scanned[1][2]:
+        raise DataError(f"{parts[1]}: class folders differ from {parts[0]}")
+    arrays = [(_read_images(files, image_size), y) for files, y, _ in scanned]
+    train, test = arrays if len(arrays) == 2 else _split(*arrays[0], test_fraction, split_seed)
+    return ImageData(root.name, _to_split(*train), _to_split(*test))
+
+
+def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    import pickle
+
+    if not f.is_file():
+        raise DataError(f"{f}: file not found (expected the CIFAR python pickles)")
+    try:
+        with open(f, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(batch[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{f}: not a CIFAR pickle with b'data' and {label_key!r} ({type(exc).__name__}: {exc})") from None
+    return x.astype(np.float32) / 255.0, y
+
+
+def cifar(path: str, classes: int) -> ImageData:
+    """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``, ``test``) from the
+    python-pickle files at ``path``: 32x32 RGB in [0, 1], the official train/test split."""
+    root = Path(path)
+    if classes == 10:
+        names, test_name, key = [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"
+    else:
+        names, test_name, key = ["train"], "test", b"fine_labels"
+    parts = [_unpickle(root / n, key) for n in names]
+    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return ImageData(f"cifar{classes}", _to_split(*train), _to_split(*_unpickle(root / test_name, key)))
+
+
+def load_dataset(
+    name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, image_size: int | None = None
+) -> ImageData:
     """Load a dataset by its config name (see :data:`DATASETS`)."""
     if name == "digits":
         return digits(test_fraction, split_seed)
     if name == "npz":
         return npz(path, test_fraction, split_seed)
+    if name == "folder":
+        return folder(path, image_size or 32, test_fraction, split_seed)
+    if name in ("cifar10", "cifar100"):
+        return cifar(path, int(name.removeprefix("cifar")))
     raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")

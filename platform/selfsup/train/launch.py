@@ -12,16 +12,14 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
-from selfsup.data.datasets import load_dataset
 from selfsup.tracking import runs
-from selfsup.train.worker import build, train_loop
+from selfsup.train.worker import build, load_data, train_loop
 
 
 def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
     """Everything that can be checked before Ray starts: the data loads, a global batch fits in
     the train split, and the model runs on one sample batch. Raises a one-line error."""
-    d = cfg.data
-    data = load_dataset(d.name, d.path, d.test_fraction, d.split_seed)
+    data = load_data(cfg)
     n = len(data.train.x)
     if cfg.train.batch_size > n:
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")

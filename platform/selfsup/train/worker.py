@@ -47,6 +47,12 @@ def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).permutation(n_train)[: min(size, n_train)])
 
 
+def load_data(cfg: ExperimentConfig):
+    """The run's dataset, as its ``data:`` section says."""
+    d = cfg.data
+    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size)
+
+
 def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
     """Backbone + method from the config, with identical initial weights on every worker."""
     torch.manual_seed(cfg.seed)
@@ -65,7 +71,7 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(math.ceil(cfg.scaling.cpus_per_worker))
     device = ray.train.torch.get_device()
 
-    data = load_dataset(cfg.data.name, cfg.data.path, cfg.data.test_fraction, cfg.data.split_seed)
+    data = load_data(cfg)
     views = RandomViews(cfg.data.crop_scale, cfg.data.crop_ratio, cfg.data.flip, cfg.data.noise_std)
     dataset = TensorDataset(data.train.x)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
