@@ -27,25 +27,37 @@ class DataConfig(Section):
 
     ``name`` is a built-in dataset (``digits``), ``npz`` for a user file with ``x`` (and optional
     ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out),
-    ``folder`` for images in class subfolders (resized to ``image_size``), or ``cifar10`` /
-    ``cifar100`` for the CIFAR python pickles at ``path``.
+    ``folder`` for images in class subfolders, or ``cifar10`` / ``cifar100`` for the CIFAR python
+    pickles at ``path``. ``image_size`` resizes every image (``folder`` defaults to 32; the others
+    keep their own size unless set, e.g. 16 to upsample digits for a ViT).
+
+    ``views`` is the augmentation recipe (``auto``: the method's paper recipe; see
+    ``selfsup.data.views``). ``crop_scale`` (global crops) and ``flip`` default to the recipe's;
+    ``noise_std`` applies to ``light``, ``color_strength`` scales the colour jitter of the paper
+    recipes (0 turns colour distortion off), ``local_*`` shape DINO's local crops.
     """
 
     name: Literal["digits", "npz", "folder", "cifar10", "cifar100"] = "digits"
     path: str | None = None
-    image_size: int = Field(32, ge=4)
+    image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
-    crop_scale: tuple[float, float] = (0.5, 1.0)
+    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae"] = "auto"
+    crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
-    flip: bool = False
+    flip: bool | None = None
     noise_std: float = Field(0.05, ge=0.0)
+    color_strength: float = Field(1.0, ge=0.0)
+    local_crops: int = Field(6, ge=0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    local_size: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        for key in ("crop_scale", "local_scale"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 < value[0] <= value[1] <= 1.0:
+                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {value}")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
         if self.name != "digits" and not self.path:
@@ -56,7 +68,8 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Backbone: ``cnn`` (small conv net), ``mlp``, or ``timm`` (any timm model ``timm_name``,
     random init). ``embed_dim``/``width``/``depth`` size the cnn and mlp; ``patch_size`` sets a
-    timm ViT's patches and ``small_stem`` gives a timm ResNet the CIFAR-style stem."""
+    timm ViT's patches, ``small_stem`` gives a timm ResNet the CIFAR-style stem, and
+    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
 
     backbone: Literal["cnn", "mlp", "timm"] = "cnn"
     embed_dim: int = Field(128, ge=1)
@@ -65,6 +78,7 @@ class ModelConfig(Section):
     timm_name: str | None = None
     patch_size: int | None = Field(None, ge=1)
     small_stem: bool = False
+    timm_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -131,9 +145,94 @@ class BarlowTwinsConfig(Section):
     projector: Widths = Field(default_factory=lambda: [512, 512])
 
 
-_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig)
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Range = tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]]
+
+
+class DINOConfig(Section):
+    """DINO (Caron et al., 2021): head, temperatures, centring, teacher EMA, KoLeo (DINOv2).
+
+    ``teacher_temp_warmup`` and ``freeze_last_layer`` are fractions of training (DINO: 30 of 300
+    epochs and 1 epoch). ``head_batch_norm`` puts BN in the head's hidden layers (the reference
+    code's ``use_bn_in_head``): small CNNs, whose pooled features share a large positive mean,
+    need it or the teacher's outputs hardly differ between images and centring makes them uniform."""
+
+    name: Literal["dino"] = "dino"
+    hidden: int = Field(2048, ge=1)
+    bottleneck: int = Field(256, ge=1)
+    prototypes: int = Field(65536, ge=2)
+    student_temp: float = Field(0.1, gt=0.0)
+    teacher_temp: float = Field(0.04, gt=0.0)
+    warmup_teacher_temp: float = Field(0.04, gt=0.0)
+    teacher_temp_warmup: Fraction = 0.0
+    center_momentum: Fraction = 0.9
+    base_momentum: Fraction = 0.996
+    freeze_last_layer: Fraction = 0.0
+    koleo_weight: float = Field(0.0, ge=0.0)
+    head_batch_norm: bool = False
+
+
+class IJEPAConfig(Section):
+    """I-JEPA (Assran et al., 2023): predictor size, target EMA and the multi-block masks
+    (scales are fractions of the patch grid; ``min_keep`` patches stay in every context)."""
+
+    name: Literal["ijepa"] = "ijepa"
+    predictor_dim: int = Field(384, ge=4)
+    predictor_depth: int = Field(12, ge=1)
+    predictor_heads: int = Field(12, ge=1)
+    base_momentum: Fraction = 0.996
+    n_pred: int = Field(4, ge=1)
+    enc_scale: Range = (0.85, 1.0)
+    pred_scale: Range = (0.15, 0.2)
+    aspect_ratio: Range = (0.75, 1.5)
+    min_keep: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "IJEPAConfig":
+        for key in ("enc_scale", "pred_scale"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi <= 1.0:
+                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {getattr(self, key)}")
+        if self.aspect_ratio[0] > self.aspect_ratio[1]:
+            raise ValueError(f"aspect_ratio must satisfy low <= high, got {self.aspect_ratio}")
+        if self.predictor_dim % 4 or self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by 4 and by predictor_heads {self.predictor_heads}")
+        return self
+
+
+class MAEConfig(Section):
+    """MAE (He et al., 2022): mask ratio, decoder size, normalised-pixel targets."""
+
+    name: Literal["mae"] = "mae"
+    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0)
+    decoder_dim: int = Field(512, ge=4)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_heads: int = Field(16, ge=1)
+    norm_pix_loss: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "MAEConfig":
+        if self.decoder_dim % 4 or self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"decoder_dim {self.decoder_dim} must be divisible by 4 and by decoder_heads {self.decoder_heads}")
+        return self
+
+
+_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig, DINOConfig, IJEPAConfig, MAEConfig)
 MethodConfig = Annotated[Union[_METHODS], Field(discriminator="name")]
 METHOD_CONFIGS = {m.model_fields["name"].default: m for m in _METHODS}
+MASKED = ("ijepa", "mae")
+VIEWS = {
+    "dino": ("dino", "byol", "simclr", "light"),
+    "ijepa": ("crop", "mae", "light"),
+    "mae": ("mae", "crop", "light"),
+    "simclr": ("simclr", "byol", "light"),
+}
+"""Recipes each method accepts, its default first (two-view methods not listed: BYOL's recipe
+first, then SimCLR's and light)."""
+
+
+def view_recipes(method: str) -> tuple[str, ...]:
+    return VIEWS.get(method, ("byol", "simclr", "light"))
 
 
 class OptimConfig(Section):
@@ -201,6 +300,11 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
+        allowed = view_recipes(self.method.name)
+        if self.data.views not in ("auto", *allowed):
+            raise ValueError(f"data.views {self.data.views!r} does not suit method {self.method.name!r}; use one of auto, {', '.join(allowed)}")
+        if self.method.name in MASKED and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
+            raise ValueError(f"method {self.method.name!r} needs a ViT: model.backbone timm with a vit_* model.timm_name")
         if self.train.batch_size % self.scaling.num_workers:
             raise ValueError(
                 f"train.batch_size {self.train.batch_size} is not divisible by "
@@ -223,6 +327,9 @@ class Distribution(Section):
         if self.type == "choice":
             if not self.values:
                 raise ValueError("choice needs a non-empty 'values' list")
+            bad = [v for v in self.values if not isinstance(v, (str, int, float, bool, type(None)))]
+            if bad:
+                raise ValueError(f"choice values must be numbers, strings, booleans or null (Optuna's categorical), got {bad[0]!r}")
             return self
         if self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"{self.type} needs low < high, got low={self.low} high={self.high}")

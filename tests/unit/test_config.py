@@ -37,6 +37,12 @@ def test_defaults_and_overrides(tmp_path):
         ("", ["model.nope=1"], "model.nope: unknown key"),
         ("data: [1, 2]\n", [], "data: Input should be a valid dictionary"),
         ("data: {name: cifar10}\n", [], "data: data.name 'cifar10' needs data.path"),
+        ("method: {name: simclr}\ndata: {views: dino}\n", [], "<top>: data.views 'dino' does not suit method 'simclr'"),
+        ("method: {name: mae}\n", [], "method 'mae' needs a ViT"),
+        ("method: {name: mae, mask_ratio: 1.0}\n", [], "method.mask_ratio: Input should be less than 1"),
+        ("method: {name: ijepa, pred_scale: [0.3, 0.1]}\n", [], "pred_scale must satisfy"),
+        ("method: {name: dino, base_momentum: 1.5}\n", [], "method.base_momentum: Input should be less than or equal to 1"),
+        ("", ["data.local_scale=[0.5, 0.1]"], "local_scale must satisfy"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):
@@ -66,6 +72,8 @@ def test_search_space_errors(tmp_path):
     assert "optim.lr" in error_of(load_space, p) and "low > 0" in error_of(load_space, p)
     p = write(tmp_path, "s2.yaml", "optim.lr: {type: gaussian, low: 0, high: 1}\n")
     assert "optim.lr.type" in error_of(load_space, p)
+    p = write(tmp_path, "s3.yaml", "method.pred_scale: {type: choice, values: [[0.1, 0.2]]}\n")
+    assert "choice values must be numbers" in error_of(load_space, p)
 
 
 def test_sweep_paths_resolve_relative_to_file(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from selfsup.data.datasets import DataError, digits, npz
-from selfsup.data.views import RandomViews
+from selfsup.data.views import RECIPES, RandomViews, build_views
 
 
 def test_digits_fixed_split():
@@ -61,3 +61,32 @@ def test_flip_and_crop_shapes_and_randomness():
     assert bool((flipped | same).all()) and 10 < int(flipped.sum()) < 54
     a, b = RandomViews()(x)
     assert a.shape == x.shape and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_recipes_make_views_of_the_right_shapes(recipe, shape):
+    torch.manual_seed(0)
+    x = torch.rand(6, *shape)
+    n_views = 1 if recipe in ("crop", "mae") else 2
+    views = build_views(recipe, shape, n_views, local_crops=3)
+    out = views(x)
+    n_local = 3 if recipe == "dino" else 0
+    assert len(out) == n_views + n_local
+    for v in out[:n_views]:
+        assert v.shape == x.shape and v.dtype == torch.float32
+    small = max(4, round(shape[1] * 96 / 224))
+    for v in out[n_views:]:
+        assert v.shape == (6, shape[0], small, small)
+    if recipe != "light":
+        assert all(float(v.min()) >= -1e-5 and float(v.max()) <= 1 + 1e-5 for v in out)  # photometric ops stay in range
+    assert not torch.allclose(out[0], x)
+
+
+def test_byol_recipe_is_asymmetric():
+    views = build_views("byol", (3, 32, 32), 2)
+    blur = lambda p: [t for t in p.transforms if type(t).__name__ == "RandomApply" and "GaussianBlur" in repr(t)][0].p  # noqa: E731
+    first, second = views.pipelines
+    assert (blur(first), blur(second)) == (1.0, 0.1)
+    assert any(type(t).__name__ == "RandomSolarize" for t in second.transforms)
+    assert not any(type(t).__name__ == "RandomSolarize" for t in first.transforms)

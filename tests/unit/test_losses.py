@@ -8,9 +8,13 @@ import torch.nn.functional as F
 
 from selfsup.methods.barlowtwins import barlow_twins_loss
 from selfsup.methods.byol import byol_loss
+from selfsup.methods.dino import dino_loss, koleo_loss
+from selfsup.methods.ijepa import ijepa_loss
+from selfsup.methods.mae import mae_loss, patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
+from selfsup.models.predictor import sincos_pos_embed
 
 
 def vicreg_direct(z1, z2, lam, mu, nu, eps=1e-4):
@@ -139,3 +143,69 @@ def test_moco_v3_matches_formula_and_shards():
     assert whole.item() == pytest.approx(moco_direct(q, k, 0.2), rel=1e-10)
     shards = [moco_v3_loss(q[s : s + 3], k, 0.2, offset=s) for s in (0, 3)]
     assert (sum(shards) / 2).item() == pytest.approx(whole.item(), rel=1e-10)
+
+
+def test_dino_with_fixed_center_hand_computed():
+    # two global crops and one local crop, K = 2 prototypes, batch 1: every logit is hand-picked
+    t1, t2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    s = [torch.tensor([[0.2, 0.0]]), torch.tensor([[0.0, 0.1]]), torch.tensor([[0.3, 0.3]])]
+    center = torch.tensor([[0.5, 0.5]])
+    p1 = torch.softmax(torch.tensor([0.5 / 0.5, -0.5 / 0.5]), 0)  # (t1 - c) / tau_t with tau_t = 0.5
+    p2 = torch.softmax(torch.tensor([-0.5 / 0.5, 0.5 / 0.5]), 0)
+    log_q = [torch.log_softmax(x[0] / 0.1, 0) for x in s]
+    pairs = [(p1, log_q[1]), (p1, log_q[2]), (p2, log_q[0]), (p2, log_q[2])]  # teacher crop != student crop
+    expected = sum(-(p * q).sum() for p, q in pairs) / 4
+    got = dino_loss(s, [t1, t2], center, student_temp=0.1, teacher_temp=0.5)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dino_gradient_reaches_student_only():
+    s = [torch.randn(4, 8, requires_grad=True) for _ in range(3)]
+    t = [torch.randn(4, 8, requires_grad=True) for _ in range(2)]
+    dino_loss(s, t, torch.zeros(1, 8), 0.1, 0.04).backward()
+    assert all(x.grad is not None for x in s) and all(x.grad is None for x in t)
+
+
+def test_koleo_hand_computed():
+    # unit vectors at 0, 90 and 180 degrees: nearest-neighbour distances sqrt(2), sqrt(2), sqrt(2)
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    assert koleo_loss(x).item() == pytest.approx(-math.log(math.sqrt(2)), rel=1e-5)
+    # two close points and one far: distances d, d and sqrt(2)-ish
+    y = torch.tensor([[1.0, 0.0], [math.cos(0.1), math.sin(0.1)], [0.0, -1.0]])
+    d = 2 * math.sin(0.05)
+    assert koleo_loss(y).item() == pytest.approx(-(2 * math.log(d) + math.log(math.sqrt(2))) / 3, rel=1e-4)
+
+
+def test_ijepa_loss_is_mean_squared_distance_per_block():
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.randn(2, 3, 4, generator=g), torch.randn(2, 5, 4, generator=g)]
+    targets = [torch.randn(2, 3, 4, generator=g), torch.randn(2, 5, 4, generator=g)]
+    direct = sum(
+        sum(((p[b, j] - t[b, j]) ** 2).sum() for b in range(2) for j in range(p.shape[1])) / (2 * p.shape[1] * 4)
+        for p, t in zip(preds, targets)
+    ) / 2
+    assert ijepa_loss(preds, targets).item() == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_patchify_layout():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)  # C=2, 4x4, p=2
+    patches = patchify(x, 2)
+    assert patches.shape == (1, 4, 8)
+    # patch 1 is the top-right 2x2 block; pixels (row, col, channel)
+    assert patches[0, 1].tolist() == [2, 18, 3, 19, 6, 22, 7, 23]
+
+
+def test_mae_loss_normalised_pixels_hand_computed():
+    target = torch.tensor([[[1.0, 3.0]]])  # one hidden patch of two pixels: mean 2, unbiased var 2
+    pred = torch.tensor([[[0.0, 0.0]]])
+    z = 1 / math.sqrt(2 + 1e-6)
+    assert mae_loss(pred, target, norm_pix=True).item() == pytest.approx(z**2, rel=1e-6)
+    assert mae_loss(pred, target, norm_pix=False).item() == pytest.approx(5.0)
+
+
+def test_sincos_position_embedding():
+    pos = sincos_pos_embed(8, (2, 3))
+    assert pos.shape == (6, 8)
+    # patch (row 1, col 2): first half encodes row 1, second half column 2, omega = [1, 1/100]
+    expected = [math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01), math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02)]
+    assert pos[5].tolist() == pytest.approx(expected, rel=1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from selfsup.data.masks import MultiBlockMasks
+from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks
 
 GRID = (14, 14)  # ViT-H/14 at 224 px in the paper; ViT/16 at 224 px gives the same grid
 
@@ -55,3 +55,13 @@ def test_same_amount_masked_across_the_batch():
 def test_impossible_min_keep_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no context of at least 1000 patches"):
         MultiBlockMasks((4, 4), min_keep=1000)(batch_size=1, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_patch_masks_partition_the_grid(seed):
+    visible, masked = RandomPatchMasks((6, 5), ratio=0.75)(4, torch.Generator().manual_seed(seed))
+    assert visible.shape == (4, 8) and masked.shape == (4, 22)  # round(0.75 * 30) = 22 hidden
+    for v, m in zip(visible, masked):
+        assert sorted(v.tolist() + m.tolist()) == list(range(30))  # disjoint, together every patch
+        assert torch.equal(v, v.sort().values) and torch.equal(m, m.sort().values)
+    assert not torch.equal(masked[0], masked[1]) or not torch.equal(masked[1], masked[2])  # per-sample draws

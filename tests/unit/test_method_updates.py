@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from selfsup.data.views import ViewCollate
 from selfsup.methods import METHODS, build_method
 from selfsup.models.backbones import build_backbone
 from selfsup.train.engine import Engine, build_optimizer, cosine_momentum
@@ -16,8 +17,24 @@ PARAMS = {
     "barlowtwins": dict(projector=[32, 32]),
     "mocov3": dict(projector=[32, 16], predictor=[32, 16], base_momentum=0.9),
     "byol": dict(projector=[32, 16], predictor=[32, 16], base_momentum=0.9),
+    "dino": dict(hidden=32, bottleneck=16, prototypes=64, base_momentum=0.9),
+    "ijepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, n_pred=2, min_keep=2),
+    "mae": dict(decoder_dim=16, decoder_depth=1, decoder_heads=2),
 }
-TARGETS = {"byol": "target", "mocov3": "momentum_encoder"}
+TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target"}
+MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25}  # I-JEPA's EMA rate rises linearly; the others' on a cosine
+VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
+
+
+def backbone(name):
+    if name in ("ijepa", "mae"):
+        return build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
+    return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
+
+
+def batch(method, n=16):
+    collate = ViewCollate(lambda x: [x] if method.masks() else [x, torch.rand_like(x)], method.masks())
+    return collate([(torch.rand(1, 8, 8),) for _ in range(n)])
 
 
 def test_cosine_momentum():
@@ -29,19 +46,48 @@ def test_cosine_momentum():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_step_updates_online_and_ema_only(name):
     torch.manual_seed(0)
-    method = build_method(name, build_backbone("cnn", (1, 8, 8), 24, 8, 2), **PARAMS[name])
-    assert method.embed(torch.rand(3, 1, 8, 8)).shape == (3, 24)
+    method = build_method(name, backbone(name), **PARAMS[name])
+    assert method.embed(torch.rand(3, 1, 8, 8)).shape == (3, method.backbone.embed_dim)
     assert method.project(torch.rand(3, 1, 8, 8)).shape[0] == 3
     before = copy.deepcopy(method.state_dict())
     engine = Engine(method, method, build_optimizer(method, lr=1e-2), total_steps=4)
-    engine.train_step({"views": [torch.rand(16, 1, 8, 8), torch.rand(16, 1, 8, 8)]})
+    engine.train_step(batch(method))
 
     online = dict(method.backbone.named_parameters())
     assert any(not torch.equal(p, before[f"backbone.{k}"]) for k, p in online.items())
     if name in TARGETS:
         target = getattr(method, TARGETS[name])
-        m = cosine_momentum(0.9, 0.25)  # after step 1 of 4
-        for k, p in target.backbone.named_parameters():
+        m = MOMENTUM.get(name, cosine_momentum(0.9, 0.25))  # after step 1 of 4
+        encoder = getattr(target, "backbone", target)
+        prefix = f"{TARGETS[name]}.backbone." if encoder is not target else f"{TARGETS[name]}."
+        for k, p in encoder.named_parameters():
             assert not p.requires_grad and p.grad is None
-            expected = m * before[f"{TARGETS[name]}.backbone.{k}"] + (1 - m) * online[k].detach()
+            expected = m * before[prefix + k] + (1 - m) * online[k].detach()
             assert torch.allclose(p, expected, atol=1e-6)
+
+
+def test_dino_center_and_teacher_temperature():
+    torch.manual_seed(0)
+    method = build_method("dino", backbone("dino"), hidden=32, bottleneck=16, prototypes=64, center_momentum=0.9,
+                          teacher_temp=0.07, warmup_teacher_temp=0.04, teacher_temp_warmup=0.5)
+    assert method.current_teacher_temp() == pytest.approx(0.04)
+    b = batch(method, 8)
+    with torch.no_grad():
+        teacher = method.teacher(torch.cat(b["views"]))  # both global crops in one batch, as DINO runs them
+    method(b)
+    assert torch.allclose(method.center, 0.1 * teacher.mean(dim=0, keepdim=True), atol=1e-6)
+    method.after_step(0.25)
+    assert method.current_teacher_temp() == pytest.approx(0.055)
+    method.after_step(0.75)
+    assert method.current_teacher_temp() == pytest.approx(0.07)
+
+
+def test_dino_last_layer_frozen_early():
+    torch.manual_seed(0)
+    method = build_method("dino", backbone("dino"), hidden=32, bottleneck=16, prototypes=64, freeze_last_layer=0.5)
+    method(batch(method, 8))["loss"].backward()
+    assert method.head.prototypes.grad is None and method.backbone.features[0][0].weight.grad is not None
+    method.zero_grad()
+    method.after_step(0.5)
+    method(batch(method, 8))["loss"].backward()
+    assert method.head.prototypes.grad is not None

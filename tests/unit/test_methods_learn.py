@@ -1,29 +1,45 @@
-"""Each method learns on real data (digits) in seconds, without Ray: the linear probe improves on
-the same network at initialisation and the representation does not collapse."""
+"""Each method learns on real data (digits) in seconds, without Ray.
+
+Joint-embedding methods (small CNN, light views): the linear probe improves on the same network
+at initialisation and the representation does not collapse. Masked methods (a small ViT on
+digits upsampled to 16x16, 4x4 patches): the objective falls far below its starting value and the
+probe stays far above chance, which a representation collapsed to a constant cannot do. RankMe is
+not asserted for them: most digit patches are blank, so the pooled tokens of every image share
+one dominant direction and RankMe sits near 1-2 already at initialisation. A random ViT probes at
+~0.95 on digits and MAE / I-JEPA do not beat it in seconds (they need long schedules), so no
+improvement over initialisation is asserted either.
+"""
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from selfsup.data.datasets import digits
-from selfsup.data.views import RandomViews, ViewCollate
+from selfsup.data.datasets import digits, resized
+from selfsup.data.views import RandomViews, ViewCollate, build_views
 from selfsup.methods import METHODS, build_method
 from selfsup.metrics.panel import evaluate
 from selfsup.models.backbones import build_backbone
 from selfsup.train.engine import Engine, build_optimizer
 
-EPOCHS = {"byol": 10}  # BYOL's bootstrap starts slower than the others; 6 epochs for the rest
+EPOCHS = {"byol": 10, "dino": 10}  # the EMA-teacher methods start slower; 6 epochs for the rest
 PARAMS = {
     "vicreg": dict(projector=[256, 256]),
     "simclr": dict(projector=[128, 64], temperature=0.2),
     "mocov3": dict(projector=[128, 64], predictor=[128, 64], temperature=0.2, base_momentum=0.99),
     "byol": dict(projector=[128, 64], predictor=[128, 64], base_momentum=0.99),
     "barlowtwins": dict(projector=[256, 256], lambd=0.0051),
+    "dino": dict(hidden=256, bottleneck=64, prototypes=256, base_momentum=0.96, head_batch_norm=True),
 }
+PROJECTOR_RANK = {"dino": 10}  # of DINO's prototype scores; 20 for the projections of the others
+MASKED = {
+    "ijepa": dict(predictor_dim=64, predictor_depth=1, predictor_heads=4, n_pred=4, min_keep=4),
+    "mae": dict(decoder_dim=64, decoder_depth=1, decoder_heads=4, norm_pix_loss=False),
+}
+VIT = dict(depth=2, embed_dim=64, num_heads=4, class_token=False, global_pool="avg", fc_norm=False)
 
 
 def test_every_method_is_covered():
-    assert set(PARAMS) == set(METHODS)
+    assert set(PARAMS) | set(MASKED) == set(METHODS)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -45,5 +61,23 @@ def test_method_learns_on_digits(name):
     assert after["probe/linear_acc"] > 0.95  # chance is 0.1
     assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.01
     assert after["label_free/rankme"] > 12 > before["label_free/rankme"]
-    assert after["label_free/rankme_projector"] > 20  # collapse would be ~1
+    assert after["label_free/rankme_projector"] > PROJECTOR_RANK.get(name, 20)  # collapse would be ~1
     assert method.embed(data.test.x[:4]).shape == (4, 64)
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_masked_method_learns_on_digits(name):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = resized(digits(), 16)
+    backbone = build_backbone("timm", data.shape, 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=4, timm_kwargs=VIT)
+    method = build_method(name, backbone, **MASKED[name])
+    views = build_views(method.views, data.shape, 1, crop_scale=(0.6, 1.0), flip=False)
+    loader = DataLoader(TensorDataset(data.train.x), batch_size=128, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))
+    epochs = 8
+    engine = Engine(method, method, build_optimizer(method, lr=1e-3, weight_decay=0.05), total_steps=epochs * len(loader), warmup_steps=len(loader))
+    losses = [[engine.train_step(batch)["loss"] for batch in loader] for _ in range(epochs)]
+    after = evaluate(method, data.train.x[:512], "cpu", (data.train.x, data.train.y, data.test.x, data.test.y))
+
+    assert sum(losses[-1]) / len(losses[-1]) < 0.5 * losses[0][0]
+    assert after["probe/linear_acc"] > 0.85  # chance is 0.1; a collapsed encoder gives ~0.1-0.2

@@ -197,16 +197,28 @@ def cifar(path: str, classes: int) -> ImageData:
     return ImageData(f"cifar{classes}", _to_split(*train), _to_split(*_unpickle(root / test_name, key)))
 
 
+def resized(data: ImageData, size: int) -> ImageData:
+    """``data`` with every image resized to ``size`` squared (bilinear, antialiased when shrinking)."""
+    import torch.nn.functional as F
+
+    if data.shape[1:] == (size, size):
+        return data
+    scale = lambda s: Split(F.interpolate(s.x, size=(size, size), mode="bilinear", antialias=True, align_corners=False), s.y)  # noqa: E731
+    return ImageData(data.name, scale(data.train), scale(data.test))
+
+
 def load_dataset(
     name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, image_size: int | None = None
 ) -> ImageData:
-    """Load a dataset by its config name (see :data:`DATASETS`)."""
+    """Load a dataset by its config name (see :data:`DATASETS`), resized to ``image_size`` if given."""
     if name == "digits":
-        return digits(test_fraction, split_seed)
-    if name == "npz":
-        return npz(path, test_fraction, split_seed)
-    if name == "folder":
+        data = digits(test_fraction, split_seed)
+    elif name == "npz":
+        data = npz(path, test_fraction, split_seed)
+    elif name == "folder":
         return folder(path, image_size or 32, test_fraction, split_seed)
-    if name in ("cifar10", "cifar100"):
-        return cifar(path, int(name.removeprefix("cifar")))
-    raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    elif name in ("cifar10", "cifar100"):
+        data = cifar(path, int(name.removeprefix("cifar")))
+    else:
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    return resized(data, image_size) if image_size else data

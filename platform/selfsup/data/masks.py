@@ -1,4 +1,7 @@
-"""I-JEPA multi-block masks over a grid of patches, made at collate time as index tensors.
+"""Patch masks over a ViT's grid, made at collate time as index tensors: I-JEPA's multi-block
+masks and MAE's uniform random masks.
+
+I-JEPA multi-block masks:
 
 Assran et al., "Self-Supervised Learning from Images with a Joint-Embedding Predictive
 Architecture", CVPR 2023, https://arxiv.org/abs/2301.08243, sec. 3 and Appendix C (and the
@@ -78,3 +81,21 @@ class MultiBlockMasks:
             keep = min(len(t[i]) for _, t in samples)
             targets.append(torch.stack([t[i][:keep] for _, t in samples]))
         return context, targets
+
+
+class RandomPatchMasks:
+    """MAE's masking (He et al., CVPR 2022, https://arxiv.org/abs/2111.06377, sec. 3): per sample,
+    a uniformly random ``ratio`` of the ``H * W`` patches is hidden (75% by default).
+
+    ``masks(batch_size, generator) -> (visible (B, N - M), masked (B, M))``, ``M = round(ratio * N)``,
+    indices sorted within each row; every sample hides exactly ``M`` patches.
+    """
+
+    def __init__(self, grid: tuple[int, int], ratio: float = 0.75):
+        self.n = grid[0] * grid[1]
+        self.n_masked = min(self.n - 1, max(1, round(ratio * self.n)))
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        order = torch.rand(batch_size, self.n, generator=generator).argsort(dim=1)
+        visible, masked = order[:, : self.n - self.n_masked], order[:, self.n - self.n_masked :]
+        return visible.sort(dim=1).values, masked.sort(dim=1).values

@@ -1,21 +1,49 @@
-"""Two-view augmentation for small images, applied to whole batches at collate time.
+"""Augmented views, made at collate time: the per-method recipes of the papers (torchvision v2)
+and a batched light recipe for tiny grey images.
 
-Each view is a random resized crop (area fraction ``scale``, aspect ratio ``ratio``), an optional
-horizontal flip and additive Gaussian noise, as in SimCLR's recipe cut down to small grey images.
-Crops are one batched ``affine_grid``/``grid_sample`` call, so a batch of ``(B, C, H, W)`` costs
-two small kernels instead of ``B`` Python-level transforms.
+Recipes (``data.views``; ``auto`` takes the method's own):
+
+- ``simclr``: random resized crop (0.08-1), flip, colour jitter (0.8s, 0.8s, 0.8s, 0.2s) with
+  p=0.8, grayscale p=0.2, Gaussian blur p=0.5 — Chen et al. 2020, Appendix A;
+- ``byol``: crop, flip, jitter (0.4s, 0.4s, 0.2s, 0.1s) p=0.8, grayscale p=0.2, and asymmetric
+  blur (p=1.0 / 0.1) and solarize (p=0 / 0.2) — Grill et al. 2020, Table 6; also used by MoCo v3,
+  VICReg and Barlow Twins;
+- ``dino``: the two BYOL views as global crops (0.4-1) plus ``local_crops`` small crops
+  (0.05-0.4) at ``local_size`` pixels (96/224 of the image) with blur p=0.5 — Caron et al. 2021, sec. 3.1;
+- ``crop``: one random resized crop (0.3-1), nothing else — I-JEPA (Assran et al. 2023, sec. 4);
+- ``mae``: one random resized crop (0.2-1) and flip — He et al. 2022, sec. 4 / Appendix A.1;
+- ``light``: batched random resized crop (0.5-1), optional flip and Gaussian noise: one
+  ``affine_grid``/``grid_sample`` call per batch, for 8x8-32x32 grey images where colour
+  distortion means nothing and per-sample transforms would dominate the step time.
+
+The blur kernel is 10% of the image side (odd, at least 3), sigma in [0.1, 2.0] as in SimCLR.
+The paper recipes are applied per sample and draw from torch's global generator, which the
+worker reseeds every epoch, so a resumed run replays the same views.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
+
+RECIPES = {
+    "light": "batched crop, flip, noise (tiny grey images)",
+    "simclr": "SimCLR: crop, flip, strong colour jitter, grayscale, blur",
+    "byol": "BYOL: crop, flip, jitter, grayscale, asymmetric blur and solarize",
+    "dino": "DINO multi-crop: two BYOL global crops plus small local crops",
+    "crop": "I-JEPA: one random resized crop",
+    "mae": "MAE: one random resized crop and flip",
+}
+DEFAULT_SCALE = {"light": (0.5, 1.0), "simclr": (0.08, 1.0), "byol": (0.08, 1.0), "dino": (0.4, 1.0), "crop": (0.3, 1.0), "mae": (0.2, 1.0)}
+DEFAULT_FLIP = {"light": False, "crop": False}
 
 
 class RandomViews:
-    """Make ``n_views`` independently augmented copies of a batch ``(B, C, H, W)``."""
+    """Make ``n_views`` independently augmented copies of a batch ``(B, C, H, W)`` with batched ops."""
 
     def __init__(
         self,
@@ -57,12 +85,87 @@ class RandomViews:
         return [self.view(x, generator) for _ in range(self.n_views)]
 
 
-class ViewCollate:
-    """``collate_fn`` that stacks samples ``(x, ...)`` and returns ``{"views": [view, ...]}``."""
+class SampleViews:
+    """One torchvision v2 pipeline per output view, each applied to every sample of ``(B, C, H, W)``."""
 
-    def __init__(self, views: RandomViews):
-        self.views = views
+    def __init__(self, pipelines: list[Callable[[torch.Tensor], torch.Tensor]]):
+        self.pipelines = pipelines
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.stack([p(xi) for xi in x]) for p in self.pipelines]
+
+
+def _crop(size: int, scale, ratio, flip: bool) -> list:
+    out = [v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)]
+    return out + [v2.RandomHorizontalFlip()] if flip else out
+
+
+def _colour(channels: int, size: int, strength: float, jitter, blur_p: float, solarize_p: float = 0.0) -> list:
+    """Colour jitter ``strength * jitter`` (brightness, contrast, saturation, hue) with p=0.8 and
+    grayscale p=0.2 (RGB only), then blur and solarize with the given probabilities."""
+    out = []
+    if strength > 0:
+        b, c, s, h = (strength * j for j in jitter)
+        rgb = channels == 3
+        out.append(v2.RandomApply([v2.ColorJitter(b, c, s if rgb else 0, min(h, 0.5) if rgb else 0)], p=0.8))
+        if rgb:
+            out.append(v2.RandomGrayscale(p=0.2))
+    if blur_p > 0:
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+        out.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p))
+    if solarize_p > 0:
+        out.append(v2.RandomSolarize(0.5, p=solarize_p))
+    return out
+
+
+def build_views(
+    recipe: str,
+    shape: tuple[int, int, int],
+    n_views: int,
+    crop_scale: tuple[float, float] | None = None,
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3),
+    flip: bool | None = None,
+    noise_std: float = 0.05,
+    color_strength: float = 1.0,
+    local_crops: int = 6,
+    local_scale: tuple[float, float] = (0.05, 0.4),
+    local_size: int | None = None,
+) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """The view maker of ``recipe`` for images ``(C, H, W)``: a batch ``(B, C, H, W)`` -> list of
+    views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown view recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    channels, size = shape[0], shape[1]
+    scale = tuple(crop_scale or DEFAULT_SCALE[recipe])
+    flip = DEFAULT_FLIP.get(recipe, True) if flip is None else flip
+    if recipe == "light":
+        return RandomViews(scale, crop_ratio, flip, noise_std, n_views)
+    crop = _crop(size, scale, crop_ratio, flip)
+    if recipe in ("crop", "mae"):
+        return SampleViews([v2.Compose(crop)] * n_views)
+    if recipe == "simclr":
+        return SampleViews([v2.Compose(crop + _colour(channels, size, color_strength, (0.8, 0.8, 0.8, 0.2), 0.5))] * n_views)
+    byol = (0.4, 0.4, 0.2, 0.1)
+    first = v2.Compose(crop + _colour(channels, size, color_strength, byol, 1.0))
+    second = v2.Compose(crop + _colour(channels, size, color_strength, byol, 0.1, 0.2))
+    pipelines = [(first, second)[i % 2] for i in range(n_views)]
+    if recipe == "dino" and local_crops:
+        small = local_size or max(4, round(size * 96 / 224))
+        local = v2.Compose(_crop(small, local_scale, crop_ratio, flip) + _colour(channels, small, color_strength, byol, 0.5))
+        pipelines += [local] * local_crops
+    return SampleViews(pipelines)
+
+
+class ViewCollate:
+    """``collate_fn``: stacks samples ``(x, ...)`` into ``(B, C, H, W)`` and returns
+    ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE)."""
+
+    def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]], masks: Callable[[int], dict] | None = None):
+        self.views, self.masks = views, masks
 
     def __call__(self, samples: list[tuple[torch.Tensor, ...]]) -> dict:
         x = torch.stack([s[0] for s in samples])
-        return {"views": self.views(x)}
+        batch = {"views": self.views(x)}
+        if self.masks is not None:
+            batch.update(self.masks(len(samples)))
+        return batch

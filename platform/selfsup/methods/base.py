@@ -2,10 +2,13 @@
 
 A method is an ``nn.Module`` registered under a short name. It owns its heads and any
 teacher/target network and provides ``forward(batch) -> dict`` (with ``loss``), ``embed(x)``
-(the backbone representation that metrics and probes see) and ``after_step(progress)``.
+(the backbone representation that metrics and probes see), ``after_step(progress)`` and, for
+masked methods, ``masks()``. ``views`` names the method's default augmentation recipe.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -32,6 +35,7 @@ class Method(nn.Module):
 
     name: str = ""
     description: str = ""
+    views: str = "byol"
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -52,6 +56,11 @@ class Method(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""
+
+    def masks(self) -> Callable[[int], dict[str, torch.Tensor]] | None:
+        """For masked methods: ``masks(batch_size) -> {name: index tensor}``, added to each batch at
+        collate time (DESIGN.md: masks are collate-time objects); ``None`` for the others."""
+        return None
 
 
 def build_method(name: str, backbone: nn.Module, **params) -> Method:

@@ -47,6 +47,7 @@ def nt_xent_loss(
 
 @register("simclr")
 class SimCLR(Method):
+    views = "simclr"
     description = "SimCLR (Chen et al. 2020): NT-Xent contrastive loss, negatives from all workers"
 
     def __init__(self, backbone, projector: list[int] = (256, 128), temperature: float = 0.2):

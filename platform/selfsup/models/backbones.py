@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 BACKBONES = {
@@ -65,13 +66,15 @@ class TimmBackbone(nn.Module):
     """A timm model without its classifier: ``forward`` gives pooled features ``(B, D)``,
     ``tokens`` the patch tokens ``(B, N, D)`` of a ViT (prefix tokens such as [CLS] dropped)."""
 
-    def __init__(self, name: str, in_shape: tuple[int, ...], patch_size: int | None = None, small_stem: bool = False):
+    def __init__(
+        self, name: str, in_shape: tuple[int, ...], patch_size: int | None = None, small_stem: bool = False, **timm_kwargs
+    ):
         super().__init__()
         import timm
 
         if not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}")
-        kwargs = {"pretrained": False, "num_classes": 0, "in_chans": in_shape[0]}
+        kwargs = {**timm_kwargs, "pretrained": False, "num_classes": 0, "in_chans": in_shape[0]}
         if "vit" in name:
             kwargs["img_size"] = tuple(in_shape[1:])
             if patch_size:
@@ -88,8 +91,45 @@ class TimmBackbone(nn.Module):
     def forward(self, x):
         return self.model(x)
 
-    def tokens(self, x):
-        return self.model.forward_features(x)[:, getattr(self.model, "num_prefix_tokens", 0):]
+    @property
+    def is_vit(self) -> bool:
+        return hasattr(self.model, "patch_embed")
+
+    @property
+    def in_channels(self) -> int:
+        return self.model.patch_embed.proj.in_channels
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The ViT's patch grid ``(H / p, W / p)``."""
+        return tuple(self.model.patch_embed.grid_size)
+
+    @property
+    def patch_size(self) -> int:
+        return self.model.patch_embed.patch_size[0]
+
+    def tokens(self, x, keep: torch.Tensor | None = None):
+        """Patch tokens ``(B, N, D)`` after the final norm; with ``keep`` ``(B, K)`` (patch indices,
+        row-major) only those patches enter the encoder (after their positional embedding, as in
+        I-JEPA's context encoder and MAE's encoder) and ``(B, K, D)`` comes out."""
+        m = self.model
+        t = m._pos_embed(m.patch_embed(x))
+        n = m.num_prefix_tokens
+        if keep is not None:
+            t = torch.cat([t[:, :n], select(t[:, n:], keep)], dim=1)
+        t = m.norm(m.blocks(m.norm_pre(m.patch_drop(t))))
+        return t[:, n:]
+
+
+def require_vit(backbone: nn.Module, method: str) -> None:
+    """Raise a one-line error unless ``backbone`` is a timm ViT (masked methods work on patch tokens)."""
+    if not getattr(backbone, "is_vit", False):
+        raise ValueError(f"method {method!r} needs a ViT backbone (model.backbone: timm, model.timm_name: vit_*)")
+
+
+def select(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``tokens[b, idx[b]]``: ``(B, N, D)`` and ``(B, K)`` -> ``(B, K, D)``."""
+    return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
 def build_backbone(
@@ -101,13 +141,16 @@ def build_backbone(
     timm_name: str | None = None,
     patch_size: int | None = None,
     small_stem: bool = False,
+    timm_kwargs: dict | None = None,
 ) -> nn.Module:
     """Build a backbone for inputs of shape ``in_shape = (C, H, W)``; ``.embed_dim`` gives its output size
-    (``embed_dim`` for ``cnn``/``mlp``; the model's own feature size for ``timm``)."""
+    (``embed_dim`` for ``cnn``/``mlp``; the model's own feature size for ``timm``). ``timm_kwargs``
+    go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``, ``class_token``,
+    ``global_pool``, ``drop_path_rate``)."""
     if name == "cnn":
         return SmallCNN(in_shape[0], embed_dim, width, depth)
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
     if name == "timm":
-        return TimmBackbone(timm_name, in_shape, patch_size, small_stem)
+        return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **(timm_kwargs or {}))
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

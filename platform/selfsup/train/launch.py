@@ -13,7 +13,7 @@ from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup.tracking import runs
-from selfsup.train.worker import build, load_data, train_loop
+from selfsup.train.worker import build, load_data, make_collate, train_loop
 
 
 def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
@@ -24,9 +24,11 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
     if cfg.train.batch_size > n:
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
     try:
+        method = build(cfg, data.shape)
+        batch = make_collate(cfg, method, data.shape)([(x,) for x in data.train.x[:2]])
         with torch.no_grad():
-            out = build(cfg, data.shape).train()({"views": [data.train.x[:2], data.train.x[:2]]})
-    except (RuntimeError, ValueError) as exc:
+            out = method.train()(batch)
+    except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
     if "loss" not in out:

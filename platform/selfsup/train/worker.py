@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from selfsup.config import ExperimentConfig
+from selfsup.config import MASKED, ExperimentConfig, view_recipes
 from selfsup.data.datasets import load_dataset
-from selfsup.data.views import RandomViews, ViewCollate
-from selfsup.methods import build_method
+from selfsup.data.views import ViewCollate, build_views
+from selfsup.methods import Method, build_method
 from selfsup.metrics.panel import evaluate
 from selfsup.models.backbones import build_backbone
 from selfsup.tracking import runs
@@ -57,9 +57,20 @@ def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
     """Backbone + method from the config, with identical initial weights on every worker."""
     torch.manual_seed(cfg.seed)
     m = cfg.model
-    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem)
+    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem, m.timm_kwargs)
     params = cfg.method.model_dump(exclude={"name"})
     return build_method(cfg.method.name, backbone, **params)
+
+
+def make_collate(cfg: ExperimentConfig, method: Method, in_shape) -> ViewCollate:
+    """The ``collate_fn`` of the run: the configured (or the method's) view recipe plus the method's masks."""
+    d = cfg.data
+    recipe = view_recipes(cfg.method.name)[0] if d.views == "auto" else d.views
+    n_views = 1 if cfg.method.name in MASKED else 2
+    views = build_views(
+        recipe, in_shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength, d.local_crops, d.local_scale, d.local_size
+    )
+    return ViewCollate(views, method.masks())
 
 
 def train_loop(config: dict) -> None:
@@ -72,15 +83,14 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     data = load_data(cfg)
-    views = RandomViews(cfg.data.crop_scale, cfg.data.crop_ratio, cfg.data.flip, cfg.data.noise_std)
+    method = build(cfg, data.shape)
     dataset = TensorDataset(data.train.x)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(
-        dataset, batch_size=cfg.train.batch_size // world, sampler=sampler, drop_last=True, collate_fn=ViewCollate(views)
+        dataset, batch_size=cfg.train.batch_size // world, sampler=sampler, drop_last=True, collate_fn=make_collate(cfg, method, data.shape)
     )
     steps_per_epoch = len(loader)
 
-    method = build(cfg, data.shape)
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     model = ray.train.torch.prepare_model(method)

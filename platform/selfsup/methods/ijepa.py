@@ -1,0 +1,91 @@
+"""I-JEPA: Joint-Embedding Predictive Architecture for images (Assran et al., CVPR 2023).
+
+https://arxiv.org/abs/2301.08243 — sec. 3 and Figure 3. Per image, one context block and ``M``
+target blocks of patches (``selfsup.data.masks.MultiBlockMasks``, made at collate time):
+
+    s_y = LayerNorm(target_encoder(x))            # all patches, EMA weights, no gradient
+    s_x = context_encoder(x, keep=context)        # only the context patches enter the ViT
+    for each target block B_i:
+        s_hat = predictor(s_x, context, B_i)      # mask tokens at B_i's positions
+        loss += mean_{j in B_i} ||s_hat_j - s_y_j||^2 / M
+
+The squared L2 distance is averaged over patches and feature dimensions (the reference code
+uses the smooth-L1 of the same quantities). The target encoder follows the context encoder by an
+EMA whose rate rises linearly from ``base_momentum`` (0.996) to 1, as in the paper. The
+representation (``embed``) is the average-pooled output of the target encoder, the encoder the
+paper evaluates.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.data.masks import MultiBlockMasks
+from selfsup.methods.base import Method, register
+from selfsup.models.backbones import require_vit, select
+from selfsup.models.predictor import MaskedPredictor
+from selfsup.train.engine import ema_update
+
+
+def ijepa_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over the ``M`` target blocks of the mean squared error ``(B, K, D)`` between predicted
+    and target patch embeddings (targets detached)."""
+    return sum(F.mse_loss(p, t.detach()) for p, t in zip(predictions, targets)) / len(predictions)
+
+
+@register("ijepa")
+class IJEPA(Method):
+    description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
+    views = "crop"
+
+    def __init__(
+        self,
+        backbone,
+        predictor_dim: int = 384,
+        predictor_depth: int = 12,
+        predictor_heads: int = 12,
+        base_momentum: float = 0.996,
+        n_pred: int = 4,
+        enc_scale: tuple[float, float] = (0.85, 1.0),
+        pred_scale: tuple[float, float] = (0.15, 0.2),
+        aspect_ratio: tuple[float, float] = (0.75, 1.5),
+        min_keep: int = 10,
+    ):
+        require_vit(backbone, "ijepa")
+        super().__init__(backbone)
+        self.predictor = MaskedPredictor(backbone.embed_dim, backbone.grid, predictor_dim, predictor_depth, predictor_heads, backbone.embed_dim)
+        self.target = copy.deepcopy(backbone).requires_grad_(False)
+        self.base_momentum = base_momentum
+        self.mask_maker = MultiBlockMasks(backbone.grid, tuple(enc_scale), tuple(pred_scale), tuple(aspect_ratio), n_pred, min_keep)
+
+    def masks(self):
+        def make(batch_size: int) -> dict:
+            context, targets = self.mask_maker(batch_size)
+            return {"context": context, "targets": targets}
+
+        return make
+
+    def forward(self, batch):
+        (x,) = batch["views"]
+        context, blocks = batch["context"], batch["targets"]
+        with torch.no_grad():
+            s_y = self.target.tokens(x).float()
+            s_y = F.layer_norm(s_y, s_y.shape[-1:])
+        s_x = self.backbone.tokens(x, keep=context)
+        predictions = [self.predictor(s_x, context, block).float() for block in blocks]
+        loss = ijepa_loss(predictions, [select(s_y, block) for block in blocks])
+        return {"loss": loss}
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """No projector: the average-pooled patch tokens of the context encoder ``(B, D)``."""
+        return self.backbone.tokens(x).mean(dim=1)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.tokens(x).mean(dim=1)
+
+    def after_step(self, progress: float) -> None:
+        ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)

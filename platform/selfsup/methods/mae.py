@@ -1,0 +1,81 @@
+"""MAE: Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022).
+
+https://arxiv.org/abs/2111.06377 — sec. 3. A uniformly random ``mask_ratio`` of the patches is
+hidden (``selfsup.data.masks.RandomPatchMasks``, made at collate time); the ViT encoder sees only
+the visible patches; a light decoder (mask tokens + fixed sine-cosine positions, a few
+transformer blocks) predicts the pixels of every hidden patch:
+
+    z = encoder(x, keep=visible)                  # (B, N_vis, D)
+    x_hat = decoder(z, visible, masked)           # (B, N_mask, p*p*C)
+    target = patchify(x)[masked], normalised per patch (mean 0, variance 1) if norm_pix_loss
+    loss = mean over hidden patches of mean_k (x_hat_k - target_k)^2
+
+The representation (``embed``) is the encoder's pooled output on the whole image.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from selfsup.data.masks import RandomPatchMasks
+from selfsup.methods.base import Method, register
+from selfsup.models.backbones import require_vit, select
+from selfsup.models.predictor import MaskedPredictor
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, H/p * W/p, p * p * C)``, patches row-major, pixels ``(p, p, C)`` within a patch."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def mae_loss(pred: torch.Tensor, patches: torch.Tensor, norm_pix: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """Mean squared error ``(B, M, P)`` between predicted and target pixels of the hidden patches;
+    with ``norm_pix`` each target patch is first normalised by its own mean and variance
+    (``(t - mean) / sqrt(var + eps)``, unbiased variance as in the reference code)."""
+    if norm_pix:
+        mean, var = patches.mean(dim=-1, keepdim=True), patches.var(dim=-1, keepdim=True)
+        patches = (patches - mean) / (var + eps) ** 0.5
+    return ((pred - patches) ** 2).mean()
+
+
+@register("mae")
+class MAE(Method):
+    description = "MAE (He et al. 2022): ViT encoder on visible patches, light decoder reconstructs hidden pixels"
+    views = "mae"
+
+    def __init__(
+        self,
+        backbone,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        norm_pix_loss: bool = True,
+    ):
+        require_vit(backbone, "mae")
+        super().__init__(backbone)
+        self.patch = backbone.patch_size
+        self.decoder = MaskedPredictor(backbone.embed_dim, backbone.grid, decoder_dim, decoder_depth, decoder_heads, self.patch**2 * backbone.in_channels)
+        self.mask_maker = RandomPatchMasks(backbone.grid, mask_ratio)
+        self.norm_pix_loss = norm_pix_loss
+
+    def masks(self):
+        def make(batch_size: int) -> dict:
+            visible, masked = self.mask_maker(batch_size)
+            return {"visible": visible, "masked": masked}
+
+        return make
+
+    def forward(self, batch):
+        (x,) = batch["views"]
+        visible, masked = batch["visible"], batch["masked"]
+        z = self.backbone.tokens(x, keep=visible)
+        pred = self.decoder(z, visible, masked).float()
+        loss = mae_loss(pred, select(patchify(x.float(), self.patch), masked), self.norm_pix_loss)
+        return {"loss": loss}
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """No projector: the encoder's pooled output ``(B, D)``."""
+        return self.backbone(x)

@@ -1,0 +1,53 @@
+"""The narrow transformer that fills in masked patches: I-JEPA's predictor and MAE's decoder.
+
+Both take the encoder's tokens of the visible (context) patches and, for a set of query
+positions, a shared learnable mask token plus the position's fixed 2-D sine-cosine embedding;
+a few transformer blocks mix them and a linear layer maps the query outputs to the target space
+(encoder features for I-JEPA, Assran et al. 2023 sec. 3; pixels of a patch for MAE, He et al.
+2022 sec. 3). Without a class token, attention is blind to token order, so visible and query
+tokens are simply concatenated (MAE's "unshuffle" is not needed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.models.backbones import select
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding ``(H * W, dim)`` (MAE/I-JEPA): half the channels
+    encode the row, half the column, each as ``[sin(p w_k), cos(p w_k)]`` with ``w_k = 10000^(-k / (dim/4))``."""
+    if dim % 4:
+        raise ValueError(f"sine-cosine position embedding needs a dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64), torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+    parts = []
+    for pos in (rows.flatten(), cols.flatten()):
+        angles = pos[:, None] * omega[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+class MaskedPredictor(nn.Module):
+    """``(context (B, Kc, in_dim), context_idx (B, Kc), query_idx (B, Kq)) -> (B, Kq, out_dim)``."""
+
+    def __init__(self, in_dim: int, grid: tuple[int, int], dim: int, depth: int, num_heads: int, out_dim: int):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos", sincos_pos_embed(dim, grid)[None], persistent=False)
+        self.blocks = nn.Sequential(*[Block(dim, num_heads, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, out_dim)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, query_idx: torch.Tensor) -> torch.Tensor:
+        pos = self.pos.expand(context.shape[0], -1, -1)
+        visible = self.embed(context) + select(pos, context_idx)
+        queries = self.mask_token + select(pos, query_idx)
+        x = self.norm(self.blocks(torch.cat([visible, queries], dim=1)))
+        return self.out(x[:, context.shape[1]:])
