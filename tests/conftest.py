@@ -45,6 +45,7 @@ def experiment(tmp_path, sets):
 
     tree = {
         "name": "t",
+        "data": {"views": "light"},
         "model": {"backbone": "cnn", "embed_dim": 64, "width": 16, "depth": 2},
         "method": {"name": "vicreg", "projector": [256, 256]},
         "optim": {"lr": 3e-3},

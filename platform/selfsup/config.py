@@ -35,6 +35,9 @@ class DataConfig(Section):
     ``selfsup.data.views``). ``crop_scale`` (global crops) and ``flip`` default to the recipe's;
     ``noise_std`` applies to ``light``, ``color_strength`` scales the colour jitter of the paper
     recipes (0 turns colour distortion off), ``local_*`` shape DINO's local crops.
+
+    ``stream`` (``folder`` only) keeps the images on disk and decodes them on access, for
+    ImageNet-scale folders; ``loader_workers`` DataLoader processes decode and augment in parallel.
     """
 
     name: Literal["digits", "npz", "folder", "cifar10", "cifar100"] = "digits"
@@ -51,6 +54,8 @@ class DataConfig(Section):
     local_crops: int = Field(6, ge=0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_size: int | None = Field(None, ge=2)
+    stream: bool = False
+    loader_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -62,6 +67,8 @@ class DataConfig(Section):
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
         if self.name != "digits" and not self.path:
             raise ValueError(f"data.name {self.name!r} needs data.path")
+        if self.stream and self.name != "folder":
+            raise ValueError(f"data.stream applies to image folders only, not {self.name!r}")
         return self
 
 
@@ -261,10 +268,12 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    """Label-free metrics on a fixed evaluation subset; probes when labels exist."""
+    """Label-free metrics on a fixed evaluation subset; probes when labels exist, on at most
+    ``probe_size`` train and test images (a fixed seeded subset; all when unset)."""
 
     subset_size: int = Field(512, ge=2)
     probe_every: int = Field(0, ge=0)
+    probe_size: int | None = Field(None, ge=2)
     knn_k: int = Field(20, ge=1)
 
 

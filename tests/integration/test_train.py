@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray.util.state import list_actors
 
 from selfsup.tracking.runs import RESUMED
+from tests.unit.test_image_data import write_images
 from selfsup.train.launch import train
 
 CHANCE = 0.1  # 10 digit classes
@@ -38,6 +39,20 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config):
     assert run.data.metrics["probe/linear_acc"] == pytest.approx(metrics["probe/linear_acc"])
     config_yaml = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=cfg.tracking.uri)
     assert "vicreg" in open(config_yaml).read()
+
+
+def test_streamed_folder_with_loader_workers_and_multicrop(ray_cluster, small_config, workdir):
+    write_images(workdir / "images", ["a", "b"], n=24, size=16)
+    cfg = small_config(**{
+        "data": {"name": "folder", "path": str(workdir / "images"), "image_size": 16, "stream": True, "loader_workers": 1,
+                 "views": "dino", "local_crops": 2, "crop_scale": [0.5, 1.0]},
+        "method": {"name": "dino", "hidden": 64, "bottleneck": 32, "prototypes": 64, "head_batch_norm": True},
+        "train.epochs": 2, "train.batch_size": 16, "eval.subset_size": 32, "eval.probe_size": 16,
+    })
+    metrics = train(cfg)
+    assert metrics["epoch"] == 2 and metrics["train/loss"] > 0 and 0.0 <= metrics["probe/linear_acc"] <= 1.0
+    client, run = only_run(cfg.tracking.uri)
+    assert run.info.status == "FINISHED" and run.data.params["data.stream"] == "True"
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):

@@ -9,6 +9,7 @@ from selfsup.methods import METHODS
 from selfsup.train.launch import preflight
 from selfsup.tune.space import check_space
 from selfsup.tune.sweep import prepare
+from tests.unit.test_image_data import write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.stem.endswith("_sweep"))
@@ -31,3 +32,22 @@ def test_every_method_has_an_example_and_a_valid_search_space():
     for cfg in configs:
         space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
         check_space(load_space(space), cfg.model_dump(mode="json"), str(space))
+
+
+CLUSTER = sorted((ROOT / "examples" / "cluster").glob("*.yaml"))
+
+
+def test_every_method_has_a_cluster_config():
+    configs = [load_experiment(p) for p in CLUSTER]
+    assert sorted(c.method.name for c in configs) == sorted(METHODS)
+    for cfg in configs:
+        assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and cfg.data.stream
+        space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
+        check_space(load_space(space), cfg.model_dump(mode="json"), str(space))
+
+
+@pytest.mark.parametrize("path", CLUSTER, ids=lambda p: p.stem)
+def test_cluster_config_preflights_on_a_tiny_folder(path, tmp_path):
+    """The paper-scale model, heads and view recipe run one 224x224 batch of a fake image folder."""
+    write_images(tmp_path, ["a", "b"], n=2, size=32)
+    preflight(load_experiment(path, [f"data.path={tmp_path}", "train.batch_size=2", "scaling.num_workers=1"]), str(path))

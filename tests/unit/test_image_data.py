@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfsup.data.datasets import DataError, cifar, folder
+import torch
+
+from selfsup.data.datasets import DataError, ImageFiles, cifar, folder
 
 
 def write_cifar(root, names, key, n=4, classes=10):
@@ -74,3 +76,13 @@ def test_folder_errors(tmp_path):
     (tmp_path / "bad" / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: not a readable image"):
         folder(str(tmp_path / "bad"), 8)
+
+
+def test_streamed_folder_decodes_on_access_like_the_eager_one(tmp_path):
+    write_images(tmp_path, ["cat", "dog"], n=5)
+    eager, lazy = folder(str(tmp_path), 8), folder(str(tmp_path), 8, stream=True)
+    assert isinstance(lazy.train.x, ImageFiles) and lazy.shape == eager.shape == (3, 8, 8)
+    assert torch.equal(lazy.train.y, eager.train.y) and len(lazy.test.x) == len(eager.test.x)
+    assert torch.equal(lazy.train.x[3], eager.train.x[3])
+    assert torch.equal(lazy.train.x[1:4], eager.train.x[1:4])
+    assert torch.equal(lazy.train.x[torch.tensor([5, 0])], eager.train.x[torch.tensor([5, 0])])

@@ -1,6 +1,7 @@
 """Built-in and user datasets, returned as float tensors with a fixed train/test split.
 
-Images are ``(N, C, H, W)`` float32; labels ``(N,)`` int64 or ``None`` when the data has none.
+Images are ``(N, C, H, W)`` float32 tensors (or, for a streamed folder, an :class:`ImageFiles`
+that indexes like one); labels ``(N,)`` int64 or ``None`` when the data has none.
 """
 
 from __future__ import annotations
@@ -120,18 +121,48 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData
     return ImageData(p.stem, _to_split(*train), _to_split(*test))
 
 
-def _read_images(files: list[Path], image_size: int) -> np.ndarray:
+def _decode(f: Path, image_size: int) -> np.ndarray:
+    """One image file -> ``(3, S, S)`` float32 in [0, 1] (RGB, bilinear resize), or a one-line error."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(f) as im:
+            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{f}: not a readable image ({exc})") from None
+    return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _read_images(files, image_size: int) -> np.ndarray:
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
     for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{f}: not a readable image ({exc})") from None
-        out[i] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        out[i] = _decode(f, image_size)
     return out
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Images decoded on access, for folders too large to hold decoded in memory (``data.stream``).
+
+    ``ds[i]`` -> ``(3, S, S)``; ``ds[slice]`` or ``ds[indices]`` -> ``(K, 3, S, S)``; ``len(ds)``
+    and ``ds.shape`` as for a tensor. Decoding runs in the DataLoader's worker processes when
+    ``data.loader_workers > 0``.
+    """
+
+    def __init__(self, files, image_size: int):
+        self.files, self.image_size = list(files), image_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), 3, self.image_size, self.image_size)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return torch.from_numpy(_decode(self.files[int(index)], self.image_size))
+        picked = range(len(self.files))[index] if isinstance(index, slice) else [int(i) for i in index]
+        return torch.from_numpy(_read_images([self.files[i] for i in picked], self.image_size))
 
 
 def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
@@ -150,9 +181,10 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False) -> ImageData:
     """Images in class subfolders (ImageNet layout), decoded with PIL, RGB, resized to
-    ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split."""
+    ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split.
+    With ``stream`` the images stay on disk and are decoded on access (:class:`ImageFiles`)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
@@ -164,9 +196,16 @@ def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: i
             raise DataError(f"{p}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     if len(parts) == 2 and scanned[0][2] != scanned[1][2]:
         raise DataError(f"{parts[1]}: class folders differ from {parts[0]}")
-    arrays = [(_read_images(files, image_size), y) for files, y, _ in scanned]
-    train, test = arrays if len(arrays) == 2 else _split(*arrays[0], test_fraction, split_seed)
-    return ImageData(root.name, _to_split(*train), _to_split(*test))
+    lists = [(np.asarray(files, dtype=object), y) for files, y, _ in scanned]
+    train, test = lists if len(lists) == 2 else _split(*lists[0], test_fraction, split_seed)
+
+    def split(files: np.ndarray, y: np.ndarray | None) -> Split:
+        labels = None if y is None else torch.as_tensor(y, dtype=torch.int64)
+        if stream:
+            return Split(ImageFiles(files, image_size), labels)
+        return Split(torch.from_numpy(_read_images(files, image_size)), labels)
+
+    return ImageData(root.name, split(*train), split(*test))
 
 
 def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +247,12 @@ def resized(data: ImageData, size: int) -> ImageData:
 
 
 def load_dataset(
-    name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, image_size: int | None = None
+    name: str,
+    path: str | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    image_size: int | None = None,
+    stream: bool = False,
 ) -> ImageData:
     """Load a dataset by its config name (see :data:`DATASETS`), resized to ``image_size`` if given."""
     if name == "digits":
@@ -216,7 +260,7 @@ def load_dataset(
     elif name == "npz":
         data = npz(path, test_fraction, split_seed)
     elif name == "folder":
-        return folder(path, image_size or 32, test_fraction, split_seed)
+        return folder(path, image_size or 32, test_fraction, split_seed, stream)
     elif name in ("cifar10", "cifar100"):
         data = cifar(path, int(name.removeprefix("cifar")))
     else:

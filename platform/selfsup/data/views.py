@@ -157,14 +157,14 @@ def build_views(
 
 
 class ViewCollate:
-    """``collate_fn``: stacks samples ``(x, ...)`` into ``(B, C, H, W)`` and returns
+    """``collate_fn``: stacks samples ``x`` or ``(x, ...)`` into ``(B, C, H, W)`` and returns
     ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE)."""
 
     def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]], masks: Callable[[int], dict] | None = None):
         self.views, self.masks = views, masks
 
-    def __call__(self, samples: list[tuple[torch.Tensor, ...]]) -> dict:
-        x = torch.stack([s[0] for s in samples])
+    def __call__(self, samples: list) -> dict:
+        x = torch.stack([s if torch.is_tensor(s) else s[0] for s in samples])
         batch = {"views": self.views(x)}
         if self.masks is not None:
             batch.update(self.masks(len(samples)))

@@ -5,7 +5,8 @@
 - ``mlp``: flatten, ``depth - 1`` Linear-BN-ReLU layers of ``width`` units, a Linear to ``embed_dim``.
 - ``timm``: any timm model by name, randomly initialised (no download), classifier removed, so
   the representation is timm's pooled features (``embed_dim = num_features``). ViTs take the image
-  and patch size from the config and expose their patch tokens; ``small_stem`` gives ResNets the
+  and patch size from the config, accept other input sizes (dynamic_img_size: DINO local crops) and
+  expose their patch tokens; ``small_stem`` gives ResNets the
   CIFAR-style stem (3x3 stride-1 first conv, no max-pool) for 8x8 to 32x32 images.
 """
 
@@ -77,6 +78,7 @@ class TimmBackbone(nn.Module):
         kwargs = {**timm_kwargs, "pretrained": False, "num_classes": 0, "in_chans": in_shape[0]}
         if "vit" in name:
             kwargs["img_size"] = tuple(in_shape[1:])
+            kwargs.setdefault("dynamic_img_size", True)  # DINO's local crops are smaller than the image
             if patch_size:
                 kwargs["patch_size"] = patch_size
         self.model = timm.create_model(name, **kwargs)

@@ -28,7 +28,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
         batch = make_collate(cfg, method, data.shape)([(x,) for x in data.train.x[:2]])
         with torch.no_grad():
             out = method.train()(batch)
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
     if "loss" not in out:

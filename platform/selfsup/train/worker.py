@@ -47,10 +47,23 @@ def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).permutation(n_train)[: min(size, n_train)])
 
 
+def probe_sets(data, size: int | None, seed: int):
+    """``(x_train, y_train, x_test, y_test)`` for the probes: all of each split, or a fixed seeded
+    subset of at most ``size`` of each (decoded once, so a streamed folder is read once)."""
+    out = []
+    for split in (data.train, data.test):
+        idx = eval_subset(len(split.x), size or len(split.x), seed)
+        if size is None and torch.is_tensor(split.x):
+            out += [split.x, split.y]
+        else:
+            out += [split.x[idx], split.y[idx]]
+    return tuple(out)
+
+
 def load_data(cfg: ExperimentConfig):
     """The run's dataset, as its ``data:`` section says."""
     d = cfg.data
-    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size)
+    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream)
 
 
 def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
@@ -84,10 +97,17 @@ def train_loop(config: dict) -> None:
 
     data = load_data(cfg)
     method = build(cfg, data.shape)
-    dataset = TensorDataset(data.train.x)
+    dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(
-        dataset, batch_size=cfg.train.batch_size // world, sampler=sampler, drop_last=True, collate_fn=make_collate(cfg, method, data.shape)
+        dataset,
+        batch_size=cfg.train.batch_size // world,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=make_collate(cfg, method, data.shape),
+        num_workers=cfg.data.loader_workers,
+        persistent_workers=cfg.data.loader_workers > 0,
+        pin_memory=device.type == "cuda",
     )
     steps_per_epoch = len(loader)
 
@@ -123,7 +143,7 @@ def train_loop(config: dict) -> None:
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
-    probe = (data.train.x, data.train.y, data.test.x, data.test.y) if data.has_labels else None
+    probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed) if data.has_labels else None
 
     for epoch in range(start + 1, cfg.train.epochs + 1):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
