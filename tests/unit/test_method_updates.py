@@ -91,3 +91,15 @@ def test_dino_last_layer_frozen_early():
     method.after_step(0.5)
     method(batch(method, 8))["loss"].backward()
     assert method.head.prototypes.grad is not None
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_step_under_bf16_autocast(name):
+    torch.manual_seed(0)
+    method = build_method(name, backbone(name), **PARAMS[name])
+    before = copy.deepcopy(method.backbone.state_dict())
+    engine = Engine(method, method, build_optimizer(method, lr=1e-2), total_steps=4, precision="bf16")
+    logs = engine.train_step(batch(method))
+    assert torch.isfinite(torch.tensor(logs["loss"]))
+    assert all(p.dtype == torch.float32 for p in method.parameters())  # autocast, not a bf16 model
+    assert any(not torch.equal(p, before[k]) for k, p in method.backbone.state_dict().items())

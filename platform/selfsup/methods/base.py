@@ -36,6 +36,9 @@ class Method(nn.Module):
     name: str = ""
     description: str = ""
     views: str = "byol"
+    unused_parameters: bool = False
+    """True when a step may leave some trainable parameters without a gradient (DINO's frozen
+    last layer; a timm ViT's pooling norm, unused on the token path): DDP must then look for them."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

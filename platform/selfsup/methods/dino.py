@@ -87,6 +87,7 @@ class DINOHead(nn.Module):
 class DINO(Method):
     description = "DINO (Caron et al. 2021): student matches a centred, sharpened EMA teacher over multi-crops"
     views = "dino"
+    unused_parameters = True
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ def ijepa_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> 
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
     views = "crop"
+    unused_parameters = True
 
     def __init__(
         self,

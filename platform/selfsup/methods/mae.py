@@ -44,6 +44,7 @@ def mae_loss(pred: torch.Tensor, patches: torch.Tensor, norm_pix: bool = True, e
 class MAE(Method):
     description = "MAE (He et al. 2022): ViT encoder on visible patches, light decoder reconstructs hidden pixels"
     views = "mae"
+    unused_parameters = True
 
     def __init__(
         self,

@@ -113,7 +113,7 @@ def train_loop(config: dict) -> None:
 
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    model = ray.train.torch.prepare_model(method)
+    model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters})
     method = model.module if hasattr(model, "module") else model
     o = cfg.optim
     optimizer = build_optimizer(method, o.name, o.lr, o.weight_decay, o.momentum, o.betas, o.lars_eta)
