@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import ray
 import torch
+from ray._private import services
 import yaml
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -40,12 +42,24 @@ def init_ray(temp_dir: str | None = None) -> None:
 
     A local Ray's Train controllers poll their workers every 0.5 s instead of Ray's 2 s (unless
     ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
-    and a worker that dies loses at most that much of its reports."""
+    and a worker that dies loses at most that much of its reports.
+
+    Starting a second local Ray beside a running one is allowed but warned about: Ray Train's
+    placement-group cleaner cannot tell the two apart, so trials the scheduler stops may never
+    free their CPUs and the sweep can stall. Sharing one Ray (``RAY_ADDRESS``) avoids it."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        running = sorted(services.find_gcs_addresses())
+        if running:
+            print(
+                f"[selfsup] warning: another Ray is running on this machine ({', '.join(running)}); a second local Ray can "
+                f"stall sweeps (Ray Train's placement-group cleanup cannot tell the two apart). To share it: RAY_ADDRESS={running[0]}",
+                file=sys.stderr,
+                flush=True,
+            )
     ray.init(address=address, _temp_dir=temp_dir, log_to_driver=True)
 
 
