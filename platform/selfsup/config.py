@@ -243,11 +243,14 @@ def view_recipes(method: str) -> tuple[str, ...]:
 
 
 class OptimConfig(Section):
-    """Optimizer and learning-rate schedule (linear warmup, then cosine to ``min_lr_ratio * lr``)."""
+    """Optimizer and learning-rate schedule (linear warmup, then cosine to ``min_lr_ratio * lr``).
+    ``weight_decay_end`` makes the weight decay a cosine from ``weight_decay`` to it (DINO, I-JEPA:
+    0.04 -> 0.4); biases and norm weights never decay."""
 
     name: Literal["adamw", "lars"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
+    weight_decay_end: float | None = Field(None, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     betas: tuple[float, float] = (0.9, 0.999)
     lars_eta: float = Field(0.02, gt=0.0)

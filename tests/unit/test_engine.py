@@ -89,3 +89,20 @@ def test_ema_update():
     before = target.weight.detach().clone()
     ema_update(target, online, 0.9)
     assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight.detach())
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "lars"])
+def test_weight_decay_cosine_schedule(opt_name):
+    m = Quadratic()
+    e = Engine(m, m, build_optimizer(m, opt_name, lr=0.1, weight_decay=0.04), total_steps=4, weight_decay_end=0.4)
+    seen = []
+    for _ in range(4):
+        e.train_step({"x": torch.randn(8, 4)})
+        seen.append([g["weight_decay"] for g in e.optimizer.param_groups])
+    # the decay used at step s is 0.4 + (0.04 - 0.4) (1 + cos(pi s / 4)) / 2; biases and norms stay at 0
+    expected = [0.4 + (0.04 - 0.4) * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    assert [w for w, _ in seen] == pytest.approx(expected)
+    assert all(nd == 0.0 for _, nd in seen)
+    fixed = Engine(m, m, build_optimizer(m, opt_name, lr=0.1, weight_decay=0.04), total_steps=4)
+    fixed.train_step({"x": torch.randn(8, 4)})
+    assert fixed.optimizer.param_groups[0]["weight_decay"] == 0.04

@@ -104,12 +104,19 @@ def cosine_momentum(base: float, progress: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def cosine_value(start: float, end: float, progress: float) -> float:
+    """``end + (start - end) (1 + cos(pi progress)) / 2``: ``start`` at 0, ``end`` at 1 (DINO's
+    ``cosine_scheduler``, used for its and I-JEPA's weight decay 0.04 -> 0.4)."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 class Engine:
     """Runs optimisation steps of a method.
 
     ``model`` is what forward is called on (the method, or its DDP wrapper); ``method`` the
     unwrapped method, whose ``after_step(progress)`` runs after each step. The learning rate of
-    each group is ``base_lr * lr_factor(step)``, set before the step.
+    each group is ``base_lr * lr_factor(step)``, set before the step; with ``weight_decay_end``
+    the weight decay of every decayed group follows a cosine from its base value to it.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class Engine:
         precision: str = "fp32",
         grad_clip: float | None = None,
         device: torch.device | str = "cpu",
+        weight_decay_end: float | None = None,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; available: fp32, bf16")
@@ -131,6 +139,8 @@ class Engine:
         self.precision, self.grad_clip = precision, grad_clip
         self.device = torch.device(device)
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.base_wds = [g.get("weight_decay", 0.0) for g in optimizer.param_groups]
+        self.weight_decay_end = weight_decay_end
         self.step_count = 0
 
     def autocast(self):
@@ -153,6 +163,11 @@ class Engine:
         factor = lr_factor(self.step_count, self.total_steps, self.warmup_steps, self.min_lr_ratio)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
+        if self.weight_decay_end is not None:
+            progress = self.step_count / max(1, self.total_steps)
+            for group, base in zip(self.optimizer.param_groups, self.base_wds):
+                if base > 0:
+                    group["weight_decay"] = cosine_value(base, self.weight_decay_end, progress)
         self.model.train()
         with self.autocast():
             out = self.model(self._to_device(batch))

@@ -127,6 +127,7 @@ def train_loop(config: dict) -> None:
         precision=cfg.train.precision,
         grad_clip=cfg.train.grad_clip,
         device=device,
+        weight_decay_end=o.weight_decay_end,
     )
 
     start = 0
