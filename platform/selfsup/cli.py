@@ -72,8 +72,9 @@ def _methods(args) -> int:
 
 def _datasets(args) -> int:
     from selfsup.data.datasets import DATASETS
+    from selfsup.data.signals import SIGNAL_DATASETS
 
-    for name, text in DATASETS.items():
+    for name, text in {**DATASETS, **SIGNAL_DATASETS}.items():
         print(f"{name:10s} {text}")
     return 0
 

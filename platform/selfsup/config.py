@@ -36,16 +36,20 @@ class DataConfig(Section):
     ``noise_std`` applies to ``light``, ``color_strength`` scales the colour jitter of the paper
     recipes (0 turns colour distortion off), ``local_*`` shape DINO's local crops.
 
+    Signals (``mnist1d``, ``ucr`` with ``path`` = a bundled UCR/UEA name, ``signal_npz``) take the
+    ``signal`` recipe: ``crop_scale`` is the kept fraction of the length, ``noise_std`` the jitter,
+    ``amplitude_scale`` and ``channel_dropout`` as named.
+
     ``stream`` (``folder`` only) keeps the images on disk and decodes them on access, for
     ImageNet-scale folders; ``loader_workers`` DataLoader processes decode and augment in parallel.
     """
 
-    name: Literal["digits", "npz", "folder", "cifar10", "cifar100"] = "digits"
+    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz"] = "digits"
     path: str | None = None
     image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
-    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae"] = "auto"
+    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal"] = "auto"
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     flip: bool | None = None
@@ -54,6 +58,8 @@ class DataConfig(Section):
     local_crops: int = Field(6, ge=0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_size: int | None = Field(None, ge=2)
+    amplitude_scale: tuple[float, float] = (0.8, 1.25)
+    channel_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     stream: bool = False
     loader_workers: int = Field(0, ge=0)
 
@@ -65,20 +71,34 @@ class DataConfig(Section):
                 raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {value}")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        if self.name != "digits" and not self.path:
+        if self.name not in ("digits", "mnist1d") and not self.path:
             raise ValueError(f"data.name {self.name!r} needs data.path")
+        if self.is_signal:
+            if self.views not in ("auto", "signal"):
+                raise ValueError(f"data.views {self.views!r} is an image recipe; signals take 'signal' (or auto)")
+            if self.image_size is not None:
+                raise ValueError("data.image_size applies to images, not signals")
+        elif self.views == "signal":
+            raise ValueError(f"data.views 'signal' is for 1-D signals, not {self.name!r}")
         if self.stream and self.name != "folder":
             raise ValueError(f"data.stream applies to image folders only, not {self.name!r}")
         return self
 
+    @property
+    def is_signal(self) -> bool:
+        return self.name in SIGNAL_DATASETS
+
+
+SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz")
+
 
 class ModelConfig(Section):
-    """Backbone: ``cnn`` (small conv net), ``mlp``, or ``timm`` (any timm model ``timm_name``,
+    """Backbone: ``cnn`` (small conv net), ``cnn1d`` (its 1-D twin, for signals), ``mlp``, or ``timm`` (any timm model ``timm_name``,
     random init). ``embed_dim``/``width``/``depth`` size the cnn and mlp; ``patch_size`` sets a
     timm ViT's patches, ``small_stem`` gives a timm ResNet the CIFAR-style stem, and
     ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
 
-    backbone: Literal["cnn", "mlp", "timm"] = "cnn"
+    backbone: Literal["cnn", "cnn1d", "mlp", "timm"] = "cnn"
     embed_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=1)
     depth: int = Field(3, ge=1, le=8)
@@ -242,6 +262,13 @@ def view_recipes(method: str) -> tuple[str, ...]:
     return VIEWS.get(method, ("byol", "simclr", "light"))
 
 
+def views_of(cfg: "ExperimentConfig") -> str:
+    """The recipe a run uses: ``data.views``, or for ``auto`` the method's own (``signal`` for signals)."""
+    if cfg.data.views != "auto":
+        return cfg.data.views
+    return "signal" if cfg.data.is_signal else view_recipes(cfg.method.name)[0]
+
+
 class OptimConfig(Section):
     """Optimizer and learning-rate schedule (linear warmup, then cosine to ``min_lr_ratio * lr``).
     ``weight_decay_end`` makes the weight decay a cosine from ``weight_decay`` to it (DINO, I-JEPA:
@@ -312,7 +339,13 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
-        allowed = view_recipes(self.method.name)
+        signal = self.data.is_signal
+        if signal != (self.model.backbone == "cnn1d") and self.model.backbone != "mlp":
+            want = "cnn1d or mlp" if signal else "cnn, mlp or timm"
+            raise ValueError(f"model.backbone {self.model.backbone!r} does not suit {self.data.name!r} data; use {want}")
+        if signal and self.method.name in ("dino", *MASKED):
+            raise ValueError(f"method {self.method.name!r} is for images; signals take simclr, mocov3, byol, vicreg or barlowtwins")
+        allowed = ("signal",) if signal else view_recipes(self.method.name)
         if self.data.views not in ("auto", *allowed):
             raise ValueError(f"data.views {self.data.views!r} does not suit method {self.method.name!r}; use one of auto, {', '.join(allowed)}")
         if self.method.name in MASKED and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):

@@ -33,13 +33,16 @@ class Split:
 
 
 @dataclass
-class ImageData:
+class SplitData:
+    """A dataset's train and test splits; ``shape`` is one sample's: ``(C, H, W)`` for images,
+    ``(C, T)`` for signals."""
+
     name: str
     train: Split
     test: Split
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
     @property
@@ -47,7 +50,7 @@ class ImageData:
         return self.train.y is not None and self.test.y is not None
 
 
-def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int):
+def split_arrays(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, int(round(len(x) * test_fraction)))
     test, train = order[:n_test], order[n_test:]
@@ -55,7 +58,7 @@ def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int)
     return (x[train], pick(y, train)), (x[test], pick(y, test))
 
 
-def _to_split(x: np.ndarray, y: np.ndarray | None) -> Split:
+def to_split(x: np.ndarray, y: np.ndarray | None) -> Split:
     return Split(
         torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
         None if y is None else torch.as_tensor(y, dtype=torch.int64),
@@ -74,7 +77,7 @@ def _as_images(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:
+def check_labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:
     if y is None:
         return None
     if y.ndim != 1 or len(y) != n:
@@ -84,17 +87,17 @@ def _labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
-def digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+def digits(test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """scikit-learn's bundled digits: 1,797 8x8 grey images scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
-    (xtr, ytr), (xte, yte) = _split(x, bunch.target.astype(np.int64), test_fraction, split_seed)
-    return ImageData("digits", _to_split(xtr, ytr), _to_split(xte, yte))
+    (xtr, ytr), (xte, yte) = split_arrays(x, bunch.target.astype(np.int64), test_fraction, split_seed)
+    return SplitData("digits", to_split(xtr, ytr), to_split(xte, yte))
 
 
-def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """User arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``)."""
     p = Path(path)
     if not p.is_file():
@@ -107,18 +110,18 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData
         if "x" not in arrays.files:
             raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
         x = _as_images(arrays["x"], f"{p}: x")
-        y = _labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
+        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
         if "x_test" in arrays.files:
             xte = _as_images(arrays["x_test"], f"{p}: x_test")
             if xte.shape[1:] != x.shape[1:]:
                 raise DataError(f"{p}: x_test: image shape {xte.shape[1:]} differs from x {x.shape[1:]}")
-            yte = _labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
+            yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
             train, test = (x, y), (xte, yte)
         else:
-            train, test = _split(x, y, test_fraction, split_seed)
+            train, test = split_arrays(x, y, test_fraction, split_seed)
     if len(train[0]) < 2:
         raise DataError(f"{p}: x: needs at least 2 training samples, got {len(train[0])}")
-    return ImageData(p.stem, _to_split(*train), _to_split(*test))
+    return SplitData(p.stem, to_split(*train), to_split(*test))
 
 
 def _decode(f: Path, image_size: int) -> np.ndarray:
@@ -181,7 +184,7 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False) -> ImageData:
+def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False) -> SplitData:
     """Images in class subfolders (ImageNet layout), decoded with PIL, RGB, resized to
     ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split.
     With ``stream`` the images stay on disk and are decoded on access (:class:`ImageFiles`)."""
@@ -197,7 +200,7 @@ def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: i
     if len(parts) == 2 and scanned[0][2] != scanned[1][2]:
         raise DataError(f"{parts[1]}: class folders differ from {parts[0]}")
     lists = [(np.asarray(files, dtype=object), y) for files, y, _ in scanned]
-    train, test = lists if len(lists) == 2 else _split(*lists[0], test_fraction, split_seed)
+    train, test = lists if len(lists) == 2 else split_arrays(*lists[0], test_fraction, split_seed)
 
     def split(files: np.ndarray, y: np.ndarray | None) -> Split:
         labels = None if y is None else torch.as_tensor(y, dtype=torch.int64)
@@ -205,7 +208,7 @@ def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: i
             return Split(ImageFiles(files, image_size), labels)
         return Split(torch.from_numpy(_read_images(files, image_size)), labels)
 
-    return ImageData(root.name, split(*train), split(*test))
+    return SplitData(root.name, split(*train), split(*test))
 
 
 def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +226,7 @@ def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32) / 255.0, y
 
 
-def cifar(path: str, classes: int) -> ImageData:
+def cifar(path: str, classes: int) -> SplitData:
     """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``, ``test``) from the
     python-pickle files at ``path``: 32x32 RGB in [0, 1], the official train/test split."""
     root = Path(path)
@@ -233,17 +236,17 @@ def cifar(path: str, classes: int) -> ImageData:
         names, test_name, key = ["train"], "test", b"fine_labels"
     parts = [_unpickle(root / n, key) for n in names]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return ImageData(f"cifar{classes}", _to_split(*train), _to_split(*_unpickle(root / test_name, key)))
+    return SplitData(f"cifar{classes}", to_split(*train), to_split(*_unpickle(root / test_name, key)))
 
 
-def resized(data: ImageData, size: int) -> ImageData:
+def resized(data: SplitData, size: int) -> SplitData:
     """``data`` with every image resized to ``size`` squared (bilinear, antialiased when shrinking)."""
     import torch.nn.functional as F
 
     if data.shape[1:] == (size, size):
         return data
     scale = lambda s: Split(F.interpolate(s.x, size=(size, size), mode="bilinear", antialias=True, align_corners=False), s.y)  # noqa: E731
-    return ImageData(data.name, scale(data.train), scale(data.test))
+    return SplitData(data.name, scale(data.train), scale(data.test))
 
 
 def load_dataset(
@@ -253,8 +256,11 @@ def load_dataset(
     split_seed: int = 0,
     image_size: int | None = None,
     stream: bool = False,
-) -> ImageData:
-    """Load a dataset by its config name (see :data:`DATASETS`), resized to ``image_size`` if given."""
+) -> SplitData:
+    """Load a dataset by its config name (see :data:`DATASETS` and ``signals.SIGNAL_DATASETS``),
+    images resized to ``image_size`` if given."""
+    from selfsup.data import signals
+
     if name == "digits":
         data = digits(test_fraction, split_seed)
     elif name == "npz":
@@ -263,6 +269,12 @@ def load_dataset(
         return folder(path, image_size or 32, test_fraction, split_seed, stream)
     elif name in ("cifar10", "cifar100"):
         data = cifar(path, int(name.removeprefix("cifar")))
+    elif name == "mnist1d":
+        return signals.mnist1d()
+    elif name == "ucr":
+        return signals.ucr(path)
+    elif name == "signal_npz":
+        return signals.signal_npz(path, test_fraction, split_seed)
     else:
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join([*DATASETS, *signals.SIGNAL_DATASETS])}")
     return resized(data, image_size) if image_size else data

@@ -14,7 +14,10 @@ Recipes (``data.views``; ``auto`` takes the method's own):
 - ``mae``: one random resized crop (0.2-1) and flip — He et al. 2022, sec. 4 / Appendix A.1;
 - ``light``: batched random resized crop (0.5-1), optional flip and Gaussian noise: one
   ``affine_grid``/``grid_sample`` call per batch, for 8x8-32x32 grey images where colour
-  distortion means nothing and per-sample transforms would dominate the step time.
+  distortion means nothing and per-sample transforms would dominate the step time;
+- ``signal`` (1-D signals ``(C, T)``): a random crop of a fraction ``crop_scale`` of the length,
+  resampled to ``T``, amplitude scaling, Gaussian jitter and channel dropout, batched — the
+  time-series views of e.g. Um et al. 2017 and the ECG SSL literature.
 
 The blur kernel is 10% of the image side (odd, at least 3), sigma in [0.1, 2.0] as in SimCLR.
 The paper recipes are applied per sample and draw from torch's global generator, which the
@@ -37,8 +40,9 @@ RECIPES = {
     "dino": "DINO multi-crop: two BYOL global crops plus small local crops",
     "crop": "I-JEPA: one random resized crop",
     "mae": "MAE: one random resized crop and flip",
+    "signal": "1-D signals: crop and resample, amplitude scaling, jitter, channel dropout",
 }
-DEFAULT_SCALE = {"light": (0.5, 1.0), "simclr": (0.08, 1.0), "byol": (0.08, 1.0), "dino": (0.4, 1.0), "crop": (0.3, 1.0), "mae": (0.2, 1.0)}
+DEFAULT_SCALE = {"signal": (0.6, 1.0), "light": (0.5, 1.0), "simclr": (0.08, 1.0), "byol": (0.08, 1.0), "dino": (0.4, 1.0), "crop": (0.3, 1.0), "mae": (0.2, 1.0)}
 DEFAULT_FLIP = {"light": False, "crop": False}
 
 
@@ -83,6 +87,38 @@ class RandomViews:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         return [self.view(x, generator) for _ in range(self.n_views)]
+
+
+class SignalViews:
+    """Make ``n_views`` augmented copies of a batch of signals ``(B, C, T)`` with batched ops:
+    crop ``U(scale) * T`` samples at a random start and resample them to ``T`` (linear), multiply
+    each sample by ``U(amplitude)``, add ``N(0, noise_std)``, and zero each channel with
+    probability ``channel_dropout`` (never all channels of a sample)."""
+
+    def __init__(self, scale=(0.6, 1.0), amplitude=(0.8, 1.25), noise_std: float = 0.05, channel_dropout: float = 0.0, n_views: int = 2):
+        self.scale, self.amplitude, self.noise_std = scale, amplitude, noise_std
+        self.channel_dropout, self.n_views = channel_dropout, n_views
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        u = torch.rand(b, 3)
+        length = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
+        start = (1 - length) * u[:, 1]
+        pos = start[:, None] + length[:, None] * torch.linspace(0, 1, t)[None]  # (B, T) in [0, 1]
+        grid = torch.stack([pos * 2 - 1, torch.zeros_like(pos)], dim=-1)[:, None].to(x)  # (B, 1, T, 2)
+        out = F.grid_sample(x[:, :, None], grid, mode="bilinear", align_corners=True)[:, :, 0]
+        gain = self.amplitude[0] + (self.amplitude[1] - self.amplitude[0]) * u[:, 2]
+        out = out * gain[:, None, None].to(x)
+        if self.noise_std > 0:
+            out = out + self.noise_std * torch.randn_like(out)
+        if self.channel_dropout > 0 and c > 1:
+            keep = torch.rand(b, c) >= self.channel_dropout
+            keep[keep.sum(dim=1) == 0, torch.randint(0, c, (1,))] = True
+            out = out * keep[:, :, None].to(x)
+        return out
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.view(x) for _ in range(self.n_views)]
 
 
 class SampleViews:
@@ -130,14 +166,18 @@ def build_views(
     local_crops: int = 6,
     local_scale: tuple[float, float] = (0.05, 0.4),
     local_size: int | None = None,
+    amplitude: tuple[float, float] = (0.8, 1.25),
+    channel_dropout: float = 0.0,
 ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    """The view maker of ``recipe`` for images ``(C, H, W)``: a batch ``(B, C, H, W)`` -> list of
-    views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
+    """The view maker of ``recipe`` for images ``(C, H, W)`` or signals ``(C, T)`` (``signal``): a
+    batch -> list of views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown view recipe {recipe!r}; available: {', '.join(RECIPES)}")
     channels, size = shape[0], shape[1]
     scale = tuple(crop_scale or DEFAULT_SCALE[recipe])
     flip = DEFAULT_FLIP.get(recipe, True) if flip is None else flip
+    if recipe == "signal":
+        return SignalViews(scale, amplitude, noise_std, channel_dropout, n_views)
     if recipe == "light":
         return RandomViews(scale, crop_ratio, flip, noise_std, n_views)
     crop = _crop(size, scale, crop_ratio, flip)

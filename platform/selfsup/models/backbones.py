@@ -1,7 +1,8 @@
-"""Small backbones for small inputs. Each maps ``(B, C, H, W)`` to a representation ``(B, embed_dim)``.
+"""Small backbones for small inputs. Each maps a batch (images ``(B, C, H, W)``, signals ``(B, C, T)``) to ``(B, embed_dim)``.
 
 - ``cnn``: ``depth`` 3x3 conv-BN-ReLU blocks (channels ``width * 2**i``, stride 2 after the first),
   a last conv to ``embed_dim`` channels and global average pooling.
+- ``cnn1d``: the same for signals ``(B, C, T)``, kernel 5 along time.
 - ``mlp``: flatten, ``depth - 1`` Linear-BN-ReLU layers of ``width`` units, a Linear to ``embed_dim``.
 - ``timm``: any timm model by name, randomly initialised (no download), classifier removed, so
   the representation is timm's pooled features (``embed_dim = num_features``). ViTs take the image
@@ -19,6 +20,7 @@ from torch import nn
 
 BACKBONES = {
     "cnn": "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool",
+    "cnn1d": "1-D conv net for signals (C, T): conv-BN-ReLU blocks (kernel 5), stride-2, global average pool",
     "mlp": "multilayer perceptron on flattened inputs",
     "timm": "any timm model by name (model.timm_name), random init, pooled features",
 }
@@ -46,6 +48,22 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.features(x).mean(dim=(2, 3))
+
+
+class SmallCNN1d(nn.Module):
+    def __init__(self, in_channels: int, embed_dim: int, width: int = 32, depth: int = 3):
+        super().__init__()
+        layers, c = [], in_channels
+        for i in range(depth):
+            c_out = width * 2**i
+            layers += [nn.Conv1d(c, c_out, 5, stride=1 if i == 0 else 2, padding=2, bias=False), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+            c = c_out
+        layers += [nn.Conv1d(c, embed_dim, 3, padding=1, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.embed_dim = embed_dim
+
+    def forward(self, x):
+        return self.features(x).mean(dim=2)
 
 
 class MLP(nn.Module):
@@ -151,6 +169,8 @@ def build_backbone(
     ``global_pool``, ``drop_path_rate``)."""
     if name == "cnn":
         return SmallCNN(in_shape[0], embed_dim, width, depth)
+    if name == "cnn1d":
+        return SmallCNN1d(in_shape[0], embed_dim, width, depth)
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
     if name == "timm":

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from selfsup.config import MASKED, ExperimentConfig, view_recipes
+from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
 from selfsup.data.views import ViewCollate, build_views
 from selfsup.methods import Method, build_method
@@ -78,10 +78,10 @@ def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
 def make_collate(cfg: ExperimentConfig, method: Method, in_shape) -> ViewCollate:
     """The ``collate_fn`` of the run: the configured (or the method's) view recipe plus the method's masks."""
     d = cfg.data
-    recipe = view_recipes(cfg.method.name)[0] if d.views == "auto" else d.views
     n_views = 1 if cfg.method.name in MASKED else 2
     views = build_views(
-        recipe, in_shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength, d.local_crops, d.local_scale, d.local_size
+        views_of(cfg), in_shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
+        d.local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout,
     )
     return ViewCollate(views, method.masks())
 

@@ -1,0 +1,94 @@
+"""1-D signal datasets, returned as ``(N, C, T)`` float32 tensors with a fixed train/test split.
+
+- ``mnist1d``: MNIST-1D (Greydanus & Kobak 2020, https://arxiv.org/abs/2011.14439) regenerated
+  offline from the templates in the ``mnist1d`` package with its default arguments: 5,000
+  signals of length 40, 10 classes, its own 4,000 / 1,000 split. Nothing is downloaded.
+- ``ucr``: a UCR/UEA classification set bundled with aeon, named by ``data.path`` (GunPoint,
+  ArrowHead, BasicMotions, ItalyPowerDemand, OSULeaf, ACSF1, ...), with its own split; string
+  class labels become 0..K-1 in sorted order.
+- ``signal_npz``: your arrays: ``x`` ``(N, T)`` or ``(N, C, T)``, optional ``y``, ``x_test``,
+  ``y_test`` (else ``test_fraction`` of ``x`` is held out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.datasets import DataError, SplitData, check_labels, split_arrays, to_split
+
+SIGNAL_DATASETS = {
+    "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
+    "ucr": "a UCR/UEA set bundled with aeon, data.path = its name (GunPoint, ArrowHead, BasicMotions, ...)",
+    "signal_npz": "your signals: data.path -> .npz with x (N,T)|(N,C,T), optional y, x_test, y_test",
+}
+
+
+def mnist1d(seed: int = 42) -> SplitData:
+    """MNIST-1D as its generator makes it (``seed`` 42 is the published dataset's)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    d = make_dataset(args)
+    train = (d["x"].astype(np.float32)[:, None], d["y"].astype(np.int64))
+    test = (d["x_test"].astype(np.float32)[:, None], d["y_test"].astype(np.int64))
+    return SplitData("mnist1d", to_split(*train), to_split(*test))
+
+
+def ucr(name: str) -> SplitData:
+    """A UCR/UEA set from aeon's bundled data, equal-length series only."""
+    import aeon.datasets
+
+    bundled = Path(aeon.datasets.__file__).parent / "data"
+    if not (bundled / name).is_dir():
+        have = sorted(p.name for p in bundled.iterdir() if p.is_dir() and (p / f"{p.name}_TRAIN.ts").is_file())
+        raise DataError(f"data.path: {name!r} is not a UCR/UEA set bundled with aeon (bundled: {', '.join(have)})")
+    from aeon.datasets import load_classification
+
+    parts = [load_classification(name, split=split, extract_path=str(bundled)) for split in ("train", "test")]
+    if any(not isinstance(x, np.ndarray) for x, _ in parts):
+        raise DataError(f"data.path: {name!r} has series of unequal length, which selfsup does not load")
+    classes = {c: i for i, c in enumerate(sorted(set(parts[0][1]) | set(parts[1][1])))}
+    train, test = [(x.astype(np.float32), np.asarray([classes[c] for c in y], dtype=np.int64)) for x, y in parts]
+    return SplitData(name, to_split(*train), to_split(*test))
+
+
+def _as_signals(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 2:
+        x = x[:, None]
+    if x.ndim != 3:
+        raise DataError(f"{where}: expected signals of shape (N,T) or (N,C,T), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{where}: expected a numeric array, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{where}: contains NaN or infinite values")
+    return x.astype(np.float32)
+
+
+def signal_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """User signals from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        arrays = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for corrupt files
+        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
+    with arrays:
+        if "x" not in arrays.files:
+            raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
+        x = _as_signals(arrays["x"], f"{p}: x")
+        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
+        if "x_test" in arrays.files:
+            xte = _as_signals(arrays["x_test"], f"{p}: x_test")
+            if xte.shape[1:] != x.shape[1:]:
+                raise DataError(f"{p}: x_test: signal shape {xte.shape[1:]} differs from x {x.shape[1:]}")
+            yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
+            train, test = (x, y), (xte, yte)
+        else:
+            train, test = split_arrays(x, y, test_fraction, split_seed)
+    if len(train[0]) < 2:
+        raise DataError(f"{p}: x: needs at least 2 training samples, got {len(train[0])}")
+    return SplitData(p.stem, to_split(*train), to_split(*test))
