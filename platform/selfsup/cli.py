@@ -73,8 +73,9 @@ def _methods(args) -> int:
 def _datasets(args) -> int:
     from selfsup.data.datasets import DATASETS
     from selfsup.data.signals import SIGNAL_DATASETS
+    from selfsup.data.tables import TABLE_DATASETS
 
-    for name, text in {**DATASETS, **SIGNAL_DATASETS}.items():
+    for name, text in {**DATASETS, **SIGNAL_DATASETS, **TABLE_DATASETS}.items():
         print(f"{name:10s} {text}")
     return 0
 

@@ -22,6 +22,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class TableColumns(Section):
+    """The schema of a CSV/Parquet table: which columns are numerical, which categorical, and
+    the optional label column (used by the probes only)."""
+
+    numerical: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TableColumns":
+        names = [*self.numerical, *self.categorical, *([self.label] if self.label else [])]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"column {twice[0]!r} is declared twice")
+        if not self.numerical and not self.categorical:
+            raise ValueError("declare at least one numerical or categorical column")
+        return self
+
+
 class DataConfig(Section):
     """Dataset and view augmentation.
 
@@ -40,16 +59,20 @@ class DataConfig(Section):
     ``signal`` recipe: ``crop_scale`` is the kept fraction of the length, ``noise_std`` the jitter,
     ``amplitude_scale`` and ``channel_dropout`` as named.
 
+    Tables (``table`` with ``path`` = breast_cancer | wine | iris, or ``csv`` / ``parquet`` with a
+    ``columns`` schema; ``missing``: error or impute) take the ``scarf`` recipe, which corrupts
+    ``corruption_rate`` of each row's features.
+
     ``stream`` (``folder`` only) keeps the images on disk and decodes them on access, for
     ImageNet-scale folders; ``loader_workers`` DataLoader processes decode and augment in parallel.
     """
 
-    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz"] = "digits"
+    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "table", "csv", "parquet"] = "digits"
     path: str | None = None
     image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
-    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal"] = "auto"
+    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal", "scarf"] = "auto"
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     flip: bool | None = None
@@ -58,6 +81,9 @@ class DataConfig(Section):
     local_crops: int = Field(6, ge=0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_size: int | None = Field(None, ge=2)
+    columns: TableColumns | None = None
+    missing: Literal["error", "impute"] = "error"
+    corruption_rate: float = Field(0.6, gt=0.0, lt=1.0)
     amplitude_scale: tuple[float, float] = (0.8, 1.25)
     channel_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     stream: bool = False
@@ -78,8 +104,13 @@ class DataConfig(Section):
                 raise ValueError(f"data.views {self.views!r} is an image recipe; signals take 'signal' (or auto)")
             if self.image_size is not None:
                 raise ValueError("data.image_size applies to images, not signals")
-        elif self.views == "signal":
-            raise ValueError(f"data.views 'signal' is for 1-D signals, not {self.name!r}")
+        elif self.is_table:
+            if self.views not in ("auto", "scarf"):
+                raise ValueError(f"data.views {self.views!r} is not for tables; tables take 'scarf' (or auto)")
+            if self.name in ("csv", "parquet") and self.columns is None:
+                raise ValueError(f"data.name {self.name!r} needs data.columns (numerical, categorical, label)")
+        elif self.views in ("signal", "scarf"):
+            raise ValueError(f"data.views {self.views!r} is not for images ({self.name!r})")
         if self.stream and self.name != "folder":
             raise ValueError(f"data.stream applies to image folders only, not {self.name!r}")
         return self
@@ -88,8 +119,15 @@ class DataConfig(Section):
     def is_signal(self) -> bool:
         return self.name in SIGNAL_DATASETS
 
+    @property
+    def is_table(self) -> bool:
+        return self.name in TABLE_DATASETS
+
 
 SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz")
+TABLE_DATASETS = ("table", "csv", "parquet")
+NAMED_DATA = ("table", "ucr")
+"""Datasets whose ``data.path`` names a bundled set rather than a file."""
 
 
 class ModelConfig(Section):
@@ -263,10 +301,13 @@ def view_recipes(method: str) -> tuple[str, ...]:
 
 
 def views_of(cfg: "ExperimentConfig") -> str:
-    """The recipe a run uses: ``data.views``, or for ``auto`` the method's own (``signal`` for signals)."""
+    """The recipe a run uses: ``data.views``, or for ``auto`` the method's own (``signal`` for
+    signals, ``scarf`` for tables)."""
     if cfg.data.views != "auto":
         return cfg.data.views
-    return "signal" if cfg.data.is_signal else view_recipes(cfg.method.name)[0]
+    if cfg.data.is_signal:
+        return "signal"
+    return "scarf" if cfg.data.is_table else view_recipes(cfg.method.name)[0]
 
 
 class OptimConfig(Section):
@@ -339,13 +380,14 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
-        signal = self.data.is_signal
-        if signal != (self.model.backbone == "cnn1d") and self.model.backbone != "mlp":
-            want = "cnn1d or mlp" if signal else "cnn, mlp or timm"
+        signal, table = self.data.is_signal, self.data.is_table
+        want = "mlp" if table else "cnn1d or mlp" if signal else "cnn, mlp or timm"
+        if self.model.backbone not in want.replace(",", "").split():
             raise ValueError(f"model.backbone {self.model.backbone!r} does not suit {self.data.name!r} data; use {want}")
-        if signal and self.method.name in ("dino", *MASKED):
-            raise ValueError(f"method {self.method.name!r} is for images; signals take simclr, mocov3, byol, vicreg or barlowtwins")
-        allowed = ("signal",) if signal else view_recipes(self.method.name)
+        if (signal or table) and self.method.name in ("dino", *MASKED):
+            kind = "signals" if signal else "tables"
+            raise ValueError(f"method {self.method.name!r} is for images; {kind} take simclr, mocov3, byol, vicreg or barlowtwins")
+        allowed = ("signal",) if signal else ("scarf",) if table else view_recipes(self.method.name)
         if self.data.views not in ("auto", *allowed):
             raise ValueError(f"data.views {self.data.views!r} does not suit method {self.method.name!r}; use one of auto, {', '.join(allowed)}")
         if self.method.name in MASKED and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
@@ -559,7 +601,8 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
-    """Make local storage paths absolute (Ray workers run in another directory)."""
+    """Make local storage and data paths absolute (Ray workers run in another directory); the
+    ``data.path`` of a bundled set (:data:`NAMED_DATA`) is a name and stays as it is."""
     base = base or Path.cwd()
     cfg = cfg.model_copy(deep=True)
     if "://" not in cfg.train.storage_path:
@@ -568,6 +611,6 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         cfg.tracking.uri = "sqlite:///" + str((base / cfg.tracking.uri[len("sqlite:///"):]).resolve())
     if "://" not in cfg.tracking.artifact_location:
         cfg.tracking.artifact_location = str((base / cfg.tracking.artifact_location).resolve())
-    if cfg.data.path and "://" not in cfg.data.path:
+    if cfg.data.path and "://" not in cfg.data.path and cfg.data.name not in NAMED_DATA:
         cfg.data.path = str((base / cfg.data.path).resolve())
     return cfg

@@ -104,3 +104,12 @@ def test_cli_bad_data_file(tmp_path, capsys):
     p = write(tmp_path, "a.yaml", f"data: {{name: npz, path: {tmp_path / 'missing.npz'}}}\n")
     assert main(["train", str(p)]) == 2
     assert "missing.npz: file not found" in capsys.readouterr().err
+
+
+def test_resolve_paths_keeps_bundled_set_names(tmp_path):
+    from selfsup.config import resolve_paths
+
+    p = write(tmp_path, "a.yaml", "data: {name: table, path: wine}\nmodel: {backbone: mlp}\n")
+    assert resolve_paths(load_experiment(p), tmp_path).data.path == "wine"
+    q = write(tmp_path, "b.yaml", "data: {name: signal_npz, path: s.npz}\nmodel: {backbone: cnn1d}\n")
+    assert resolve_paths(load_experiment(q), tmp_path).data.path == str(tmp_path / "s.npz")

@@ -63,7 +63,7 @@ def test_flip_and_crop_shapes_and_randomness():
     assert a.shape == x.shape and not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"signal"}))
+@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"signal", "scarf"}))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_recipes_make_views_of_the_right_shapes(recipe, shape):
     torch.manual_seed(0)

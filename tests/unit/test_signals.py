@@ -67,7 +67,7 @@ def test_cnn1d_backbone():
         (["data.name=mnist1d", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'mnist1d' data; use cnn1d or mlp"),
         (["model.backbone=cnn1d"], "model.backbone 'cnn1d' does not suit 'digits' data"),
         (["data.name=mnist1d", "model.backbone=cnn1d", "data.views=byol"], "data.views 'byol' is an image recipe"),
-        (["data.views=signal"], "data.views 'signal' is for 1-D signals"),
+        (["data.views=signal"], "data.views 'signal' is not for images ('digits')"),
         (["data.name=ucr", "model.backbone=cnn1d"], "data.name 'ucr' needs data.path"),
         (["data.name=mnist1d", "model.backbone=cnn1d", "method.name=dino"], "method 'dino' is for images"),
     ],

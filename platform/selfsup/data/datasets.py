@@ -256,10 +256,13 @@ def load_dataset(
     split_seed: int = 0,
     image_size: int | None = None,
     stream: bool = False,
+    columns: dict | None = None,
+    missing: str = "error",
 ) -> SplitData:
-    """Load a dataset by its config name (see :data:`DATASETS` and ``signals.SIGNAL_DATASETS``),
-    images resized to ``image_size`` if given."""
-    from selfsup.data import signals
+    """Load a dataset by its config name (see :data:`DATASETS`, ``signals.SIGNAL_DATASETS`` and
+    ``tables.TABLE_DATASETS``), images resized to ``image_size`` if given; ``columns`` (numerical,
+    categorical, label) and ``missing`` describe a CSV/Parquet table."""
+    from selfsup.data import signals, tables
 
     if name == "digits":
         data = digits(test_fraction, split_seed)
@@ -275,6 +278,12 @@ def load_dataset(
         return signals.ucr(path)
     elif name == "signal_npz":
         return signals.signal_npz(path, test_fraction, split_seed)
+    elif name == "table":
+        return tables.bundled(path, test_fraction, split_seed)
+    elif name in ("csv", "parquet"):
+        c = columns or {}
+        return tables.user_table(path, name, c.get("numerical", []), c.get("categorical", []), c.get("label"), missing, test_fraction, split_seed)
     else:
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join([*DATASETS, *signals.SIGNAL_DATASETS])}")
+        known = [*DATASETS, *signals.SIGNAL_DATASETS, *tables.TABLE_DATASETS]
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(known)}")
     return resized(data, image_size) if image_size else data

@@ -15,6 +15,9 @@ Recipes (``data.views``; ``auto`` takes the method's own):
 - ``light``: batched random resized crop (0.5-1), optional flip and Gaussian noise: one
   ``affine_grid``/``grid_sample`` call per batch, for 8x8-32x32 grey images where colour
   distortion means nothing and per-sample transforms would dominate the step time;
+- ``scarf`` (tables ``(F,)``): the first view is the row itself, the second replaces a random
+  ``corruption_rate`` of its features by values drawn from each feature's empirical marginal
+  (the training rows) — SCARF, Bahri et al., ICLR 2022, https://arxiv.org/abs/2106.15147, sec. 2;
 - ``signal`` (1-D signals ``(C, T)``): a random crop of a fraction ``crop_scale`` of the length,
   resampled to ``T``, amplitude scaling, Gaussian jitter and channel dropout, batched — the
   time-series views of e.g. Um et al. 2017 and the ECG SSL literature.
@@ -41,6 +44,7 @@ RECIPES = {
     "crop": "I-JEPA: one random resized crop",
     "mae": "MAE: one random resized crop and flip",
     "signal": "1-D signals: crop and resample, amplitude scaling, jitter, channel dropout",
+    "scarf": "tables: the row, and the row with features replaced from their marginals",
 }
 DEFAULT_SCALE = {"signal": (0.6, 1.0), "light": (0.5, 1.0), "simclr": (0.08, 1.0), "byol": (0.08, 1.0), "dino": (0.4, 1.0), "crop": (0.3, 1.0), "mae": (0.2, 1.0)}
 DEFAULT_FLIP = {"light": False, "crop": False}
@@ -121,6 +125,21 @@ class SignalViews:
         return [self.view(x) for _ in range(self.n_views)]
 
 
+class CorruptionViews:
+    """SCARF views of a batch of rows ``(B, F)``: ``[x, x_tilde]`` where each feature of
+    ``x_tilde`` is, with probability ``rate``, replaced by the same feature of a random row of
+    ``pool`` ``(N, F)`` (a draw from that feature's empirical marginal)."""
+
+    def __init__(self, pool: torch.Tensor, rate: float = 0.6):
+        self.pool, self.rate = pool, rate
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        b, f = x.shape
+        corrupt = torch.rand(b, f) < self.rate
+        donors = self.pool[torch.randint(0, len(self.pool), (b, f)), torch.arange(f)]
+        return [x, torch.where(corrupt, donors.to(x), x)]
+
+
 class SampleViews:
     """One torchvision v2 pipeline per output view, each applied to every sample of ``(B, C, H, W)``."""
 
@@ -168,11 +187,16 @@ def build_views(
     local_size: int | None = None,
     amplitude: tuple[float, float] = (0.8, 1.25),
     channel_dropout: float = 0.0,
+    pool: torch.Tensor | None = None,
+    corruption_rate: float = 0.6,
 ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    """The view maker of ``recipe`` for images ``(C, H, W)`` or signals ``(C, T)`` (``signal``): a
+    """The view maker of ``recipe`` for images ``(C, H, W)``, signals ``(C, T)`` (``signal``) or
+    table rows ``(F,)`` (``scarf``, which draws replacements from ``pool``, the training rows): a
     batch -> list of views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown view recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    if recipe == "scarf":
+        return CorruptionViews(pool, corruption_rate)
     channels, size = shape[0], shape[1]
     scale = tuple(crop_scale or DEFAULT_SCALE[recipe])
     flip = DEFAULT_FLIP.get(recipe, True) if flip is None else flip

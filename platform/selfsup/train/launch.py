@@ -27,7 +27,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
     try:
         method = build(cfg, data.shape)
-        batch = make_collate(cfg, method, data.shape)([(x,) for x in data.train.x[:2]])
+        batch = make_collate(cfg, method, data)([(x,) for x in data.train.x[:2]])
         with torch.no_grad():
             out = method.train()(batch)
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:

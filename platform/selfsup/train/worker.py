@@ -63,7 +63,8 @@ def probe_sets(data, size: int | None, seed: int):
 def load_data(cfg: ExperimentConfig):
     """The run's dataset, as its ``data:`` section says."""
     d = cfg.data
-    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream)
+    columns = d.columns.model_dump() if d.columns else None
+    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing)
 
 
 def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
@@ -75,13 +76,15 @@ def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
     return build_method(cfg.method.name, backbone, **params)
 
 
-def make_collate(cfg: ExperimentConfig, method: Method, in_shape) -> ViewCollate:
-    """The ``collate_fn`` of the run: the configured (or the method's) view recipe plus the method's masks."""
+def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
+    """The ``collate_fn`` of the run: the configured (or the method's) view recipe plus the
+    method's masks. ``data``'s training rows are the marginals SCARF's corruption draws from."""
     d = cfg.data
     n_views = 1 if cfg.method.name in MASKED else 2
+    pool = data.train.x if d.is_table else None
     views = build_views(
-        views_of(cfg), in_shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
-        d.local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout,
+        views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
+        d.local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate,
     )
     return ViewCollate(views, method.masks())
 
@@ -104,7 +107,7 @@ def train_loop(config: dict) -> None:
         batch_size=cfg.train.batch_size // world,
         sampler=sampler,
         drop_last=True,
-        collate_fn=make_collate(cfg, method, data.shape),
+        collate_fn=make_collate(cfg, method, data),
         num_workers=cfg.data.loader_workers,
         persistent_workers=cfg.data.loader_workers > 0,
         pin_memory=device.type == "cuda",

@@ -1,0 +1,123 @@
+"""Tabular datasets, returned as ``(N, F)`` float32 tensors with a fixed train/test split.
+
+- ``table``: a table bundled with scikit-learn, named by ``data.path``: ``breast_cancer``
+  (569 x 30, 2 classes), ``wine`` (178 x 13, 3 classes), ``iris`` (150 x 4, 3 classes).
+- ``csv`` / ``parquet``: your file at ``data.path`` with a declared schema (``data.columns``):
+  ``numerical`` and ``categorical`` column names and an optional ``label`` column.
+
+Numerical columns are standardised with the mean and standard deviation of the training split
+only; categorical columns are one-hot encoded over the categories seen in training (an unseen
+category in the test split encodes as all zeros). Missing values are an error naming the column
+and row, unless ``data.missing: impute``: numerical gaps take the training mean, categorical gaps
+become their own category.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.datasets import DataError, SplitData, split_arrays, to_split
+
+TABLE_DATASETS = {
+    "table": "a table bundled with scikit-learn, data.path = breast_cancer | wine | iris",
+    "csv": "your table: data.path -> .csv with data.columns {numerical, categorical, label}",
+    "parquet": "your table: data.path -> .parquet with data.columns {numerical, categorical, label}",
+}
+BUNDLED = ("breast_cancer", "wine", "iris")
+
+
+def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x - mean) / std`` with the training split's statistics (std 0 -> 1)."""
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (train - mean) / std, (test - mean) / std
+
+
+def bundled(name: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """A scikit-learn table, split with ``test_fraction`` and standardised on its training part."""
+    import sklearn.datasets
+
+    if name not in BUNDLED:
+        raise DataError(f"data.path: {name!r} is not a bundled table (available: {', '.join(BUNDLED)})")
+    table = getattr(sklearn.datasets, f"load_{name}")()
+    (xtr, ytr), (xte, yte) = split_arrays(table.data.astype(np.float32), table.target.astype(np.int64), test_fraction, split_seed)
+    xtr, xte = standardise(xtr, xte)
+    return SplitData(name, to_split(xtr, ytr), to_split(xte, yte))
+
+
+def _read(path: Path, kind: str):
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
+        raise DataError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def _numerical(frame, column: str, where: Path, impute: bool) -> np.ndarray:
+    import pandas as pd
+
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{where}: column {column!r}: row {row}: {frame[column].iloc[row]!r} is not a number")
+    if values.isna().any() and not impute:
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise DataError(f"{where}: column {column!r}: row {row}: missing value (set data.missing: impute to fill it)")
+    return values.to_numpy(dtype=np.float64)
+
+
+def user_table(
+    path: str,
+    kind: str,
+    numerical: list[str],
+    categorical: list[str],
+    label: str | None,
+    missing: str = "error",
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> SplitData:
+    """A CSV or Parquet table with a declared schema (see the module docstring)."""
+    where = Path(path)
+    frame = _read(where, kind)
+    for column in [*numerical, *categorical, *([label] if label else [])]:
+        if column not in frame.columns:
+            raise DataError(f"{where}: column {column!r} not in the file (columns: {', '.join(map(str, frame.columns))})")
+    impute = missing == "impute"
+    y = None
+    if label:
+        if frame[label].isna().any():
+            row = int(np.flatnonzero(frame[label].isna().to_numpy())[0])
+            raise DataError(f"{where}: column {label!r}: row {row}: missing label")
+        classes = {c: i for i, c in enumerate(sorted(frame[label].unique(), key=str))}
+        y = frame[label].map(classes).to_numpy(dtype=np.int64)
+    rows = np.arange(len(frame))
+    (train_rows, y_train), (test_rows, y_test) = split_arrays(rows, y, test_fraction, split_seed)
+    parts_train, parts_test = [], []
+    if numerical:
+        num = np.stack([_numerical(frame, c, where, impute) for c in numerical], axis=1)
+        train, test = num[train_rows], num[test_rows]
+        fill = np.nanmean(train, axis=0)
+        train, test = np.where(np.isnan(train), fill, train), np.where(np.isnan(test), fill, test)
+        train, test = standardise(train, test)
+        parts_train.append(train)
+        parts_test.append(test)
+    for column in categorical:
+        values = frame[column]
+        if values.isna().any() and not impute:
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise DataError(f"{where}: column {column!r}: row {row}: missing value (set data.missing: impute to fill it)")
+        codes = values.astype(str).where(values.notna(), "<missing>").to_numpy()
+        seen = sorted(set(codes[train_rows]))
+        parts_train.append((codes[train_rows, None] == np.asarray(seen)[None]).astype(np.float64))
+        parts_test.append((codes[test_rows, None] == np.asarray(seen)[None]).astype(np.float64))
+    if not parts_train:
+        raise DataError(f"{where}: data.columns declares no numerical or categorical column")
+    x_train = np.concatenate(parts_train, axis=1).astype(np.float32)
+    x_test = np.concatenate(parts_test, axis=1).astype(np.float32)
+    return SplitData(where.stem, to_split(x_train, y_train), to_split(x_test, y_test))
