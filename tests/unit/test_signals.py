@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.config import ConfigError, load_experiment
+from selfsup.config import load_experiment
 from selfsup.data.datasets import DataError, load_dataset
+from tests.unit.test_config import error_of, write
 from selfsup.data.signals import mnist1d, signal_npz, ucr
 from selfsup.data.views import SignalViews, build_views
 from selfsup.models.backbones import build_backbone
@@ -73,11 +74,7 @@ def test_cnn1d_backbone():
     ],
 )
 def test_signal_config_errors(tmp_path, sets, expected):
-    p = tmp_path / "a.yaml"
-    p.write_text("")
-    with pytest.raises(ConfigError) as err:
-        load_experiment(p, sets)
-    assert expected in str(err.value)
+    assert expected in error_of(load_experiment, write(tmp_path, "a.yaml", ""), sets)
 
 
 @pytest.mark.parametrize("name, params", [("vicreg", dict(projector=[256, 256])), ("simclr", dict(projector=[128, 64], temperature=0.2))])

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from selfsup.config import ConfigError, load_experiment
+from selfsup.config import load_experiment
 from selfsup.data.datasets import DataError, load_dataset
+from tests.unit.test_config import error_of, write
 from selfsup.data.tables import bundled, user_table
 from selfsup.data.views import CorruptionViews
 
@@ -86,11 +87,7 @@ def test_scarf_views_corrupt_from_the_marginals():
     ],
 )
 def test_table_config_errors(tmp_path, sets, expected):
-    p = tmp_path / "a.yaml"
-    p.write_text("")
-    with pytest.raises(ConfigError) as err:
-        load_experiment(p, sets)
-    assert expected in str(err.value)
+    assert expected in error_of(load_experiment, write(tmp_path, "a.yaml", ""), sets)
 
 
 @pytest.mark.parametrize("name, params", [("simclr", dict(projector=[128, 64], temperature=0.5)), ("vicreg", dict(projector=[256, 256]))])

@@ -97,8 +97,9 @@ def digits(test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     return SplitData("digits", to_split(xtr, ytr), to_split(xte, yte))
 
 
-def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
-    """User arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``)."""
+def read_npz(path: str, to_samples, kind: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """Arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``);
+    ``to_samples(array, where)`` checks and shapes ``x`` and ``x_test`` (``kind``: image, signal)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
@@ -109,12 +110,12 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData
     with arrays:
         if "x" not in arrays.files:
             raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-        x = _as_images(arrays["x"], f"{p}: x")
+        x = to_samples(arrays["x"], f"{p}: x")
         y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
         if "x_test" in arrays.files:
-            xte = _as_images(arrays["x_test"], f"{p}: x_test")
+            xte = to_samples(arrays["x_test"], f"{p}: x_test")
             if xte.shape[1:] != x.shape[1:]:
-                raise DataError(f"{p}: x_test: image shape {xte.shape[1:]} differs from x {x.shape[1:]}")
+                raise DataError(f"{p}: x_test: {kind} shape {xte.shape[1:]} differs from x {x.shape[1:]}")
             yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
             train, test = (x, y), (xte, yte)
         else:
@@ -122,6 +123,11 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData
     if len(train[0]) < 2:
         raise DataError(f"{p}: x: needs at least 2 training samples, got {len(train[0])}")
     return SplitData(p.stem, to_split(*train), to_split(*test))
+
+
+def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """User images from an ``.npz`` file: ``x`` ``(N, H, W)`` or ``(N, C, H, W)`` (see :func:`read_npz`)."""
+    return read_npz(path, _as_images, "image", test_fraction, split_seed)
 
 
 def _decode(f: Path, image_size: int) -> np.ndarray:

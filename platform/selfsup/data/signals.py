@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.datasets import DataError, SplitData, check_labels, split_arrays, to_split
+from selfsup.data.datasets import DataError, SplitData, read_npz, to_split
 
 SIGNAL_DATASETS = {
     "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
@@ -68,27 +68,5 @@ def _as_signals(x: np.ndarray, where: str) -> np.ndarray:
 
 
 def signal_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
-    """User signals from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        arrays = np.load(p, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
-    with arrays:
-        if "x" not in arrays.files:
-            raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-        x = _as_signals(arrays["x"], f"{p}: x")
-        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
-        if "x_test" in arrays.files:
-            xte = _as_signals(arrays["x_test"], f"{p}: x_test")
-            if xte.shape[1:] != x.shape[1:]:
-                raise DataError(f"{p}: x_test: signal shape {xte.shape[1:]} differs from x {x.shape[1:]}")
-            yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
-            train, test = (x, y), (xte, yte)
-        else:
-            train, test = split_arrays(x, y, test_fraction, split_seed)
-    if len(train[0]) < 2:
-        raise DataError(f"{p}: x: needs at least 2 training samples, got {len(train[0])}")
-    return SplitData(p.stem, to_split(*train), to_split(*test))
+    """User signals from an ``.npz`` file: ``x`` ``(N, T)`` or ``(N, C, T)`` (see ``datasets.read_npz``)."""
+    return read_npz(path, _as_signals, "signal", test_fraction, split_seed)
