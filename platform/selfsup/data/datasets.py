@@ -65,11 +65,15 @@ def to_split(x: np.ndarray, y: np.ndarray | None) -> Split:
     )
 
 
-def _as_images(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 3:
+def as_samples(x: np.ndarray, where: str, kind: str, dims: str) -> np.ndarray:
+    """``x`` as float32 ``(N, C, *dims)``: a missing channel axis is added; anything else that is
+    not of that shape, not numeric or not finite is a one-line error naming ``where``.
+    ``kind``/``dims``: ``"image", "H,W"`` or ``"signal", "T"``."""
+    rank = dims.count(",") + 3
+    if x.ndim == rank - 1:
         x = x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{where}: expected images of shape (N,H,W) or (N,C,H,W), got {x.shape}")
+    if x.ndim != rank:
+        raise DataError(f"{where}: expected {kind}s of shape (N,{dims}) or (N,C,{dims}), got {x.shape}")
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{where}: expected a numeric array, got dtype {x.dtype}")
     if not np.isfinite(x).all():
@@ -97,9 +101,9 @@ def digits(test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     return SplitData("digits", to_split(xtr, ytr), to_split(xte, yte))
 
 
-def read_npz(path: str, to_samples, kind: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
-    """Arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``);
-    ``to_samples(array, where)`` checks and shapes ``x`` and ``x_test`` (``kind``: image, signal)."""
+def read_npz(path: str, kind: str, dims: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """Arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``), ``x`` and
+    ``x_test`` checked and shaped by :func:`as_samples` (``kind``, ``dims``: see there)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
@@ -110,10 +114,10 @@ def read_npz(path: str, to_samples, kind: str, test_fraction: float = 0.2, split
     with arrays:
         if "x" not in arrays.files:
             raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-        x = to_samples(arrays["x"], f"{p}: x")
+        x = as_samples(arrays["x"], f"{p}: x", kind, dims)
         y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
         if "x_test" in arrays.files:
-            xte = to_samples(arrays["x_test"], f"{p}: x_test")
+            xte = as_samples(arrays["x_test"], f"{p}: x_test", kind, dims)
             if xte.shape[1:] != x.shape[1:]:
                 raise DataError(f"{p}: x_test: {kind} shape {xte.shape[1:]} differs from x {x.shape[1:]}")
             yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
@@ -127,7 +131,7 @@ def read_npz(path: str, to_samples, kind: str, test_fraction: float = 0.2, split
 
 def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """User images from an ``.npz`` file: ``x`` ``(N, H, W)`` or ``(N, C, H, W)`` (see :func:`read_npz`)."""
-    return read_npz(path, _as_images, "image", test_fraction, split_seed)
+    return read_npz(path, "image", "H,W", test_fraction, split_seed)
 
 
 def _decode(f: Path, image_size: int) -> np.ndarray:

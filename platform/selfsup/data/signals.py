@@ -55,18 +55,6 @@ def ucr(name: str) -> SplitData:
     return SplitData(name, to_split(*train), to_split(*test))
 
 
-def _as_signals(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 2:
-        x = x[:, None]
-    if x.ndim != 3:
-        raise DataError(f"{where}: expected signals of shape (N,T) or (N,C,T), got {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{where}: expected a numeric array, got dtype {x.dtype}")
-    if not np.isfinite(x).all():
-        raise DataError(f"{where}: contains NaN or infinite values")
-    return x.astype(np.float32)
-
-
 def signal_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """User signals from an ``.npz`` file: ``x`` ``(N, T)`` or ``(N, C, T)`` (see ``datasets.read_npz``)."""
-    return read_npz(path, _as_signals, "signal", test_fraction, split_seed)
+    return read_npz(path, "signal", "T", test_fraction, split_seed)
