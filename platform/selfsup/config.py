@@ -57,22 +57,23 @@ class DataConfig(Section):
 
     Signals (``mnist1d``, ``ucr`` with ``path`` = a bundled UCR/UEA name, ``signal_npz``) take the
     ``signal`` recipe: ``crop_scale`` is the kept fraction of the length, ``noise_std`` the jitter,
-    ``amplitude_scale`` and ``channel_dropout`` as named.
+    ``amplitude_scale`` and ``channel_dropout`` as named. ``wfdb`` reads WFDB records (``.hea`` +
+    signal files) under the folder ``path``, cut or padded to ``signal_length`` samples.
 
     Tables (``table`` with ``path`` = breast_cancer | wine | iris, or ``csv`` / ``parquet`` with a
     ``columns`` schema; ``missing``: error or impute) take the ``scarf`` recipe, which corrupts
-    ``corruption_rate`` of each row's features.
+    ``corruption_rate`` of each row's features. ``none`` (the JEPAs' recipe) passes samples unchanged.
 
-    ``stream`` (``folder`` only) keeps the images on disk and decodes them on access, for
-    ImageNet-scale folders; ``loader_workers`` DataLoader processes decode and augment in parallel.
+    ``stream`` (``folder``, ``wfdb``) keeps the images or records on disk and decodes them on
+    access, for ImageNet-scale folders and large ECG collections; ``loader_workers`` DataLoader processes decode and augment in parallel.
     """
 
-    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "table", "csv", "parquet"] = "digits"
+    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "wfdb", "table", "csv", "parquet"] = "digits"
     path: str | None = None
     image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
-    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal", "scarf"] = "auto"
+    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal", "scarf", "none"] = "auto"
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     flip: bool | None = None
@@ -86,6 +87,10 @@ class DataConfig(Section):
     corruption_rate: float = Field(0.6, gt=0.0, lt=1.0)
     amplitude_scale: tuple[float, float] = (0.8, 1.25)
     channel_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    signal_length: int | None = Field(None, ge=2)
+    sampling_rate: float | None = Field(None, gt=0.0)
+    leads: list[str] | None = Field(None, min_length=1)
+    labels: str | None = None
     stream: bool = False
     loader_workers: int = Field(0, ge=0)
 
@@ -100,19 +105,22 @@ class DataConfig(Section):
         if self.name not in ("digits", "mnist1d") and not self.path:
             raise ValueError(f"data.name {self.name!r} needs data.path")
         if self.is_signal:
-            if self.views not in ("auto", "signal"):
-                raise ValueError(f"data.views {self.views!r} is an image recipe; signals take 'signal' (or auto)")
+            if self.views not in ("auto", "signal", "none"):
+                raise ValueError(f"data.views {self.views!r} is an image recipe; signals take 'signal' or 'none' (or auto)")
             if self.image_size is not None:
                 raise ValueError("data.image_size applies to images, not signals")
         elif self.is_table:
-            if self.views not in ("auto", "scarf"):
-                raise ValueError(f"data.views {self.views!r} is not for tables; tables take 'scarf' (or auto)")
+            if self.views not in ("auto", "scarf", "none"):
+                raise ValueError(f"data.views {self.views!r} is not for tables; tables take 'scarf' or 'none' (or auto)")
             if self.name in ("csv", "parquet") and self.columns is None:
                 raise ValueError(f"data.name {self.name!r} needs data.columns (numerical, categorical, label)")
         elif self.views in ("signal", "scarf"):
             raise ValueError(f"data.views {self.views!r} is not for images ({self.name!r})")
-        if self.stream and self.name != "folder":
-            raise ValueError(f"data.stream applies to image folders only, not {self.name!r}")
+        if self.stream and self.name not in ("folder", "wfdb"):
+            raise ValueError(f"data.stream applies to image folders and WFDB records only, not {self.name!r}")
+        wfdb_keys = [k for k in ("signal_length", "sampling_rate", "leads", "labels") if getattr(self, k) is not None]
+        if wfdb_keys and self.name != "wfdb":
+            raise ValueError(f"data.{wfdb_keys[0]} applies to WFDB records (data.name: wfdb), not {self.name!r}")
         return self
 
     @property
@@ -123,23 +131,33 @@ class DataConfig(Section):
     def is_table(self) -> bool:
         return self.name in TABLE_DATASETS
 
+    @property
+    def modality(self) -> str:
+        return "signal" if self.is_signal else "table" if self.is_table else "image"
 
-SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz")
+
+SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz", "wfdb")
 TABLE_DATASETS = ("table", "csv", "parquet")
 NAMED_DATA = ("table", "ucr")
 """Datasets whose ``data.path`` names a bundled set rather than a file."""
 
 
 class ModelConfig(Section):
-    """Backbone: ``cnn`` (small conv net), ``cnn1d`` (its 1-D twin, for signals), ``mlp``, or ``timm`` (any timm model ``timm_name``,
-    random init). ``embed_dim``/``width``/``depth`` size the cnn and mlp; ``patch_size`` sets a
-    timm ViT's patches, ``small_stem`` gives a timm ResNet the CIFAR-style stem, and
-    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
+    """Backbone: ``cnn`` (small conv net), ``cnn1d`` (its 1-D twin, for signals), ``mlp``,
+    ``ft_transformer`` (table columns as tokens, T-JEPA), ``vit1d`` (time-patch ViT, signal JEPA) or
+    ``timm`` (any timm model ``timm_name``, random init). ``embed_dim``/``width``/``depth`` size the
+    cnn and mlp; ``embed_dim``, ``depth`` (blocks), ``heads`` and ``registers`` (extra learned tokens:
+    T-JEPA's [REG], the ECG ViT's registers) size the token transformers, and ``patch_size`` is
+    ``vit1d``'s patch length in samples. ``patch_size`` also sets a timm ViT's patches,
+    ``small_stem`` gives a timm ResNet the CIFAR-style stem, and ``timm_kwargs`` go to
+    ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
 
-    backbone: Literal["cnn", "cnn1d", "mlp", "timm"] = "cnn"
+    backbone: Literal["cnn", "cnn1d", "mlp", "ft_transformer", "vit1d", "timm"] = "cnn"
     embed_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=1)
-    depth: int = Field(3, ge=1, le=8)
+    depth: int = Field(3, ge=1, le=24)
+    heads: int = Field(4, ge=1)
+    registers: int = Field(1, ge=0)
     timm_name: str | None = None
     patch_size: int | None = Field(None, ge=1)
     small_stem: bool = False
@@ -149,6 +167,8 @@ class ModelConfig(Section):
     def _check(self) -> "ModelConfig":
         if self.backbone == "timm" and not self.timm_name:
             raise ValueError("model.backbone 'timm' needs model.timm_name (e.g. resnet18, vit_small_patch16_224)")
+        if self.backbone in ("ft_transformer", "vit1d") and self.embed_dim % self.heads:
+            raise ValueError(f"model.embed_dim {self.embed_dim} must be divisible by model.heads {self.heads}")
         return self
 
 
@@ -282,32 +302,89 @@ class MAEConfig(Section):
         return self
 
 
-_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig, DINOConfig, IJEPAConfig, MAEConfig)
+class PredictorShape(Section):
+    """A JEPA predictor's width, depth and heads (width divisible by heads and by 2)."""
+
+    @model_validator(mode="after")
+    def _check_predictor(self):
+        if self.predictor_dim % 2 or self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"predictor_dim {self.predictor_dim} must be even and divisible by predictor_heads {self.predictor_heads}")
+        return self
+
+
+class TJEPAConfig(PredictorShape):
+    """T-JEPA (Thimonier et al., 2024): predictor size, target EMA and the feature masks (shares are
+    fractions of the table's columns; defaults from the reference code)."""
+
+    name: Literal["tjepa"] = "tjepa"
+    predictor_dim: int = Field(64, ge=2)
+    predictor_depth: int = Field(2, ge=1)
+    predictor_heads: int = Field(4, ge=1)
+    base_momentum: Fraction = 0.996
+    n_pred: int = Field(4, ge=1)
+    context_share: Range = (0.2, 0.4)
+    target_share: Range = (0.2, 0.4)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TJEPAConfig":
+        for key in ("context_share", "target_share"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi < 1.0:
+                raise ValueError(f"{key} must satisfy 0 < low <= high < 1, got {getattr(self, key)}")
+        return self
+
+
+class SJEPAConfig(PredictorShape):
+    """Signal JEPA (Weimann & Conrad, 2024): predictor size, target EMA from ``base_momentum`` to
+    ``final_momentum``, the kept fraction of time patches and the shortest hidden block (patches)."""
+
+    name: Literal["sjepa"] = "sjepa"
+    predictor_dim: int = Field(192, ge=2)
+    predictor_depth: int = Field(8, ge=1)
+    predictor_heads: int = Field(6, ge=1)
+    base_momentum: Fraction = 0.998
+    final_momentum: Fraction = 0.9995
+    keep: Range = (0.15, 0.25)
+    min_block: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SJEPAConfig":
+        if not self.keep[0] <= self.keep[1] < 1.0:
+            raise ValueError(f"keep must satisfy 0 < low <= high < 1, got {self.keep}")
+        return self
+
+
+_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig, DINOConfig, IJEPAConfig, MAEConfig, TJEPAConfig, SJEPAConfig)
 MethodConfig = Annotated[Union[_METHODS], Field(discriminator="name")]
 METHOD_CONFIGS = {m.model_fields["name"].default: m for m in _METHODS}
-MASKED = ("ijepa", "mae")
+MASKED = ("ijepa", "mae", "tjepa", "sjepa")
+"""Methods that see one view and masks instead of two augmented views."""
+MODALITY = {"dino": "image", "ijepa": "image", "mae": "image", "tjepa": "table", "sjepa": "signal"}
+"""Methods made for one kind of data; the others take any."""
+BACKBONES = {"image": ("cnn", "mlp", "timm"), "signal": ("cnn1d", "mlp", "vit1d"), "table": ("mlp", "ft_transformer")}
 VIEWS = {
     "dino": ("dino", "byol", "simclr", "light"),
     "ijepa": ("crop", "mae", "light"),
     "mae": ("mae", "crop", "light"),
     "simclr": ("simclr", "byol", "light"),
+    "tjepa": ("none",),
+    "sjepa": ("none", "signal"),
 }
 """Recipes each method accepts, its default first (two-view methods not listed: BYOL's recipe
-first, then SimCLR's and light)."""
+first, then SimCLR's and light on images, ``signal`` on signals, ``scarf`` on tables)."""
 
 
-def view_recipes(method: str) -> tuple[str, ...]:
-    return VIEWS.get(method, ("byol", "simclr", "light"))
+def view_recipes(method: str, modality: str = "image") -> tuple[str, ...]:
+    if modality == "image" or method in MODALITY:
+        return VIEWS.get(method, ("byol", "simclr", "light"))
+    return {"signal": ("signal",), "table": ("scarf",)}[modality]
 
 
 def views_of(cfg: "ExperimentConfig") -> str:
-    """The recipe a run uses: ``data.views``, or for ``auto`` the method's own (``signal`` for
-    signals, ``scarf`` for tables)."""
+    """The recipe a run uses: ``data.views``, or for ``auto`` the method's own on this kind of data."""
     if cfg.data.views != "auto":
         return cfg.data.views
-    if cfg.data.is_signal:
-        return "signal"
-    return "scarf" if cfg.data.is_table else view_recipes(cfg.method.name)[0]
+    return view_recipes(cfg.method.name, cfg.data.modality)[0]
 
 
 class OptimConfig(Section):
@@ -380,18 +457,20 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
-        signal, table = self.data.is_signal, self.data.is_table
-        want = "mlp" if table else "cnn1d or mlp" if signal else "cnn, mlp or timm"
-        if self.model.backbone not in want.replace(",", "").split():
-            raise ValueError(f"model.backbone {self.model.backbone!r} does not suit {self.data.name!r} data; use {want}")
-        if (signal or table) and self.method.name in ("dino", *MASKED):
-            kind = "signals" if signal else "tables"
-            raise ValueError(f"method {self.method.name!r} is for images; {kind} take simclr, mocov3, byol, vicreg or barlowtwins")
-        allowed = ("signal",) if signal else ("scarf",) if table else view_recipes(self.method.name)
+        modality, method = self.data.modality, self.method.name
+        if self.model.backbone not in BACKBONES[modality]:
+            raise ValueError(f"model.backbone {self.model.backbone!r} does not suit {self.data.name!r} data; use one of {', '.join(BACKBONES[modality])}")
+        if MODALITY.get(method, modality) != modality:
+            suits = sorted(m for m in METHOD_CONFIGS if MODALITY.get(m, modality) == modality)
+            raise ValueError(f"method {method!r} is for {MODALITY[method]}s, not {modality}s; {modality}s take {', '.join(suits)}")
+        allowed = view_recipes(method, modality)
         if self.data.views not in ("auto", *allowed):
-            raise ValueError(f"data.views {self.data.views!r} does not suit method {self.method.name!r}; use one of auto, {', '.join(allowed)}")
-        if self.method.name in MASKED and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
-            raise ValueError(f"method {self.method.name!r} needs a ViT: model.backbone timm with a vit_* model.timm_name")
+            raise ValueError(f"data.views {self.data.views!r} does not suit method {method!r}; use one of auto, {', '.join(allowed)}")
+        if method in ("ijepa", "mae") and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
+            raise ValueError(f"method {method!r} needs a ViT: model.backbone timm with a vit_* model.timm_name")
+        need = {"tjepa": "ft_transformer", "sjepa": "vit1d"}.get(method)
+        if need and self.model.backbone != need:
+            raise ValueError(f"method {method!r} needs model.backbone {need}, got {self.model.backbone!r}")
         if self.train.batch_size % self.scaling.num_workers:
             raise ValueError(
                 f"train.batch_size {self.train.batch_size} is not divisible by "
@@ -613,4 +692,6 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         cfg.tracking.artifact_location = str((base / cfg.tracking.artifact_location).resolve())
     if cfg.data.path and "://" not in cfg.data.path and cfg.data.name not in NAMED_DATA:
         cfg.data.path = str((base / cfg.data.path).resolve())
+    if cfg.data.labels and "://" not in cfg.data.labels:
+        cfg.data.labels = str((base / cfg.data.labels).resolve())
     return cfg

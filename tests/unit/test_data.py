@@ -63,7 +63,13 @@ def test_flip_and_crop_shapes_and_randomness():
     assert a.shape == x.shape and not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"signal", "scarf"}))
+def test_none_recipe_passes_the_samples_unchanged():
+    x = torch.rand(4, 3, 8, 8)
+    out = build_views("none", (3, 8, 8), 1)(x)
+    assert len(out) == 1 and out[0] is x
+
+
+@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"signal", "scarf", "none"}))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_recipes_make_views_of_the_right_shapes(recipe, shape):
     torch.manual_seed(0)

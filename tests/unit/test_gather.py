@@ -78,14 +78,21 @@ TRAINED = {
     "dino": dict(hidden=8, bottleneck=4, prototypes=5, freeze_last_layer=0.5),  # frozen prototypes: no gradient in step 1
     "ijepa": dict(predictor_dim=8, predictor_depth=1, predictor_heads=2, n_pred=2, min_keep=2),
     "mae": dict(decoder_dim=8, decoder_depth=1, decoder_heads=2),
+    "tjepa": dict(predictor_dim=8, predictor_depth=1, predictor_heads=2, n_pred=2),
+    "sjepa": dict(predictor_dim=8, predictor_depth=1, predictor_heads=2, min_block=2),
 }
 VIT = dict(depth=1, embed_dim=8, num_heads=2, class_token=False, global_pool="avg")  # fc_norm: unused by masked methods
+INPUT = {"ijepa": (1, 8, 8), "mae": (1, 8, 8), "tjepa": (6,), "sjepa": (2, 32)}  # (1, 4, 4) for the others
 
 
 def make_trained(name):
     torch.manual_seed(0)
     if name in ("ijepa", "mae"):
-        backbone = build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
+        backbone = build_backbone("timm", INPUT[name], 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
+    elif name == "tjepa":
+        backbone = build_backbone("ft_transformer", INPUT[name], 8, 0, 1, heads=2)
+    elif name == "sjepa":
+        backbone = build_backbone("vit1d", INPUT[name], 8, 0, 1, patch_size=4, heads=2)
     else:
         backbone = Flat()
     return build_method(name, backbone, **TRAINED[name])
@@ -95,8 +102,7 @@ def batches(method):
     torch.manual_seed(2)
     n_views = 1 if method.masks() else 2
     collate = ViewCollate(lambda x: [x + 0.1 * torch.randn_like(x) for _ in range(n_views)], method.masks())
-    size = 8 if method.masks() else 4
-    return [collate(list(torch.randn(8, 1, size, size))) for _ in range(STEPS)]
+    return [collate(list(torch.randn(8, *INPUT.get(method.name, (1, 4, 4))))) for _ in range(STEPS)]
 
 
 def shard(batch, rank, world):

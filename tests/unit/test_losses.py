@@ -13,8 +13,10 @@ from selfsup.methods.ijepa import ijepa_loss
 from selfsup.methods.mae import mae_loss, patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
+from selfsup.methods.sjepa import sjepa_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
 from selfsup.models.predictor import sincos_pos_embed
+from selfsup.models.transformers import FeatureTransformer, ViT1d
 
 
 def vicreg_direct(z1, z2, lam, mu, nu, eps=1e-4):
@@ -209,3 +211,37 @@ def test_sincos_position_embedding():
     # patch (row 1, col 2): first half encodes row 1, second half column 2, omega = [1, 1/100]
     expected = [math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01), math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02)]
     assert pos[5].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sjepa_loss_is_mean_absolute_error():
+    pred = torch.tensor([[[1.0, -2.0], [0.5, 0.0]]])
+    target = torch.tensor([[[0.0, 0.0], [0.0, 1.0]]])
+    assert sjepa_loss(pred, target).item() == pytest.approx((1 + 2 + 0.5 + 1) / 4)
+
+
+def test_sincos_1d_position_embedding():
+    pos = sincos_pos_embed(4, (3,))  # omega = [1, 1/100]
+    assert pos.shape == (3, 4)
+    assert pos[2].tolist() == pytest.approx([math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02)], rel=1e-6)
+
+
+def test_feature_tokenizer_embeds_numbers_and_categories():
+    """A numerical column gives ``x w + b``; a one-hot categorical column the embedding row of its
+    category plus its bias (T-JEPA / FT-Transformer tokenizer)."""
+    net = FeatureTransformer((1, 3), dim=4, depth=1, heads=1, registers=1)
+    x = torch.tensor([[2.0, 0.0, 1.0, 0.0]])  # numerical 2.0, category 1 of 3
+    tokens = net.tokenize(x)
+    assert tokens.shape == (1, 2, 4)
+    assert torch.allclose(tokens[0, 0], 2.0 * net.weight[0] + net.bias[0])
+    assert torch.allclose(tokens[0, 1], net.weight[2] + net.bias[1])
+    assert net.tokens(x).shape == (1, 2, 4) and net.tokens(x, keep=torch.tensor([[1]])).shape == (1, 1, 4)
+
+
+def test_vit1d_patches_time_across_all_channels():
+    net = ViT1d(channels=3, length=100, patch=25, dim=8, depth=1, heads=2, registers=2)
+    x = torch.randn(2, 3, 100)
+    assert net.grid == (4,) and net.tokens(x).shape == (2, 4, 8) and net(x).shape == (2, 8)
+    first = net.patch_embed(x[:, :, :25])[:, :, 0]  # one token from the first 25 samples of all 3 leads
+    assert torch.allclose(net.patch_embed(x).transpose(1, 2)[:, 0], first, atol=1e-6)
+    with pytest.raises(ValueError, match="patch_size 30 does not divide the signal length 100"):
+        ViT1d(3, 100, 30, 8, 1, 2)

@@ -1,9 +1,12 @@
-"""Property tests of the I-JEPA multi-block masks over many seeds (paper settings, 14x14 grid)."""
+"""Property tests of the masks over many seeds: I-JEPA's multi-block masks (paper settings, 14x14
+grid), MAE's random masks, T-JEPA's feature subsets and the signal JEPA's time blocks."""
+
+import math
 
 import pytest
 import torch
 
-from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks
+from selfsup.data.masks import FeatureMasks, MultiBlockMasks, RandomPatchMasks, TimeBlockMasks
 
 GRID = (14, 14)  # ViT-H/14 at 224 px in the paper; ViT/16 at 224 px gives the same grid
 
@@ -65,3 +68,52 @@ def test_random_patch_masks_partition_the_grid(seed):
         assert sorted(v.tolist() + m.tolist()) == list(range(30))  # disjoint, together every patch
         assert torch.equal(v, v.sort().values) and torch.equal(m, m.sort().values)
     assert not torch.equal(masked[0], masked[1]) or not torch.equal(masked[1], masked[2])  # per-sample draws
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_feature_masks_follow_the_shares_and_never_overlap_the_context(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 30
+    context, targets = FeatureMasks(n, (0.2, 0.4), (0.2, 0.4), n_pred=4)(8, g)
+    assert len(targets) == 4
+    assert round(0.2 * n) <= context.shape[1] <= round(0.4 * n)
+    for row in range(8):
+        ctx = set(context[row].tolist())
+        assert len(ctx) == context.shape[1] and context[row].tolist() == sorted(ctx)
+        for t in targets:
+            tgt = t[row].tolist()
+            assert round(0.2 * n) <= len(tgt) <= round(0.4 * n) and tgt == sorted(set(tgt))
+            assert not ctx & set(tgt) and all(0 <= j < n for j in tgt)
+
+
+def test_feature_masks_on_a_narrow_table_keep_one_target_column():
+    context, targets = FeatureMasks(2, (0.9, 0.95), (0.9, 0.95), n_pred=2)(5)
+    assert context.shape == (5, 1) and all(t.shape == (5, 1) for t in targets)
+    assert all(set(context[i].tolist()) | set(targets[0][i].tolist()) == {0, 1} for i in range(5))
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_time_block_masks_partition_the_patches_in_long_blocks(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, min_block = 200, 10  # a 10 s ECG at 500 Hz in patches of 25 samples
+    context, (hidden,) = TimeBlockMasks(n, (0.15, 0.25), min_block)(6, g)
+    assert math.ceil(0.15 * n) <= context.shape[1] <= math.ceil(0.25 * n)
+    assert context.shape[1] + hidden.shape[1] == n
+    for row in range(6):
+        assert sorted(context[row].tolist() + hidden[row].tolist()) == list(range(n))
+        runs, run = [], 1
+        h = hidden[row].tolist()
+        for a, b in zip(h, h[1:]):
+            if b == a + 1:
+                run += 1
+            else:
+                runs.append(run)
+                run = 1
+        runs.append(run)
+        assert min(runs) >= min_block  # every hidden stretch is at least one block long
+
+
+def test_time_block_masks_with_fewer_hidden_patches_than_a_block():
+    context, (hidden,) = TimeBlockMasks(10, (0.7, 0.7), min_block=5)(3)
+    assert context.shape == (3, 7) and hidden.shape == (3, 3)
+    assert all(hidden[i].tolist() == list(range(hidden[i, 0], hidden[i, 0] + 3)) for i in range(3))  # one contiguous block

@@ -20,21 +20,33 @@ PARAMS = {
     "dino": dict(hidden=32, bottleneck=16, prototypes=64, base_momentum=0.9),
     "ijepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, n_pred=2, min_keep=2),
     "mae": dict(decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    "tjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, n_pred=2),
+    "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, final_momentum=0.98, min_block=2),
 }
-TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target"}
-MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25}  # I-JEPA's EMA rate rises linearly; the others' on a cosine
+TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target"}
+# the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
+MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25}
+INPUT = {"tjepa": (10,), "sjepa": (2, 40)}  # a table row, a 2-channel signal; images (1, 8, 8) for the others
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
 
 def backbone(name):
     if name in ("ijepa", "mae"):
         return build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
+    if name == "tjepa":
+        return build_backbone("ft_transformer", INPUT[name], 16, 0, 1, heads=2)
+    if name == "sjepa":
+        return build_backbone("vit1d", INPUT[name], 16, 0, 1, patch_size=4, heads=2)
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
+
+
+def sample(name, n):
+    return torch.rand(n, *INPUT.get(name, (1, 8, 8)))
 
 
 def batch(method, n=16):
     collate = ViewCollate(lambda x: [x] if method.masks() else [x, torch.rand_like(x)], method.masks())
-    return collate([(torch.rand(1, 8, 8),) for _ in range(n)])
+    return collate([(x,) for x in sample(method.name, n)])
 
 
 def test_cosine_momentum():
@@ -47,8 +59,8 @@ def test_cosine_momentum():
 def test_step_updates_online_and_ema_only(name):
     torch.manual_seed(0)
     method = build_method(name, backbone(name), **PARAMS[name])
-    assert method.embed(torch.rand(3, 1, 8, 8)).shape == (3, method.backbone.embed_dim)
-    assert method.project(torch.rand(3, 1, 8, 8)).shape[0] == 3
+    assert method.embed(sample(name, 3)).shape == (3, method.backbone.embed_dim)
+    assert method.project(sample(name, 3)).shape[0] == 3
     before = copy.deepcopy(method.state_dict())
     engine = Engine(method, method, build_optimizer(method, lr=1e-2), total_steps=4)
     engine.train_step(batch(method))

@@ -39,7 +39,7 @@ VIT = dict(depth=2, embed_dim=64, num_heads=4, class_token=False, global_pool="a
 
 
 def test_every_method_is_covered():
-    assert set(PARAMS) | set(MASKED) == set(METHODS)
+    assert set(PARAMS) | set(MASKED) | {"tjepa", "sjepa"} == set(METHODS)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -81,3 +81,48 @@ def test_masked_method_learns_on_digits(name):
 
     assert sum(losses[-1]) / len(losses[-1]) < 0.5 * losses[0][0]
     assert after["probe/linear_acc"] > 0.85  # chance is 0.1; a collapsed encoder gives ~0.1-0.2
+
+
+def jepa_run(method, data, epochs, batch_size, lr, weight_decay):
+    """Train a no-augmentation JEPA; return the panel before and after and the mean loss per epoch."""
+    probe = (data.train.x, data.train.y, data.test.x, data.test.y)
+    before = evaluate(method, data.train.x[:512], "cpu", probe)
+    views = build_views("none", data.shape, 1)
+    loader = DataLoader(TensorDataset(data.train.x), batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))
+    engine = Engine(method, method, build_optimizer(method, lr=lr, weight_decay=weight_decay), total_steps=epochs * len(loader), warmup_steps=len(loader))
+    losses = [sum(engine.train_step(b)["loss"] for b in loader) / len(loader) for _ in range(epochs)]
+    return before, evaluate(method, data.train.x[:512], "cpu", probe), losses
+
+
+def test_tjepa_learns_on_breast_cancer():
+    """T-JEPA on scikit-learn's breast_cancer (455 train rows, 30 columns). Raw-feature logistic
+    regression reaches 0.99 on this split, so the floor is far from chance (0.63 for the majority
+    class) rather than a gain over it; the kNN probe, which a constant representation fails, rises."""
+    from selfsup.data.tables import bundled
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = bundled("breast_cancer")
+    backbone = build_backbone("ft_transformer", data.shape, 32, 0, 2, heads=4, groups=data.groups)
+    method = build_method("tjepa", backbone, predictor_dim=32, predictor_depth=1, predictor_heads=4)
+    before, after, losses = jepa_run(method, data, 10, 64, 1e-3, 1e-5)
+    assert losses[-1] < 0.7 * losses[0]
+    assert after["probe/linear_acc"] > 0.9 and after["probe/knn_acc"] > before["probe/knn_acc"] + 0.01
+    assert after["label_free/rankme"] > 3  # a collapsed encoder gives ~1
+
+
+def test_signal_jepa_learns_on_mnist1d():
+    """The signal JEPA (2-block ViT over 10 time patches of 4 samples) on MNIST-1D: both probes
+    improve on the same ViT at initialisation and stay far above chance (0.1)."""
+    from selfsup.data.signals import mnist1d
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = mnist1d()
+    backbone = build_backbone("vit1d", data.shape, 64, 0, 2, patch_size=4, heads=4)
+    method = build_method("sjepa", backbone, predictor_dim=32, predictor_depth=2, predictor_heads=4, min_block=2)
+    before, after, losses = jepa_run(method, data, 6, 64, 2e-3, 0.01)
+    assert losses[-1] < 0.85 * losses[0]
+    assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.02 and after["probe/linear_acc"] > 0.45
+    assert after["probe/knn_acc"] > before["probe/knn_acc"] + 0.02
+    assert after["label_free/rankme"] > 2

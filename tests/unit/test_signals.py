@@ -1,5 +1,5 @@
-"""1-D signals: MNIST-1D generated offline, aeon's bundled UCR sets, user .npz signals, the
-signal views and the 1-D CNN backbone."""
+"""1-D signals: MNIST-1D generated offline, aeon's bundled UCR sets, user .npz signals, WFDB
+records, the signal views and the 1-D CNN backbone."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import torch
 from selfsup.config import load_experiment
 from selfsup.data.datasets import DataError, load_dataset
 from tests.unit.test_config import error_of, write
-from selfsup.data.signals import mnist1d, signal_npz, ucr
+from selfsup.data.signals import WFDBRecords, mnist1d, signal_npz, ucr, wfdb_folder
 from selfsup.data.views import SignalViews, build_views
 from selfsup.models.backbones import build_backbone
 
@@ -62,10 +62,73 @@ def test_cnn1d_backbone():
     assert net(torch.randn(4, 6, 100)).shape == (4, 32)
 
 
+def write_records(root, n=6, fs=500, seconds=2, leads=("I", "II", "V1"), sub="a"):
+    """``n`` WFDB records (format 16) of ``leads``: record i is a sine of 1 + i % 2 Hz; the first
+    half in ``root/sub``. Returns the labels CSV (record, label: slow | fast)."""
+    import wfdb
+
+    t = np.arange(fs * seconds) / fs
+    rows = ["record,label"]
+    for i in range(n):
+        folder = root / sub if i < n // 2 else root
+        folder.mkdir(parents=True, exist_ok=True)
+        sig = np.stack([np.sin(2 * np.pi * (1 + i % 2) * t + k) for k in range(len(leads))], axis=1)
+        wfdb.wrsamp(f"r{i}", fs=fs, units=["mV"] * len(leads), sig_name=list(leads), p_signal=sig, fmt=["16"] * len(leads), write_dir=str(folder))
+        rows.append(f"{sub + '/' if i < n // 2 else ''}r{i},{'slow' if i % 2 == 0 else 'fast'}")
+    labels = root / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return labels
+
+
+def test_wfdb_records_with_labels(tmp_path):
+    labels = write_records(tmp_path / "db")
+    d = wfdb_folder(str(tmp_path / "db"), labels=str(labels), test_fraction=0.34)
+    assert d.shape == (3, 1000) and len(d.train.x) + len(d.test.x) == 6
+    assert sorted(torch.cat([d.train.y, d.test.y]).tolist()) == [0, 0, 0, 1, 1, 1]  # fast, slow sorted
+    t = np.arange(1000) / 500
+    for x, y in zip(d.train.x, d.train.y):  # the label follows its own record: fast is 2 Hz, slow 1 Hz
+        f = 2 if y == 0 else 1
+        assert np.allclose(x[0].numpy(), np.sin(2 * np.pi * f * t), atol=1e-3)
+
+
+def test_wfdb_leads_resampling_length_and_streaming(tmp_path):
+    write_records(tmp_path)
+    d = wfdb_folder(str(tmp_path), length=300, rate=250, leads=["V1", "I"], stream=True)
+    assert isinstance(d.train.x, WFDBRecords) and d.shape == (2, 300) and d.has_labels is False
+    x = d.train.x[[0, 1]]
+    assert x.shape == (2, 2, 300)
+    full = wfdb_folder(str(tmp_path), rate=250, leads=["V1", "I"])
+    assert full.shape == (2, 500)  # 2 s at 250 Hz: the records' own length after resampling
+    assert torch.allclose(full.train.x[0, :, :300], d.train.x[0], atol=1e-6)
+    padded = wfdb_folder(str(tmp_path), length=1200)
+    assert torch.all(padded.train.x[:, :, 1000:] == 0) and padded.train.x[:, :, :1000].abs().sum() > 0
+
+
+def test_wfdb_errors_name_the_record(tmp_path):
+    labels = write_records(tmp_path)
+    with pytest.raises(DataError, match="r0.hea: no lead 'V6' \\(leads: I, II, V1\\)"):
+        wfdb_folder(str(tmp_path), leads=["V6"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no WFDB records"):
+        wfdb_folder(str(tmp_path / "empty"))
+    write_records(tmp_path / "more", n=1, seconds=3, sub="b")
+    with pytest.raises(DataError, match="r0.hea: 1500 samples, the first record has 1000; set data.signal_length"):
+        wfdb_folder(str(tmp_path))
+    assert wfdb_folder(str(tmp_path), length=1000).shape == (3, 1000)
+    write_records(tmp_path / "two", n=1, leads=("I", "II"), sub="c")
+    with pytest.raises(DataError, match="r0.hea: 2 channels, the first record has 3; set data.leads"):
+        wfdb_folder(str(tmp_path), length=1000)
+    with pytest.raises(DataError, match="labels.csv: no label for record 'more/r0'"):
+        wfdb_folder(str(tmp_path), length=1000, leads=["I"], labels=str(labels))
+    (tmp_path / "bad.hea").write_text("this is not a header\n")
+    with pytest.raises(DataError, match="bad.hea: not a WFDB header"):
+        wfdb_folder(str(tmp_path), length=1000, leads=["I"])
+
+
 @pytest.mark.parametrize(
     "sets, expected",
     [
-        (["data.name=mnist1d", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'mnist1d' data; use cnn1d or mlp"),
+        (["data.name=mnist1d", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'mnist1d' data; use one of cnn1d, mlp, vit1d"),
         (["model.backbone=cnn1d"], "model.backbone 'cnn1d' does not suit 'digits' data"),
         (["data.name=mnist1d", "model.backbone=cnn1d", "data.views=byol"], "data.views 'byol' is an image recipe"),
         (["data.views=signal"], "data.views 'signal' is not for images ('digits')"),

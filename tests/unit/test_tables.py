@@ -81,7 +81,7 @@ def test_scarf_views_corrupt_from_the_marginals():
     "sets, expected",
     [
         (["data.name=csv", "data.path=x.csv", "model.backbone=mlp"], "data.name 'csv' needs data.columns"),
-        (["data.name=table", "data.path=wine", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'table' data; use mlp"),
+        (["data.name=table", "data.path=wine", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'table' data; use one of mlp, ft_transformer"),
         (["data.name=table", "data.path=wine", "model.backbone=mlp", "data.views=byol"], "data.views 'byol' is not for tables"),
         (["data.name=csv", "data.path=x.csv", "model.backbone=mlp", "data.columns={numerical: [a], categorical: [a]}"], "column 'a' is declared twice"),
     ],

@@ -35,11 +35,13 @@ class Split:
 @dataclass
 class SplitData:
     """A dataset's train and test splits; ``shape`` is one sample's: ``(C, H, W)`` for images,
-    ``(C, T)`` for signals."""
+    ``(C, T)`` for signals, ``(F,)`` for table rows. ``groups`` (tables) are the widths of the
+    columns in a row: 1 for a numerical column, the number of categories for a one-hot categorical."""
 
     name: str
     train: Split
     test: Split
+    groups: tuple[int, ...] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -268,10 +270,12 @@ def load_dataset(
     stream: bool = False,
     columns: dict | None = None,
     missing: str = "error",
+    signal: dict | None = None,
 ) -> SplitData:
     """Load a dataset by its config name (see :data:`DATASETS`, ``signals.SIGNAL_DATASETS`` and
     ``tables.TABLE_DATASETS``), images resized to ``image_size`` if given; ``columns`` (numerical,
-    categorical, label) and ``missing`` describe a CSV/Parquet table."""
+    categorical, label) and ``missing`` describe a CSV/Parquet table; ``signal`` (length, rate,
+    leads, labels) shapes WFDB records."""
     from selfsup.data import signals, tables
 
     if name == "digits":
@@ -288,6 +292,8 @@ def load_dataset(
         return signals.ucr(path)
     elif name == "signal_npz":
         return signals.signal_npz(path, test_fraction, split_seed)
+    elif name == "wfdb":
+        return signals.wfdb_folder(path, **(signal or {}), test_fraction=test_fraction, split_seed=split_seed, stream=stream)
     elif name == "table":
         return tables.bundled(path, test_fraction, split_seed)
     elif name in ("csv", "parquet"):

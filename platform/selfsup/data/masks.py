@@ -1,5 +1,6 @@
-"""Patch masks over a ViT's grid, made at collate time as index tensors: I-JEPA's multi-block
-masks and MAE's uniform random masks.
+"""Token masks, made at collate time as index tensors: I-JEPA's multi-block masks and MAE's
+uniform random masks over a ViT's patch grid, T-JEPA's feature subsets over table columns, and
+the signal JEPA's blocks of time patches.
 
 I-JEPA multi-block masks:
 
@@ -99,3 +100,82 @@ class RandomPatchMasks:
         order = torch.rand(batch_size, self.n, generator=generator).argsort(dim=1)
         visible, masked = order[:, : self.n - self.n_masked], order[:, self.n - self.n_masked :]
         return visible.sort(dim=1).values, masked.sort(dim=1).values
+
+
+class FeatureMasks:
+    """T-JEPA's masks over the ``F`` columns of a table (Thimonier et al.,
+    https://arxiv.org/abs/2410.05016, sec. 3.2; reference ``MaskCollator``): per batch, a context
+    size ``round(F * U(context_share))`` and a target size ``round(F * U(target_share))``; per
+    sample, a random context subset and ``n_pred`` random target subsets of the columns left out of
+    the context (targets may overlap each other, never the context).
+
+    ``masks(batch_size, generator) -> (context (B, Kc), [target (B, Kt)] * n_pred)``, column
+    indices sorted within each row.
+    """
+
+    def __init__(self, n_features: int, context_share=(0.2, 0.4), target_share=(0.2, 0.4), n_pred: int = 4):
+        if n_features < 2:
+            raise ValueError(f"T-JEPA needs a table of at least 2 columns, got {n_features}")
+        self.n, self.context_share, self.target_share, self.n_pred = n_features, context_share, target_share, n_pred
+
+    def _size(self, share, generator) -> int:
+        u = float(torch.rand(1, generator=generator))
+        return max(1, round(self.n * (share[0] + (share[1] - share[0]) * u)))
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        k_ctx = min(self._size(self.context_share, generator), self.n - 1)
+        k_tgt = min(self._size(self.target_share, generator), self.n - k_ctx)
+        order = torch.rand(batch_size, self.n, generator=generator).argsort(dim=1)
+        context, rest = order[:, :k_ctx].sort(dim=1).values, order[:, k_ctx:]
+        targets = []
+        for _ in range(self.n_pred):
+            pick = torch.rand(rest.shape, generator=generator).argsort(dim=1)[:, :k_tgt]
+            targets.append(rest.gather(1, pick).sort(dim=1).values)
+        return context, targets
+
+
+class TimeBlockMasks:
+    """The signal JEPA's masks over ``N`` time patches (Weimann & Conrad,
+    https://arxiv.org/abs/2410.13867, sec. 3; reference ``MaskCollator``): per batch, the context
+    keeps ``ceil(N * U(keep))`` patches (15-25 %); per sample, the other patches are hidden in
+    contiguous blocks of at least ``min_block`` patches (a shorter remainder joins a block), placed
+    at random positions; every hidden patch is a prediction target.
+
+    ``masks(batch_size, generator) -> (context (B, K), [target (B, N - K)])``, sorted patch indices.
+    """
+
+    def __init__(self, n_patches: int, keep=(0.15, 0.25), min_block: int = 10):
+        if n_patches < 2:
+            raise ValueError(f"the signal JEPA needs at least 2 time patches, got {n_patches}")
+        self.n, self.keep, self.min_block = n_patches, keep, min_block
+
+    def _blocks(self, n_masked: int, generator) -> list[int]:
+        sizes, left = [], n_masked
+        while left:
+            size = left
+            if left >= 2 * self.min_block:
+                size = int(torch.randint(self.min_block, left + 1, (1,), generator=generator))
+                if left - size < self.min_block:
+                    size = left
+            sizes.append(size)
+            left -= size
+        return sizes
+
+    def sample(self, n_keep: int, generator=None) -> torch.Tensor:
+        """A boolean ``(N,)`` mask, True on the hidden patches."""
+        sizes = self._blocks(self.n - n_keep, generator)
+        sizes = [sizes[i] for i in torch.randperm(len(sizes), generator=generator)]
+        cuts = torch.randint(0, n_keep + 1, (len(sizes),), generator=generator).sort().values.tolist()
+        gaps = [b - a for a, b in zip([0, *cuts], cuts)]
+        hidden, at = torch.zeros(self.n, dtype=torch.bool), 0
+        for gap, size in zip(gaps, sizes):
+            hidden[at + gap : at + gap + size] = True
+            at += gap + size
+        return hidden
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        u = float(torch.rand(1, generator=generator))
+        n_keep = min(self.n - 1, max(1, math.ceil(self.n * (self.keep[0] + (self.keep[1] - self.keep[0]) * u))))
+        hidden = torch.stack([self.sample(n_keep, generator) for _ in range(batch_size)])
+        order = torch.arange(self.n).expand(batch_size, -1)
+        return order[~hidden].view(batch_size, n_keep), [order[hidden].view(batch_size, self.n - n_keep)]

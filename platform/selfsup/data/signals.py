@@ -8,6 +8,13 @@
   class labels become 0..K-1 in sorted order.
 - ``signal_npz``: your arrays: ``x`` ``(N, T)`` or ``(N, C, T)``, optional ``y``, ``x_test``,
   ``y_test`` (else ``test_fraction`` of ``x`` is held out).
+- ``wfdb``: WFDB records (PhysioNet's format: a ``.hea`` header and its signal files) anywhere under
+  the folder ``data.path``, read with the ``wfdb`` package in physical units; optional lead selection
+  (``data.leads``), resampling (``data.sampling_rate``), a fixed length (``data.signal_length``:
+  longer records keep their first samples, shorter ones are zero-padded) and labels from a CSV
+  (``data.labels``, columns ``record`` = the record's path under the folder without extension, and
+  ``label``). Every header is checked before training; with ``data.stream`` the signals are read on
+  access (:class:`WFDBRecords`), for collections too large for memory.
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.datasets import DataError, SplitData, read_npz, to_split
+import torch
+
+from selfsup.data.datasets import DataError, Split, SplitData, read_npz, split_arrays, to_split
 
 SIGNAL_DATASETS = {
     "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
     "ucr": "a UCR/UEA set bundled with aeon, data.path = its name (GunPoint, ArrowHead, BasicMotions, ...)",
     "signal_npz": "your signals: data.path -> .npz with x (N,T)|(N,C,T), optional y, x_test, y_test",
+    "wfdb": "your WFDB records (e.g. ECG): data.path -> folder of .hea + signal files, optional data.labels CSV",
 }
 
 
@@ -58,3 +68,113 @@ def ucr(name: str) -> SplitData:
 def signal_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """User signals from an ``.npz`` file: ``x`` ``(N, T)`` or ``(N, C, T)`` (see ``datasets.read_npz``)."""
     return read_npz(path, "signal", "T", test_fraction, split_seed)
+
+
+def read_record(record: Path, leads: list[str] | None, length: int, rate: float | None) -> np.ndarray:
+    """One WFDB record as ``(C, length)`` float32 in physical units (missing samples as 0)."""
+    import wfdb
+    from fractions import Fraction
+
+    try:
+        rec = wfdb.rdrecord(str(record), channel_names=leads, physical=True)
+    except Exception as exc:  # wfdb raises many types for unreadable records
+        raise DataError(f"{record}.hea: not a readable WFDB record ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    x = np.nan_to_num(np.asarray(rec.p_signal, dtype=np.float64)).T
+    if rate and rec.fs != rate:
+        from scipy.signal import resample_poly
+
+        ratio = Fraction(rate / rec.fs).limit_denominator(1000)
+        x = resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
+    out = np.zeros((x.shape[0], length), dtype=np.float32)
+    out[:, : min(length, x.shape[1])] = x[:, :length]
+    return out
+
+
+class WFDBRecords(torch.utils.data.Dataset):
+    """WFDB records read on access (``data.stream``): ``ds[i]`` -> ``(C, T)``, ``ds[indices]`` ->
+    ``(K, C, T)``, ``len(ds)`` and ``ds.shape`` as for a tensor."""
+
+    def __init__(self, records, leads: list[str] | None, channels: int, length: int, rate: float | None):
+        self.records, self.leads, self.channels, self.length, self.rate = list(records), leads, channels, length, rate
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.records), self.channels, self.length)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return torch.from_numpy(read_record(self.records[int(index)], self.leads, self.length, self.rate))
+        picked = range(len(self.records))[index] if isinstance(index, slice) else [int(i) for i in index]
+        return torch.stack([self[i] for i in picked])
+
+
+def _labels(path: str, root: Path, names: list[str]) -> np.ndarray:
+    import pandas as pd
+
+    where = Path(path)
+    if not where.is_file():
+        raise DataError(f"{where}: file not found (data.labels)")
+    table = pd.read_csv(where, dtype=str)
+    for column in ("record", "label"):
+        if column not in table.columns:
+            raise DataError(f"{where}: column {column!r} not in the file (columns: {', '.join(table.columns)})")
+    by_record = dict(zip(table["record"], table["label"]))
+    missing = [n for n in names if n not in by_record]
+    if missing:
+        raise DataError(f"{where}: no label for record {missing[0]!r} of {root} ({len(missing)} records without one)")
+    classes = {c: i for i, c in enumerate(sorted({by_record[n] for n in names}))}
+    return np.asarray([classes[by_record[n]] for n in names], dtype=np.int64)
+
+
+def wfdb_folder(
+    path: str,
+    length: int | None = None,
+    rate: float | None = None,
+    leads: list[str] | None = None,
+    labels: str | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    stream: bool = False,
+) -> SplitData:
+    """The WFDB records under ``path`` (see the module docstring)."""
+    import wfdb
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    records = sorted(h.with_suffix("") for h in root.rglob("*.hea"))
+    if not records:
+        raise DataError(f"{root}: no WFDB records (.hea headers)")
+    lengths, channels = [], None
+    for record in records:
+        try:
+            head = wfdb.rdheader(str(record))
+        except Exception as exc:  # wfdb raises many types for malformed headers
+            raise DataError(f"{record}.hea: not a WFDB header ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        names = list(head.sig_name or [])
+        absent = [lead for lead in leads or [] if lead not in names]
+        if absent:
+            raise DataError(f"{record}.hea: no lead {absent[0]!r} (leads: {', '.join(names)})")
+        if not leads and channels is not None and head.n_sig != channels:
+            raise DataError(f"{record}.hea: {head.n_sig} channels, the first record has {channels}; set data.leads")
+        channels = len(leads) if leads else head.n_sig
+        lengths.append(round((head.sig_len or 0) * (rate / head.fs if rate else 1)))
+    if length is None:
+        if len(set(lengths)) > 1:
+            i = next(i for i, n in enumerate(lengths) if n != lengths[0])
+            raise DataError(f"{records[i]}.hea: {lengths[i]} samples, the first record has {lengths[0]}; set data.signal_length")
+        length = lengths[0]
+    names = [r.relative_to(root).as_posix() for r in records]
+    y = _labels(labels, root, names) if labels else None
+    (train, y_train), (test, y_test) = split_arrays(np.asarray(records, dtype=object), y, test_fraction, split_seed)
+
+    def split(files: np.ndarray, y: np.ndarray | None) -> Split:
+        ds = WFDBRecords(files, leads, channels, length, rate)
+        if not stream:
+            return to_split(np.stack([read_record(f, leads, length, rate) for f in files]), y)
+        return Split(ds, None if y is None else torch.as_tensor(y, dtype=torch.int64))
+
+    return SplitData(root.name, split(train, y_train), split(test, y_test))

@@ -7,7 +7,8 @@
 
 Numerical columns are standardised with the mean and standard deviation of the training split
 only; categorical columns are one-hot encoded over the categories seen in training (an unseen
-category in the test split encodes as all zeros). Missing values are an error naming the column
+category in the test split encodes as all zeros). ``SplitData.groups`` records each column's width
+in the row, so that T-JEPA's tokenizer embeds a categorical column as one token. Missing values are an error naming the column
 and row, unless ``data.missing: impute``: numerical gaps take the training mean, categorical gaps
 become their own category.
 """
@@ -44,7 +45,7 @@ def bundled(name: str, test_fraction: float = 0.2, split_seed: int = 0) -> Split
     table = getattr(sklearn.datasets, f"load_{name}")()
     (xtr, ytr), (xte, yte) = split_arrays(table.data.astype(np.float32), table.target.astype(np.int64), test_fraction, split_seed)
     xtr, xte = standardise(xtr, xte)
-    return SplitData(name, to_split(xtr, ytr), to_split(xte, yte))
+    return SplitData(name, to_split(xtr, ytr), to_split(xte, yte), (1,) * xtr.shape[1])
 
 
 def _read(path: Path, kind: str):
@@ -98,7 +99,7 @@ def user_table(
         y = frame[label].map(classes).to_numpy(dtype=np.int64)
     rows = np.arange(len(frame))
     (train_rows, y_train), (test_rows, y_test) = split_arrays(rows, y, test_fraction, split_seed)
-    parts_train, parts_test = [], []
+    parts_train, parts_test, groups = [], [], [1] * len(numerical)
     if numerical:
         num = np.stack([_numerical(frame, c, where, impute) for c in numerical], axis=1)
         train, test = num[train_rows], num[test_rows]
@@ -114,10 +115,11 @@ def user_table(
             raise DataError(f"{where}: column {column!r}: row {row}: missing value (set data.missing: impute to fill it)")
         codes = values.astype(str).where(values.notna(), "<missing>").to_numpy()
         seen = sorted(set(codes[train_rows]))
+        groups.append(len(seen))
         parts_train.append((codes[train_rows, None] == np.asarray(seen)[None]).astype(np.float64))
         parts_test.append((codes[test_rows, None] == np.asarray(seen)[None]).astype(np.float64))
     if not parts_train:
         raise DataError(f"{where}: data.columns declares no numerical or categorical column")
     x_train = np.concatenate(parts_train, axis=1).astype(np.float32)
     x_test = np.concatenate(parts_test, axis=1).astype(np.float32)
-    return SplitData(where.stem, to_split(x_train, y_train), to_split(x_test, y_test))
+    return SplitData(where.stem, to_split(x_train, y_train), to_split(x_test, y_test), tuple(groups))

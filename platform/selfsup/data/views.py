@@ -45,9 +45,20 @@ RECIPES = {
     "mae": "MAE: one random resized crop and flip",
     "signal": "1-D signals: crop and resample, amplitude scaling, jitter, channel dropout",
     "scarf": "tables: the row, and the row with features replaced from their marginals",
+    "none": "no augmentation: the samples as they are (T-JEPA, signal JEPA)",
 }
 DEFAULT_SCALE = {"signal": (0.6, 1.0), "light": (0.5, 1.0), "simclr": (0.08, 1.0), "byol": (0.08, 1.0), "dino": (0.4, 1.0), "crop": (0.3, 1.0), "mae": (0.2, 1.0)}
 DEFAULT_FLIP = {"light": False, "crop": False}
+
+
+class Unchanged:
+    """``n_views`` references to the batch itself: the JEPAs that need no augmentation."""
+
+    def __init__(self, n_views: int):
+        self.n_views = n_views
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x] * self.n_views
 
 
 class RandomViews:
@@ -195,6 +206,8 @@ def build_views(
     batch -> list of views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown view recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    if recipe == "none":
+        return Unchanged(n_views)
     if recipe == "scarf":
         return CorruptionViews(pool, corruption_rate)
     channels, size = shape[0], shape[1]

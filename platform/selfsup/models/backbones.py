@@ -4,6 +4,8 @@
   a last conv to ``embed_dim`` channels and global average pooling.
 - ``cnn1d``: the same for signals ``(B, C, T)``, kernel 5 along time.
 - ``mlp``: flatten, ``depth - 1`` Linear-BN-ReLU layers of ``width`` units, a Linear to ``embed_dim``.
+- ``ft_transformer`` / ``vit1d``: the token transformers of T-JEPA (table rows) and the signal JEPA
+  (time patches), in ``selfsup.models.transformers``.
 - ``timm``: any timm model by name, randomly initialised (no download), classifier removed, so
   the representation is timm's pooled features (``embed_dim = num_features``). ViTs take the image
   and patch size from the config, accept other input sizes (dynamic_img_size: DINO local crops) and
@@ -22,6 +24,8 @@ BACKBONES = {
     "cnn": "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool",
     "cnn1d": "1-D conv net for signals (C, T): conv-BN-ReLU blocks (kernel 5), stride-2, global average pool",
     "mlp": "multilayer perceptron on flattened inputs",
+    "ft_transformer": "table rows as column tokens (numerical/categorical embeddings, [REG] tokens) + transformer (T-JEPA)",
+    "vit1d": "ViT over time patches of all channels (model.patch_size samples), register tokens (signal JEPA)",
     "timm": "any timm model by name (model.timm_name), random init, pooled features",
 }
 
@@ -162,17 +166,30 @@ def build_backbone(
     patch_size: int | None = None,
     small_stem: bool = False,
     timm_kwargs: dict | None = None,
+    heads: int = 4,
+    registers: int = 1,
+    groups: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """Build a backbone for inputs of shape ``in_shape = (C, H, W)``; ``.embed_dim`` gives its output size
-    (``embed_dim`` for ``cnn``/``mlp``; the model's own feature size for ``timm``). ``timm_kwargs``
-    go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``, ``class_token``,
-    ``global_pool``, ``drop_path_rate``)."""
+    """Build a backbone for inputs of shape ``in_shape`` (``(C, H, W)``, ``(C, T)`` or ``(F,)``);
+    ``.embed_dim`` gives its output size (``embed_dim`` except for ``timm``: the model's own feature
+    size). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``,
+    ``class_token``, ``global_pool``, ``drop_path_rate``). The token transformers take ``depth``
+    blocks of ``heads`` heads and ``registers`` extra tokens; ``groups`` are a table's column widths
+    (all 1 when not given)."""
     if name == "cnn":
         return SmallCNN(in_shape[0], embed_dim, width, depth)
     if name == "cnn1d":
         return SmallCNN1d(in_shape[0], embed_dim, width, depth)
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
+    if name == "ft_transformer":
+        from selfsup.models.transformers import FeatureTransformer
+
+        return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
+    if name == "vit1d":
+        from selfsup.models.transformers import ViT1d
+
+        return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers)
     if name == "timm":
         return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **(timm_kwargs or {}))
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

@@ -26,7 +26,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
     if cfg.train.batch_size > n:
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
     try:
-        method = build(cfg, data.shape)
+        method = build(cfg, data.shape, data.groups)
         batch = make_collate(cfg, method, data)([(x,) for x in data.train.x[:2]])
         with torch.no_grad():
             out = method.train()(batch)

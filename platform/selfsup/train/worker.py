@@ -64,14 +64,18 @@ def load_data(cfg: ExperimentConfig):
     """The run's dataset, as its ``data:`` section says."""
     d = cfg.data
     columns = d.columns.model_dump() if d.columns else None
-    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing)
+    signal = {"length": d.signal_length, "rate": d.sampling_rate, "leads": d.leads, "labels": d.labels}
+    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing, signal)
 
 
-def build(cfg: ExperimentConfig, in_shape) -> nn.Module:
-    """Backbone + method from the config, with identical initial weights on every worker."""
+def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None) -> nn.Module:
+    """Backbone + method from the config, with identical initial weights on every worker
+    (``groups``: a table's column widths, ``SplitData.groups``)."""
     torch.manual_seed(cfg.seed)
     m = cfg.model
-    backbone = build_backbone(m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem, m.timm_kwargs)
+    backbone = build_backbone(
+        m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem, m.timm_kwargs, m.heads, m.registers, groups
+    )
     params = cfg.method.model_dump(exclude={"name"})
     return build_method(cfg.method.name, backbone, **params)
 
@@ -99,7 +103,7 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     data = load_data(cfg)
-    method = build(cfg, data.shape)
+    method = build(cfg, data.shape, data.groups)
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(

@@ -1,0 +1,86 @@
+"""Signal JEPA: JEPA pre-training for multi-channel 1-D signals such as the 12-lead ECG
+(Weimann & Conrad, 2024, "ECG-JEPA").
+
+https://arxiv.org/abs/2410.13867 — sec. 3 and the reference code (kweimann/ECG-JEPA). The encoder
+is a ViT over time patches of all channels (``selfsup.models.transformers.ViT1d``). Per signal, the
+context keeps 15-25 % of the patches and the rest is hidden in contiguous blocks of at least
+``min_block`` patches (``selfsup.data.masks.TimeBlockMasks``, made at collate time):
+
+    h = target_encoder(x)[hidden]                  # all patches, EMA weights, no gradient
+    z = context_encoder(x, keep=context)           # only the visible patches enter the ViT
+    z_hat = predictor(z, context, hidden)          # mask tokens at the hidden positions
+    loss = mean |z_hat - h|                        # L1, over hidden patches and dims
+
+The target encoder follows by an EMA whose rate rises linearly from ``base_momentum`` (0.998) to
+``final_momentum`` (0.9995), the reference's schedule. No augmentation: the views are the signals.
+The representation (``embed``) is the mean of the target encoder's patch tokens ``(B, D)``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from selfsup.data.masks import TimeBlockMasks
+from selfsup.methods.base import Method, register
+from selfsup.models.backbones import select
+from selfsup.models.predictor import MaskedPredictor
+from selfsup.models.transformers import ViT1d
+from selfsup.train.engine import ema_update
+
+
+def sjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error ``(B, K, D)`` between predicted and target patch embeddings (target detached)."""
+    return (prediction - target.detach()).abs().mean()
+
+
+@register("sjepa")
+class SignalJEPA(Method):
+    description = "Signal JEPA (Weimann & Conrad 2024, ECG-JEPA): predict an EMA ViT's hidden time patches from the visible ones"
+    views = "none"
+
+    def __init__(
+        self,
+        backbone,
+        predictor_dim: int = 192,
+        predictor_depth: int = 8,
+        predictor_heads: int = 6,
+        base_momentum: float = 0.998,
+        final_momentum: float = 0.9995,
+        keep: tuple[float, float] = (0.15, 0.25),
+        min_block: int = 10,
+    ):
+        if not isinstance(backbone, ViT1d):
+            raise ValueError("method 'sjepa' needs the signal ViT (model.backbone: vit1d)")
+        super().__init__(backbone)
+        self.predictor = MaskedPredictor(backbone.embed_dim, backbone.grid, predictor_dim, predictor_depth, predictor_heads, backbone.embed_dim)
+        self.target = copy.deepcopy(backbone).requires_grad_(False)
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.mask_maker = TimeBlockMasks(backbone.grid[0], tuple(keep), min_block)
+
+    def masks(self):
+        def make(batch_size: int) -> dict:
+            context, (hidden,) = self.mask_maker(batch_size)
+            return {"context": context, "hidden": hidden}
+
+        return make
+
+    def forward(self, batch):
+        (x,) = batch["views"]
+        context, hidden = batch["context"], batch["hidden"]
+        with torch.no_grad():
+            h = select(self.target.tokens(x), hidden).float()
+        z = self.predictor(self.backbone.tokens(x, keep=context), context, hidden).float()
+        return {"loss": sjepa_loss(z, h)}
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """No projector: the mean patch token of the context encoder ``(B, D)``."""
+        return self.backbone(x)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target(x)
+
+    def after_step(self, progress: float) -> None:
+        ema_update(self.target, self.backbone, self.base_momentum + (self.final_momentum - self.base_momentum) * progress)
