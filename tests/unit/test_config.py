@@ -43,6 +43,17 @@ def test_defaults_and_overrides(tmp_path):
         ("method: {name: ijepa, pred_scale: [0.3, 0.1]}\n", [], "pred_scale must satisfy"),
         ("method: {name: dino, base_momentum: 1.5}\n", [], "method.base_momentum: Input should be less than or equal to 1"),
         ("", ["data.local_scale=[0.5, 0.1]"], "local_scale must satisfy"),
+        ("method: {name: tjepa}\n", [], "method 'tjepa' is for tables, not images; images take"),
+        ("method: {name: tjepa}\ndata: {name: table, path: wine}\nmodel: {backbone: mlp}\n", [], "method 'tjepa' needs model.backbone ft_transformer"),
+        ("method: {name: sjepa}\ndata: {name: table, path: wine}\nmodel: {backbone: mlp}\n", [], "method 'sjepa' is for signals, not tables"),
+        ("method: {name: sjepa}\ndata: {name: mnist1d, views: signal}\nmodel: {backbone: cnn1d}\n", [], "method 'sjepa' needs model.backbone vit1d"),
+        ("method: {name: vicreg}\ndata: {name: mnist1d, views: none}\nmodel: {backbone: cnn1d}\n", [], "data.views 'none' does not suit method 'vicreg'"),
+        ("method: {name: tjepa}\ndata: {name: table, path: wine, views: scarf}\nmodel: {backbone: ft_transformer}\n", [], "data.views 'scarf' does not suit method 'tjepa'"),
+        ("method: {name: sjepa, keep: [0.5, 1.0]}\n", [], "keep must satisfy 0 < low <= high < 1"),
+        ("method: {name: tjepa, predictor_dim: 30, predictor_heads: 4}\n", [], "predictor_dim 30 must be even and divisible by predictor_heads 4"),
+        ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
+        ("data: {signal_length: 100}\n", [], "data.signal_length applies to WFDB records (data.name: wfdb), not 'digits'"),
+        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to image folders and WFDB records only"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):

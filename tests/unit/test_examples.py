@@ -41,13 +41,39 @@ def test_every_method_has_a_cluster_config():
     configs = [load_experiment(p) for p in CLUSTER]
     assert sorted(c.method.name for c in configs) == sorted(METHODS)
     for cfg in configs:
-        assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and cfg.data.stream
+        assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and (cfg.data.stream or cfg.data.is_table)
         space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
         check_space(load_space(space), cfg.model_dump(mode="json"), str(space))
 
 
+def fake_data(cfg, root: Path) -> str:
+    """A tiny stand-in for the config's data: an image folder, WFDB records of its leads and
+    length, or a Parquet table with its columns."""
+    if cfg.data.name == "wfdb":
+        import numpy as np
+        import wfdb
+
+        n = cfg.data.signal_length
+        for i in range(3):
+            wfdb.wrsamp(f"r{i}", fs=cfg.data.sampling_rate, units=["mV"] * len(cfg.data.leads), sig_name=cfg.data.leads,
+                        p_signal=np.random.default_rng(i).normal(size=(n, len(cfg.data.leads))), fmt=["16"] * len(cfg.data.leads), write_dir=str(root))
+        return str(root)
+    if cfg.data.is_table:
+        import numpy as np
+        import pandas as pd
+
+        c = cfg.data.columns
+        frame = pd.DataFrame({name: np.random.default_rng(0).normal(size=40) for name in c.numerical})
+        frame[c.label] = np.arange(40) % 2
+        frame.to_parquet(root / "table.parquet")
+        return str(root / "table.parquet")
+    write_images(root, ["a", "b"], n=2, size=32)
+    return str(root)
+
+
 @pytest.mark.parametrize("path", CLUSTER, ids=lambda p: p.stem)
-def test_cluster_config_preflights_on_a_tiny_folder(path, tmp_path):
-    """The paper-scale model, heads and view recipe run one 224x224 batch of a fake image folder."""
-    write_images(tmp_path, ["a", "b"], n=2, size=32)
-    preflight(load_experiment(path, [f"data.path={tmp_path}", "train.batch_size=2", "scaling.num_workers=1"]), str(path))
+def test_cluster_config_preflights_on_tiny_fake_data(path, tmp_path):
+    """The paper-scale model, heads and view recipe (or masks) run one batch of stand-in data of the
+    config's own shape: 224x224 images, 12-lead 10 s ECGs, HIGGS rows."""
+    fake = fake_data(load_experiment(path), tmp_path)
+    preflight(load_experiment(path, [f"data.path={fake}", "train.batch_size=2", "scaling.num_workers=1"]), str(path))
