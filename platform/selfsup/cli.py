@@ -66,7 +66,7 @@ def _methods(args) -> int:
     from selfsup.methods import METHODS
 
     for name in sorted(METHODS):
-        print(f"{name:10s} {METHODS[name].description}")
+        print(f"{name:12s} {METHODS[name].description}")
     return 0
 
 
