@@ -8,7 +8,7 @@ anything (Ray, MLflow, data) starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -257,10 +257,25 @@ class DINOConfig(Section):
     head_batch_norm: bool = False
 
 
-class IJEPAConfig(Section):
+class PredictorShape(Section):
+    """A JEPA predictor's width, depth and heads: the width must divide by the heads and by
+    ``2 * position_axes`` (its sine-cosine positions: 2-D for image patches, 1-D otherwise)."""
+
+    position_axes: ClassVar[int] = 1
+
+    @model_validator(mode="after")
+    def _check_predictor(self):
+        even = 2 * self.position_axes
+        if self.predictor_dim % even or self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by {even} and by predictor_heads {self.predictor_heads}")
+        return self
+
+
+class IJEPAConfig(PredictorShape):
     """I-JEPA (Assran et al., 2023): predictor size, target EMA and the multi-block masks
     (scales are fractions of the patch grid; ``min_keep`` patches stay in every context)."""
 
+    position_axes: ClassVar[int] = 2
     name: Literal["ijepa"] = "ijepa"
     predictor_dim: int = Field(384, ge=4)
     predictor_depth: int = Field(12, ge=1)
@@ -280,8 +295,6 @@ class IJEPAConfig(Section):
                 raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {getattr(self, key)}")
         if self.aspect_ratio[0] > self.aspect_ratio[1]:
             raise ValueError(f"aspect_ratio must satisfy low <= high, got {self.aspect_ratio}")
-        if self.predictor_dim % 4 or self.predictor_dim % self.predictor_heads:
-            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by 4 and by predictor_heads {self.predictor_heads}")
         return self
 
 
@@ -299,16 +312,6 @@ class MAEConfig(Section):
     def _check(self) -> "MAEConfig":
         if self.decoder_dim % 4 or self.decoder_dim % self.decoder_heads:
             raise ValueError(f"decoder_dim {self.decoder_dim} must be divisible by 4 and by decoder_heads {self.decoder_heads}")
-        return self
-
-
-class PredictorShape(Section):
-    """A JEPA predictor's width, depth and heads (width divisible by heads and by 2)."""
-
-    @model_validator(mode="after")
-    def _check_predictor(self):
-        if self.predictor_dim % 2 or self.predictor_dim % self.predictor_heads:
-            raise ValueError(f"predictor_dim {self.predictor_dim} must be even and divisible by predictor_heads {self.predictor_heads}")
         return self
 
 

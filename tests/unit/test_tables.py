@@ -43,6 +43,27 @@ def test_user_table_schema(tmp_path, kind):
     one_hot = d.train.x[:, 2:4]
     assert torch.equal(one_hot.sum(dim=1), torch.ones(15))  # one category per row
     assert set(d.train.y.tolist()) <= {0, 1}  # "no" -> 0, "yes" -> 1
+    assert d.groups == (1, 1, 2, 3)  # column widths in the row: two numbers, sex (2 categories), site (3)
+
+
+def test_tjepa_tokenizes_a_mixed_table_one_token_per_column(tmp_path):
+    """Categorical columns become one token each (their one-hot block times an embedding table),
+    so T-JEPA masks and predicts 4 columns, not 7 one-hot entries."""
+    frame().to_csv(tmp_path / "t.csv", index=False)
+    cfg = load_experiment(write(tmp_path, "t.yaml", ""), [
+        "data.name=csv", f"data.path={tmp_path / 't.csv'}", "data.columns={numerical: [age, bmi], categorical: [sex, site], label: outcome}",
+        "model.backbone=ft_transformer", "model.embed_dim=16", "model.depth=1", "model.heads=2",
+        "method={name: tjepa, predictor_dim: 8, predictor_depth: 1, predictor_heads: 2, n_pred: 2}", "train.batch_size=8",
+    ])
+    from selfsup.train.launch import preflight
+    from selfsup.train.worker import build, load_data, make_collate
+
+    preflight(cfg)
+    data = load_data(cfg)
+    method = build(cfg, data.shape, data.groups)
+    assert method.backbone.grid == (4,) and method.backbone.tokens(data.train.x[:3]).shape == (3, 4, 16)
+    batch = make_collate(cfg, method, data)([(x,) for x in data.train.x[:8]])
+    assert batch["context"].max() < 4 and all(t.max() < 4 for t in batch["targets"])
 
 
 def test_user_table_errors_name_file_column_and_row(tmp_path):

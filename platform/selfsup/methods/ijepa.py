@@ -36,6 +36,18 @@ def ijepa_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> 
     return sum(F.mse_loss(p, t.detach()) for p, t in zip(predictions, targets)) / len(predictions)
 
 
+class ContextAndTargets:
+    """Collate-time masks as the batch entries ``context`` ``(B, Kc)`` and ``targets`` (a list of
+    ``(B, Kt)``), from a mask maker returning ``(context, targets)`` (I-JEPA, T-JEPA)."""
+
+    def __init__(self, mask_maker):
+        self.mask_maker = mask_maker
+
+    def __call__(self, batch_size: int) -> dict:
+        context, targets = self.mask_maker(batch_size)
+        return {"context": context, "targets": targets}
+
+
 @register("ijepa")
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
@@ -63,11 +75,7 @@ class IJEPA(Method):
         self.mask_maker = MultiBlockMasks(backbone.grid, tuple(enc_scale), tuple(pred_scale), tuple(aspect_ratio), n_pred, min_keep)
 
     def masks(self):
-        def make(batch_size: int) -> dict:
-            context, targets = self.mask_maker(batch_size)
-            return {"context": context, "targets": targets}
-
-        return make
+        return ContextAndTargets(self.mask_maker)
 
     def forward(self, batch):
         (x,) = batch["views"]

@@ -28,7 +28,7 @@ import torch
 
 from selfsup.data.masks import FeatureMasks
 from selfsup.methods.base import Method, register
-from selfsup.methods.ijepa import ijepa_loss
+from selfsup.methods.ijepa import ContextAndTargets, ijepa_loss
 from selfsup.models.backbones import select
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.transformers import FeatureTransformer
@@ -60,11 +60,7 @@ class TJEPA(Method):
         self.mask_maker = FeatureMasks(backbone.grid[0], tuple(context_share), tuple(target_share), n_pred)
 
     def masks(self):
-        def make(batch_size: int) -> dict:
-            context, targets = self.mask_maker(batch_size)
-            return {"context": context, "targets": targets}
-
-        return make
+        return ContextAndTargets(self.mask_maker)
 
     def forward(self, batch):
         (x,) = batch["views"]
