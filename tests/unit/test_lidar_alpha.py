@@ -1,0 +1,70 @@
+"""LiDAR and alpha-ReQ on hand-computable embeddings."""
+
+import math
+
+import pytest
+import torch
+
+from selfsup.metrics.alphareq import alpha_req, eigenspectrum
+from selfsup.metrics.lidar import DELTA, EPS, lidar
+
+
+def smooth_rank(lams):
+    total = sum(lams)
+    p = [v / total + EPS for v in lams]
+    return math.exp(-sum(x * math.log(x) for x in p))
+
+
+def test_lidar_ignores_directions_that_only_augmentation_moves():
+    # two samples apart along x; each one's two views differ only along y
+    z = torch.tensor([[[1.0, 1.0], [1.0, -1.0]], [[-1.0, 1.0], [-1.0, -1.0]]])
+    # S_b = diag(2, 0); S_w = diag(0, 2) + delta I; S = diag(2 / delta, 0)
+    assert lidar(z) == pytest.approx(smooth_rank([2 / DELTA, 0.0]), rel=1e-9)
+    assert lidar(z) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_lidar_of_invariant_views_is_the_rank_of_the_class_means():
+    means = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    z = means[:, None].expand(4, 3, 2)  # three identical views per sample
+    # S_b = diag(2/3, 2/3), S_w = delta I: two equal eigenvalues
+    assert lidar(z) == pytest.approx(smooth_rank([1.0, 1.0]), rel=1e-9)
+    assert lidar(z) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_lidar_weighs_each_direction_by_its_invariance():
+    means = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    a, c = 1.0, 10.0  # views move a sample by +-a along x and +-c along y
+    offsets = torch.tensor([[a, 0.0], [-a, 0.0], [0.0, c], [0.0, -c]])
+    z = means[:, None] + offsets[None]
+    # S_b = diag(2/3, 2/3); S_w = diag(8a^2, 8c^2) / 12 + delta I
+    lams = [(2 / 3) / (8 * a**2 / 12 + DELTA), (2 / 3) / (8 * c**2 / 12 + DELTA)]
+    assert lidar(z) == pytest.approx(smooth_rank(lams), rel=1e-9)
+    assert 1.0 < lidar(z) < 1.1  # RankMe of the same points would be 2: y is wide, but not invariant
+
+
+def test_lidar_needs_grouped_views():
+    with pytest.raises(ValueError, match="n >= 2 samples, q >= 2 views"):
+        lidar(torch.randn(10, 4))
+
+
+def power_law_embedding(alpha, n=400, d=64):
+    """Embeddings whose covariance eigenvalues are exactly ``k^-alpha``, k = 1..d."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, d, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a - a.mean(dim=0))  # orthonormal, zero-mean columns
+    k = torch.arange(1, d + 1, dtype=torch.float64)
+    return q * torch.sqrt((n - 1) * k**-alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_alpha_req_recovers_a_power_law(alpha):
+    z = power_law_embedding(alpha)
+    lam = eigenspectrum(z)
+    assert torch.allclose(lam[:64], torch.arange(1, 65, dtype=torch.float64) ** -alpha, rtol=1e-9)
+    assert alpha_req(z) == pytest.approx(alpha, rel=1e-9)
+    assert alpha_req(7.0 * z) == pytest.approx(alpha, rel=1e-9)  # scale-invariant
+
+
+def test_alpha_req_of_a_collapsed_embedding_is_nan():
+    assert math.isnan(alpha_req(torch.ones(50, 8)))
+    assert math.isnan(alpha_req(torch.randn(50, 1) * torch.ones(1, 8)))  # rank one: nothing to fit
