@@ -32,7 +32,7 @@ def _report(args) -> int:
     from pathlib import Path
 
     from selfsup.config import load_sweep
-    from selfsup.report.selection import latest_sweep_table
+    from selfsup.report.publish import publish_latest
 
     if Path(args.sweep).is_file():
         from selfsup.tune.sweep import base_config
@@ -46,7 +46,7 @@ def _report(args) -> int:
         uri = args.tracking_uri or resolve_paths(ExperimentConfig()).tracking.uri
         name, experiment = args.sweep, None
     try:
-        print(latest_sweep_table(uri, name, experiment))
+        print(publish_latest(uri, name, experiment))
     except LookupError as exc:
         raise ConfigError(f"{args.sweep}: {exc}") from None
     return 0
@@ -67,6 +67,19 @@ def _methods(args) -> int:
 
     for name in sorted(METHODS):
         print(f"{name:12s} {METHODS[name].description}")
+    return 0
+
+
+def _export(args) -> int:
+    from selfsup.config import ExperimentConfig, resolve_paths
+    from selfsup.tracking.registry import export_run
+
+    uri = args.tracking_uri or resolve_paths(ExperimentConfig()).tracking.uri
+    try:
+        out = export_run(uri, args.run, args.out)
+    except (FileNotFoundError, LookupError) as exc:
+        raise ConfigError(f"export: {exc}") from None
+    print(f"wrote {out}/backbone.safetensors and backbone.json; load with selfsup.models.saved.load_backbone({str(out)!r})")
     return 0
 
 
@@ -103,10 +116,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep YAML value (repeatable)")
     s.set_defaults(fn=_sweep)
 
-    r = sub.add_parser("report", help="selection table of a sweep", description="Print a finished sweep's selection table from MLflow.")
+    r = sub.add_parser(
+        "report",
+        help="selection report of a sweep",
+        description="Print a finished sweep's selection report from MLflow (every trial; the pick of each label-free selector, "
+        "its regret and rank correlation with probe accuracy; a warning when the default rule is weak) and log it, with its "
+        "CSV, Markdown summary and plots, on the sweep's parent run.",
+    )
     r.add_argument("sweep", help="sweep YAML, or a sweep name in the tracking store")
     r.add_argument("--tracking-uri", help="MLflow store when SWEEP is a name (default sqlite:///selfsup-mlflow.db)")
     r.set_defaults(fn=_report)
+
+    e = sub.add_parser(
+        "export",
+        help="write a run's trained backbone (safetensors)",
+        description="Write the encoder a run evaluates (its backbone, or a JEPA's EMA target encoder), rebuilt from the run's "
+        "latest checkpoint, to DIR as backbone.safetensors + backbone.json; selfsup.models.saved.load_backbone(DIR) loads it.",
+    )
+    e.add_argument("run", help="MLflow run id of a train run or sweep trial (printed by train; shown by report and the UI)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--tracking-uri", help="MLflow store (default sqlite:///selfsup-mlflow.db in the current directory)")
+    e.set_defaults(fn=_export)
 
     u = sub.add_parser("ui", help="MLflow UI over the tracking store", description="Start `mlflow server` on 127.0.0.1 over the project's store.")
     u.add_argument("--tracking-uri", help="default sqlite:///selfsup-mlflow.db in the current directory")

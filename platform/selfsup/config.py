@@ -419,10 +419,23 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    """Label-free metrics on a fixed evaluation subset; probes when labels exist, on at most
-    ``probe_size`` train and test images (a fixed seeded subset; all when unset)."""
+    """Label-free metrics on a fixed evaluation subset of ``subset_size`` training samples (RankMe,
+    alpha-ReQ); LiDAR on ``lidar_views`` fixed random views of its first ``lidar_samples`` samples
+    (0 turns LiDAR off); probes when labels exist, on at most ``probe_size`` train and test samples
+    (a fixed seeded subset; all when unset). With ``collapse_rankme`` set (sweeps set it), a run
+    whose backbone RankMe falls below it, or whose loss is not finite, is marked collapsed
+    (``collapsed`` = 1 in its last metrics) and stops."""
 
     subset_size: int = Field(512, ge=2)
+    lidar_samples: int = Field(128, ge=0)
+    lidar_views: int = Field(8, ge=2)
+    collapse_rankme: float | None = Field(None, ge=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalConfig":
+        if self.lidar_samples == 1:
+            raise ValueError("lidar_samples must be 0 (no LiDAR) or at least 2")
+        return self
     probe_every: int = Field(0, ge=0)
     probe_size: int | None = Field(None, ge=2)
     knn_k: int = Field(20, ge=1)
@@ -527,7 +540,10 @@ class SweepConfig(Section):
     """A label-free hyperparameter search: the whole YAML of ``selfsup sweep``.
 
     ``base`` is an experiment YAML (relative to this file); ``search_space`` a YAML of dotted
-    config paths -> distributions, by default ``search_spaces/<method>.yaml``.
+    config paths -> distributions, by default ``search_spaces/<method>.yaml``. A trial whose
+    backbone RankMe falls below ``collapse_rankme`` (1.5: one or two directions left), or whose loss
+    is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
+    this off (masked methods on tiny images can sit near 1-2 without having collapsed).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -541,6 +557,7 @@ class SweepConfig(Section):
     seed: int = 0
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trial_cpus: float = Field(0.25, gt=0.0)
+    collapse_rankme: float | None = Field(1.5, ge=1.0)
 
 
 def _loc(err: dict) -> str:

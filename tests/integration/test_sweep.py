@@ -63,14 +63,27 @@ def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, ca
         assert c.data.tags["selfsup.sweep"] == "tiny" and c.info.run_name.startswith("vicreg-")
         assert [m.step for m in client.get_metric_history(c.info.run_id, "label_free/rankme")] == [1, 2]
         assert "probe/linear_acc" in c.data.metrics
+        assert c.data.metrics["collapsed"] == 0.0 and c.data.tags["selfsup.collapsed"] == "false"
     arts = [a.path for a in client.list_artifacts(parent.info.run_id)]
-    assert "selection.txt" in arts and "search_space.yaml" in arts
+    for name in ("selection.txt", "selection.csv", "selection.md", "search_space.yaml",
+                 "selection_scatter.png", "selection_curves.png", "selection_spectra.png"):
+        assert name in arts, name
+    assert parent.data.tags["mlflow.note.content"].startswith("**tiny**: 3 trials, 3 finished")
+    assert "Kendall tau" in table and "* lidar" in table
+    for c in children:
+        assert {"label_free/lidar", "label_free/alpha_req", "label_free/rankme_projector"} <= set(c.data.metrics)
+        assert "spectrum.json" in [a.path for a in client.list_artifacts(c.info.run_id)]
+    (version,) = client.search_model_versions("name='tiny'")
+    picked = next(c for c in children if c.info.run_id == version.run_id)
+    assert "backbone" in [a.path for a in client.list_artifacts(picked.info.run_id)]
+    assert f"trial {picked.data.tags['selfsup.trial_id']} registered as 'tiny' version 1" in table
 
     assert main(["report", str(path)]) == 0
-    assert table.strip() in capsys.readouterr().out
+    assert table.split("\nmodel registry")[0].strip() in capsys.readouterr().out
 
     run_sweep(load_sweep(path), str(path), resume=True)
     assert len(trial_runs(workdir, "tiny")[2]) == 3
+    assert len(client.search_model_versions("name='tiny'")) == 1, "a resumed, finished sweep registers nothing new"
 
 
 def test_asha_stops_trials_and_they_are_labelled(ray_cluster, workdir):
@@ -86,6 +99,33 @@ def test_asha_stops_trials_and_they_are_labelled(ray_cluster, workdir):
             assert c.data.tags["selfsup.stopped_by"] == "scheduler" and epochs < 4
         else:
             assert c.info.status == "FINISHED" and epochs == 4
+
+
+def test_collapsed_trials_are_stopped_and_labelled(ray_cluster, workdir):
+    """Two ways to collapse: a 4-wide embedding can never reach RankMe 5 (the sweep's threshold), and
+    views with infinite noise make the loss non-finite at the first step."""
+    path = write_sweep(workdir, "collapse", num_samples=4, epochs=3, extra="collapse_rankme: 5.0\n")
+    (workdir / "space.yaml").write_text("model.embed_dim: {type: choice, values: [4, 32]}\n"
+                                        "data.noise_std: {type: choice, values: [0.05, .inf]}\n")
+    (workdir / "base.yaml").write_text((workdir / "base.yaml").read_text() + "data: {views: light}\n")
+    table = run_sweep(load_sweep(path), str(path))
+    client, parent, children = trial_runs(workdir, "collapse")
+    kinds = set()
+    for c in children:
+        noisy, narrow = float(c.data.params["data.noise_std"]) > 1, c.data.params["model.embed_dim"] == "4"
+        epochs = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
+        if noisy or narrow:
+            kinds.add("noise" if noisy else "narrow")
+            assert c.info.status == "KILLED" and c.data.tags["selfsup.stopped_by"] == "collapse"
+            assert c.data.tags["selfsup.collapsed"] == "true" and c.data.metrics["collapsed"] == 1.0
+            assert epochs == [1], "stopped at the first epoch that collapsed"
+            if noisy:
+                assert c.data.metrics["train/loss"] != c.data.metrics["train/loss"]  # NaN
+        else:
+            kinds.add("healthy")
+            assert c.info.status == "FINISHED" and epochs == [1, 2, 3] and c.data.metrics["collapsed"] == 0.0
+    assert {"noise", "narrow"} <= kinds, kinds  # (healthy trials of a sweep: test_sweep_records_every_trial...)
+    assert "trials collapsed and were pruned" in table
 
 
 def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):

@@ -70,6 +70,31 @@ def test_signal_jepa_on_streamed_wfdb_records_with_two_workers(ray_cluster, smal
     assert run.info.status == "FINISHED" and run.data.params["method.name"] == "sjepa" and run.data.params["data.name"] == "wfdb"
 
 
+def test_export_rebuilds_the_trained_backbone(ray_cluster, small_config, workdir, capsys):
+    import torch
+
+    from selfsup.cli import main
+    from selfsup.models.saved import load_backbone
+    from selfsup.train.worker import build
+
+    cfg = small_config(**{"train.epochs": 2})
+    train(cfg)
+    _, run = only_run(cfg.tracking.uri)
+    assert run.data.tags["selfsup.checkpoint"].endswith("/epoch-00002") and run.data.tags["selfsup.input_shape"] == "[1, 8, 8]"
+    assert main(["export", run.info.run_id, "--out", str(workdir / "exported"), "--tracking-uri", cfg.tracking.uri]) == 0
+    loaded = load_backbone(workdir / "exported")
+
+    method = build(cfg, (1, 8, 8))  # the same weights, straight from the checkpoint
+    state = torch.load(f"{run.data.tags['selfsup.checkpoint']}/state.pt", map_location="cpu", weights_only=False)
+    method.load_state_dict(state["engine"]["method"])
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), method.backbone.eval()(x))
+        assert not torch.equal(loaded(x), build(cfg, (1, 8, 8)).backbone.eval()(x))  # trained, not initial
+    assert main(["export", "nope", "--out", str(workdir / "x"), "--tracking-uri", cfg.tracking.uri]) != 0
+    assert "export: run 'nope' not found" in capsys.readouterr().err
+
+
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
     epochs = 30
     cfg = small_config(**{"train.epochs": epochs, "train.max_failures": 2})

@@ -124,3 +124,20 @@ def test_resolve_paths_keeps_bundled_set_names(tmp_path):
     assert resolve_paths(load_experiment(p), tmp_path).data.path == "wine"
     q = write(tmp_path, "b.yaml", "data: {name: signal_npz, path: s.npz}\nmodel: {backbone: cnn1d}\n")
     assert resolve_paths(load_experiment(q), tmp_path).data.path == str(tmp_path / "s.npz")
+
+
+def test_collapse_pruning_search_tells_optuna_pruned():
+    import optuna
+    from ray import tune
+
+    from selfsup.tune.sweep import CollapsePruningSearch
+
+    search = CollapsePruningSearch(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="label_free/rankme", mode="max",
+                                   sampler=optuna.samplers.TPESampler(seed=0))
+    for trial_id in ("a", "b"):
+        assert "lr" in search.suggest(trial_id)
+    search.on_trial_complete("a", {"label_free/rankme": 1.2, "collapsed": 1.0})
+    search.on_trial_complete("b", {"label_free/rankme": 30.0, "collapsed": 0.0})
+    states = [t.state for t in search._ot_study.trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    assert search._ot_study.trials[1].value == 30.0

@@ -36,6 +36,9 @@ class Method(nn.Module):
     name: str = ""
     description: str = ""
     views: str = "byol"
+    encoder: str = "backbone"
+    """The submodule whose features ``embed`` returns, and that ``selfsup export`` writes out (the
+    JEPAs evaluate their EMA target encoder, ``target``)."""
     unused_parameters: bool = False
     """True when a step may leave some trainable parameters without a gradient (DINO's frozen
     last layer; a timm ViT's pooling norm, unused on the token path): DDP must then look for them."""
@@ -57,6 +60,13 @@ class Method(nn.Module):
         """Projector output ``(B, P)``: ``head(backbone(x))`` (also what projector RankMe sees)."""
         return self.head(self.backbone(x))
 
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation ``(B, D)`` of one random view of ``x``, for LiDAR. The caller has
+        already augmented ``x`` with the run's view recipe; masked methods (whose views are masks,
+        not augmentations) override this to encode a random context of ``x`` with their own masks."""
+        return self.embed(x)
+
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""
 
@@ -64,6 +74,11 @@ class Method(nn.Module):
         """For masked methods: ``masks(batch_size) -> {name: index tensor}``, added to each batch at
         collate time (DESIGN.md: masks are collate-time objects); ``None`` for the others."""
         return None
+
+
+def masked_view(encoder: nn.Module, mask_maker, x: torch.Tensor) -> torch.Tensor:
+    """Mean token ``(B, D)`` of ``encoder`` on the context (first index set) of one draw of ``mask_maker``."""
+    return encoder.tokens(x, keep=mask_maker(len(x))[0]).mean(dim=1)
 
 
 def build_method(name: str, backbone: nn.Module, **params) -> Method:

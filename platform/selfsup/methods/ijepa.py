@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.data.masks import MultiBlockMasks
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, masked_view, register
 from selfsup.models.backbones import require_vit, select
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.train.engine import ema_update
@@ -52,6 +52,7 @@ class ContextAndTargets:
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
     views = "crop"
+    encoder = "target"
     unused_parameters = True
 
     def __init__(
@@ -95,6 +96,11 @@ class IJEPA(Method):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.target.tokens(x).mean(dim=1)
+
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the target encoder on a random context of ``x`` (the method's own masks)."""
+        return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
         ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.data.masks import RandomPatchMasks
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, masked_view, register
 from selfsup.models.backbones import require_vit, select
 from selfsup.models.predictor import MaskedPredictor
 
@@ -80,3 +80,8 @@ class MAE(Method):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """No projector: the encoder's pooled output ``(B, D)``."""
         return self.backbone(x)
+
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the encoder on a random context of ``x`` (the method's own masks)."""
+        return masked_view(self.backbone, self.mask_maker, x)

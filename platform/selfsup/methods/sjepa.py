@@ -23,7 +23,7 @@ import copy
 import torch
 
 from selfsup.data.masks import TimeBlockMasks
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, masked_view, register
 from selfsup.models.backbones import select
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.transformers import ViT1d
@@ -39,6 +39,7 @@ def sjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class SignalJEPA(Method):
     description = "Signal JEPA (Weimann & Conrad 2024, ECG-JEPA): predict an EMA ViT's hidden time patches from the visible ones"
     views = "none"
+    encoder = "target"
 
     def __init__(
         self,
@@ -81,6 +82,11 @@ class SignalJEPA(Method):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.target(x)
+
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the target encoder on a random context of ``x`` (the method's own masks)."""
+        return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
         ema_update(self.target, self.backbone, self.base_momentum + (self.final_momentum - self.base_momentum) * progress)

@@ -27,7 +27,7 @@ import copy
 import torch
 
 from selfsup.data.masks import FeatureMasks
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, masked_view, register
 from selfsup.methods.ijepa import ContextAndTargets, ijepa_loss
 from selfsup.models.backbones import select
 from selfsup.models.predictor import MaskedPredictor
@@ -39,6 +39,7 @@ from selfsup.train.engine import ema_update
 class TJEPA(Method):
     description = "T-JEPA (Thimonier et al. 2024): predict an EMA encoder's column tokens of a table row from a subset of its columns"
     views = "none"
+    encoder = "target"
 
     def __init__(
         self,
@@ -78,6 +79,11 @@ class TJEPA(Method):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.target(x)
+
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the target encoder on a random context of ``x`` (the method's own masks)."""
+        return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
         ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)

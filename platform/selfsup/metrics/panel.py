@@ -1,4 +1,5 @@
-"""Per-epoch evaluation: label-free metrics on a fixed subset, probes when labels exist.
+"""Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, LiDAR on fixed
+augmented views), probes when labels exist.
 
 Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``); the
 embeddings are gathered so that metrics are computed on the whole subset, on rank 0, and the
@@ -7,12 +8,16 @@ result is broadcast so every worker reports the same numbers. Metric names follo
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from selfsup.methods.base import Method
 from selfsup.methods.gather import world
+from selfsup.metrics.alphareq import alpha_req
+from selfsup.metrics.lidar import lidar
 from selfsup.metrics.probes import knn_probe, linear_probe
 from selfsup.metrics.rankme import rankme
 
@@ -42,21 +47,48 @@ def embed_all(fn, x: torch.Tensor, device) -> np.ndarray:
     return gather_rows(_embed(fn, x[rank::size], device), len(x))
 
 
+def singular_values(z: np.ndarray) -> list[float]:
+    """Singular values of embeddings ``(N, D)``, largest first (what RankMe is computed from)."""
+    return torch.linalg.svdvals(torch.from_numpy(z).to(torch.float64)).tolist()
+
+
+LIDAR_SEED = 20231206
+"""Seed of the LiDAR views and masks: the same views every epoch, so the curve tracks the model."""
+
+
+def lidar_views(view: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, q: int) -> torch.Tensor:
+    """``q`` random views of each of the ``n`` samples ``x``, kept grouped by sample: ``(n * q, ...)``
+    with rows ``i * q .. i * q + q - 1`` the views of sample ``i``. Seeded with :data:`LIDAR_SEED`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(LIDAR_SEED)
+        return torch.stack([view(x) for _ in range(q)], dim=1).flatten(0, 1)
+
+
 def evaluate(
     method: Method,
     eval_x: torch.Tensor,
     device,
     probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     knn_k: int = 20,
+    lidar_x: torch.Tensor | None = None,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lidar_q: int = 8,
 ) -> dict[str, float]:
-    """``label_free/rankme`` (backbone) and ``label_free/rankme_projector`` on ``eval_x``
-    ``(N, C, H, W)``; ``probe/linear_acc`` and ``probe/knn_acc`` when ``probe = (x_train,
-    y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
+    """The metric panel. On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
+    ``label_free/rankme_projector`` and ``label_free/alpha_req`` (backbone). With ``lidar_x``
+    ``(n, ...)`` and ``view`` (one random view of a batch): ``label_free/lidar`` of ``lidar_q`` views
+    per sample (``Method.view_embed``). ``probe/linear_acc`` and ``probe/knn_acc`` when ``probe =
+    (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
     was_training = method.training
     method.eval()
     try:
         z = embed_all(method.embed, eval_x, device)
         p = embed_all(method.project, eval_x, device)
+        zl = None
+        if lidar_x is not None and view is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(LIDAR_SEED)  # the masked methods' context masks, too
+                zl = embed_all(method.view_embed, lidar_views(view, lidar_x, lidar_q), device)
         feats = None
         if probe is not None:
             x_tr, y_tr, x_te, y_te = probe
@@ -68,6 +100,9 @@ def evaluate(
     if rank == 0:
         result["label_free/rankme"] = rankme(torch.from_numpy(z))
         result["label_free/rankme_projector"] = rankme(torch.from_numpy(p))
+        result["label_free/alpha_req"] = alpha_req(torch.from_numpy(z))
+        if zl is not None:
+            result["label_free/lidar"] = lidar(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
         if feats is not None:
             result["probe/linear_acc"] = linear_probe(*feats)
             result["probe/knn_acc"] = knn_probe(*feats, k=knn_k)

@@ -22,6 +22,15 @@ PARENT = "mlflow.parentRunId"
 STOPPED = "selfsup.stopped_by"
 SEARCHED = "selfsup.searched"
 RESUMED = "selfsup.resumed_from_epoch"
+SPECTRUM = "spectrum.json"
+"""Artifact of a run's last epoch: singular values of its backbone embeddings of the evaluation subset."""
+NOTE = "mlflow.note.content"
+"""The tag MLflow's UI shows as a run's description."""
+COLLAPSED = "selfsup.collapsed"
+CHECKPOINT = "selfsup.checkpoint"
+"""The run's latest checkpoint directory (``state.pt``), updated every epoch."""
+INPUT_SHAPE, GROUPS = "selfsup.input_shape", "selfsup.table_groups"
+"""One sample's shape and a table's column widths (JSON): what rebuilding the backbone needs."""
 _BATCH = 100
 
 
@@ -73,6 +82,21 @@ def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
 
 def log_text(uri: str, run_id: str, text: str, name: str) -> None:
     client(uri).log_text(run_id, text, name)
+
+
+def log_file(uri: str, run_id: str, path: str) -> None:
+    client(uri).log_artifact(run_id, path)
+
+
+def read_text(uri: str, run_id: str, name: str) -> str | None:
+    """The text artifact ``name`` of a run, or ``None`` if it has none."""
+    import tempfile
+    from pathlib import Path
+
+    if name not in {a.path for a in client(uri).list_artifacts(run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client(uri).download_artifacts(run_id, name, tmp)).read_text()
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:

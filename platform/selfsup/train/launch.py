@@ -69,7 +69,7 @@ def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | 
     s = cfg.scaling
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id},
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(
             name=name,

@@ -14,6 +14,7 @@ and the epoch. The random state needs no saving: every epoch reseeds torch from
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -30,16 +32,29 @@ from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
 from selfsup.data.views import ViewCollate, build_views
 from selfsup.methods import Method, build_method
-from selfsup.metrics.panel import evaluate
+from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
+from selfsup.models.saved import backbone_kwargs
 from selfsup.tracking import runs
 from selfsup.train.engine import Engine, build_optimizer
 
 STATE_FILE = "state.pt"
+COLLAPSED = "collapsed"
+LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
+"""The label-free metrics of a diverged epoch: NaN (there is no embedding to measure)."""
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**31)
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every worker if ``flag`` is true on any (so that all stop at the same step)."""
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
@@ -72,29 +87,38 @@ def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None
     """Backbone + method from the config, with identical initial weights on every worker
     (``groups``: a table's column widths, ``SplitData.groups``)."""
     torch.manual_seed(cfg.seed)
-    m = cfg.model
-    backbone = build_backbone(
-        m.backbone, in_shape, m.embed_dim, m.width, m.depth, m.timm_name, m.patch_size, m.small_stem, m.timm_kwargs, m.heads, m.registers, groups
-    )
+    backbone = build_backbone(**backbone_kwargs(cfg.model.model_dump(), in_shape, groups))
     params = cfg.method.model_dump(exclude={"name"})
     return build_method(cfg.method.name, backbone, **params)
 
 
-def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
-    """The ``collate_fn`` of the run: the configured (or the method's) view recipe plus the
-    method's masks. ``data``'s training rows are the marginals SCARF's corruption draws from."""
+def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int):
+    """The configured (or the method's) view recipe; ``data``'s training rows are the marginals
+    SCARF's corruption draws from."""
     d = cfg.data
-    n_views = 1 if cfg.method.name in MASKED else 2
     pool = data.train.x if d.is_table else None
-    views = build_views(
+    return build_views(
         views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
-        d.local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate,
+        local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate,
     )
-    return ViewCollate(views, method.masks())
+
+
+def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
+    """The ``collate_fn`` of the run: the view recipe plus the method's masks."""
+    n_views = 1 if cfg.method.name in MASKED else 2
+    return ViewCollate(view_maker(cfg, data, n_views, cfg.data.local_crops), method.masks())
+
+
+def lidar_view(cfg: ExperimentConfig, data):
+    """One random full-size view of a batch for LiDAR: the recipe's second view (BYOL's second
+    pipeline, SCARF's corrupted row; no DINO local crops)."""
+    maker = view_maker(cfg, data, 2, 0)
+    return lambda x: maker(x)[1]
 
 
 def train_loop(config: dict) -> None:
-    """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run}``."""
+    """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run,
+    "train_run": the Train run's name}`` (its checkpoints land in ``train.storage_path/train_run``)."""
     cfg = ExperimentConfig.model_validate(config["experiment"])
     run_id = config.get("run_id")
     ctx = ray.train.get_context()
@@ -150,24 +174,39 @@ def train_loop(config: dict) -> None:
                 runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
+    if rank == 0 and run_id:
+        runs.set_tags(cfg.tracking.uri, run_id, {runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups)})
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
+    lidar_x = eval_x[: cfg.eval.lidar_samples] if cfg.eval.lidar_samples >= 2 else None
+    view = lidar_view(cfg, data)
     probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed) if data.has_labels else None
 
+    threshold = cfg.eval.collapse_rankme
     for epoch in range(start + 1, cfg.train.epochs + 1):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
+        diverged = False
         for batch in loader:
             logs = engine.train_step(batch)
-            if not math.isfinite(logs["loss"]):
-                raise FloatingPointError(f"train/loss is {logs['loss']} at epoch {epoch}, step {engine.step_count}")
+            if any_rank(not math.isfinite(logs["loss"]), device):
+                if threshold is None:
+                    raise FloatingPointError(f"train/loss is not finite ({logs['loss']} here, or on another worker) at epoch {epoch}, step {engine.step_count}")
+                diverged = True
+                break
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
         t1 = time.perf_counter()
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
         metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
-        metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k))
+        if diverged:
+            metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})
+        else:
+            metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views))
+        collapsed = threshold is not None and (diverged or metrics["label_free/rankme"] < threshold)
+        if threshold is not None:
+            metrics[COLLAPSED] = float(collapsed)
         t2 = time.perf_counter()
         metrics.update({
             "perf/samples_per_s": steps_per_epoch * cfg.train.batch_size / (t1 - t0),
@@ -181,6 +220,19 @@ def train_loop(config: dict) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
+            last = collapsed or epoch == cfg.train.epochs
+            sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
+            if rank == 0 and run_id and config.get("train_run"):
+                saved = f"{cfg.train.storage_path}/{config['train_run']}/epoch-{epoch:05d}"
+                runs.set_tags(cfg.tracking.uri, run_id, {runs.CHECKPOINT: saved})
             if rank == 0 and run_id and epoch > logged:
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)
+                if collapsed:
+                    runs.set_tags(cfg.tracking.uri, run_id, {runs.COLLAPSED: "true"})
+                if sigma is not None:
+                    runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{epoch:05d}")
+        if collapsed:
+            if rank == 0:
+                print(f"[selfsup] collapsed at epoch {epoch}: {'loss not finite' if diverged else f'RankMe below {threshold}'}; stopping", flush=True)
+            return

@@ -31,9 +31,12 @@ from selfsup.config import (
     read_yaml,
     resolve_paths,
 )
-from selfsup.report.selection import sweep_table
+from selfsup.report.publish import publish
+from selfsup.report.selection import DEFAULT, sweep_report
+from selfsup.tracking.registry import register_pick
 from selfsup.tracking import runs
 from selfsup.train.launch import fit, init_ray, open_run, preflight
+from selfsup.train.worker import COLLAPSED
 from selfsup.tune.space import check_space, space_path, to_tune
 
 
@@ -42,7 +45,7 @@ def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: 
     trial_id = tune.get_context().get_trial_id()
     cfg = build_experiment(apply_overrides(base_tree, flatten(params)), f"trial {trial_id}")
     cfg.train.storage_path = train_storage
-    tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id}
+    tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id, runs.COLLAPSED: "false"}
     key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
     run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
     fit(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
@@ -53,8 +56,9 @@ class TrialRunStatus(tune.Callback):
 
     The trial function cannot do this itself: Tune stops a trial the moment the scheduler says
     so (ASHA also says stop at the last epoch), often before the function returns. So: an
-    errored trial FAILED; a completed one that trained all ``epochs`` FINISHED; a completed one
-    with fewer epochs was stopped early by the scheduler: KILLED, ``selfsup.stopped_by=scheduler``.
+    errored trial FAILED; a collapsed one (its last result says ``collapsed``) KILLED with
+    ``selfsup.stopped_by=collapse``; a completed one that trained all ``epochs`` FINISHED; a completed
+    one with fewer epochs was stopped early by the scheduler: KILLED, ``selfsup.stopped_by=scheduler``.
     """
 
     def __init__(self, uri: str, exp_id: str, parent: str, epochs: int):
@@ -69,7 +73,10 @@ class TrialRunStatus(tune.Callback):
         runs.end_run(self.uri, run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if (trial.last_result or {}).get("epoch", 0) >= self.epochs:
+        last = trial.last_result or {}
+        if last.get(COLLAPSED):
+            self._end(trial, "KILLED", "collapse")
+        elif last.get("epoch", 0) >= self.epochs:
             self._end(trial, "FINISHED")
         else:
             self._end(trial, "KILLED", "scheduler")
@@ -78,10 +85,23 @@ class TrialRunStatus(tune.Callback):
         self._end(trial, "FAILED")
 
 
+class CollapsePruningSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna a collapsed trial was *pruned*: its last metric value
+    describes a collapsed run, not the configuration, so TPE must not learn from it as a result."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result and result.get(COLLAPSED):
+            result = {k: v for k, v in result.items() if k != self.metric}  # no value -> PRUNED
+        super().on_trial_complete(trial_id, result, error)
+
+
 def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
-    """The sweep's base experiment with its overrides applied and local paths made absolute."""
+    """The sweep's base experiment with its overrides applied, the sweep's collapse threshold and
+    local paths made absolute."""
     tree = apply_overrides(read_yaml(sweep.base), sweep.overrides, f"{source}: overrides")
-    return resolve_paths(build_experiment(tree, sweep.base))
+    cfg = build_experiment(tree, sweep.base)
+    cfg.eval.collapse_rankme = sweep.collapse_rankme
+    return resolve_paths(cfg)
 
 
 def prepare(sweep: SweepConfig, source: str):
@@ -157,7 +177,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
                 )
             else:
                 scheduler = FIFOScheduler()
-            search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed))
+            search = CollapsePruningSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed))
             tuner = tune.Tuner(
                 trainable,
                 param_space=to_tune(space),
@@ -185,10 +205,30 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
         runs.end_run(t.uri, parent, "KILLED")
         return f"sweep {sweep.name!r} interrupted; continue it with: selfsup sweep {source} --resume"
     close_trials(t.uri, exp_id, parent, "sweep-ended")
-    table = sweep_table(t.uri, exp_id, parent, sweep.metric, sweep.mode)
-    runs.log_text(t.uri, parent, table, "selection.txt")
+    table = publish(t.uri, exp_id, parent, sweep.name, sweep.metric, sweep.mode)
+    table += "\n" + register(t.uri, exp_id, parent, sweep.name)
     runs.end_run(t.uri, parent, "FINISHED")
     return table
+
+
+REGISTERED_VERSION, REGISTERED_RUN = "selfsup.registered_version", "selfsup.registered_run"
+
+
+def register(uri: str, exp_id: str, parent: str, sweep: str) -> str:
+    """Register the default rule's pick in the model registry under the sweep's name; a line saying
+    what was registered (or why not: the pick's checkpoint must be readable from here)."""
+    verdict = sweep_report(uri, exp_id, parent).verdicts[DEFAULT]
+    if verdict.pick is None:
+        return "model registry: nothing registered (no trial picked)"
+    done = runs.get_run(uri, parent).tags
+    if done.get(REGISTERED_RUN) == verdict.pick.run_id:  # a resumed sweep that had already finished
+        return f"model registry: trial {verdict.pick.trial} is {sweep!r} version {done.get(REGISTERED_VERSION)}"
+    try:
+        version = register_pick(uri, verdict.pick.run_id, sweep, f"selfsup sweep {sweep}: the {DEFAULT} pick")
+    except (FileNotFoundError, LookupError) as exc:
+        return f"model registry: nothing registered ({exc})"
+    runs.set_tags(uri, parent, {REGISTERED_VERSION: version, REGISTERED_RUN: verdict.pick.run_id})
+    return f"model registry: trial {verdict.pick.trial} registered as {sweep!r} version {version}; selfsup export {verdict.pick.run_id} --out DIR"
 
 
 def close_trials(uri: str, exp_id: str, parent: str, reason: str) -> None:

@@ -1,0 +1,47 @@
+"""Write a sweep's selection report onto its parent MLflow run: the text table (``selection.txt``),
+one CSV row per trial (``selection.csv``), a Markdown summary (``selection.md``, also the run's
+description), and the figures ``selection_scatter.png``, ``selection_curves.png`` and
+``selection_spectra.png``. Run at the end of every sweep and by ``selfsup report``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from selfsup.report import plots
+from selfsup.report.selection import DEFAULT, find_sweep, format_report, sweep_report, to_csv, to_markdown
+from selfsup.tracking import runs
+
+
+def publish(uri: str, exp_id: str, parent: str, sweep: str, metric: str, mode: str) -> str:
+    """Build, log and return the report text of the sweep whose parent run is ``parent``."""
+    report = sweep_report(uri, exp_id, parent)
+    text = format_report(report, metric, mode)
+    summary = to_markdown(report, sweep)
+    runs.log_text(uri, parent, text, "selection.txt")
+    runs.log_text(uri, parent, to_csv(report), "selection.csv")
+    runs.log_text(uri, parent, summary, "selection.md")
+    runs.set_tags(uri, parent, {runs.NOTE: summary})
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = [Path(tmp) / "selection_scatter.png", Path(tmp) / "selection_curves.png"]
+        plots.scatter(report, str(figures[0]))
+        plots.curves({r.trial: {m: runs.metric_history(uri, r.run_id, m) for m in plots.CURVES} for r in report.rows}, str(figures[1]))
+        spectra = {}
+        for label, row in ((f"{DEFAULT} pick", report.verdicts[DEFAULT].pick), ("best probe", report.oracle)):
+            found = row and runs.read_text(uri, row.run_id, runs.SPECTRUM)
+            if found:
+                spectra[f"{label} {row.trial}"] = json.loads(found)["singular_values"]
+        if spectra:
+            figures.append(Path(tmp) / "selection_spectra.png")
+            plots.spectra(spectra, str(figures[-1]))
+        for f in figures:
+            runs.log_file(uri, parent, str(f))
+    return text
+
+
+def publish_latest(uri: str, sweep: str, experiment: str | None = None) -> str:
+    """Report the newest sweep called ``sweep`` in the store at ``uri`` (``selfsup report``)."""
+    exp_id, parent = find_sweep(uri, sweep, experiment)
+    params = runs.get_run(uri, parent).params
+    return publish(uri, exp_id, parent, sweep, params.get("sweep.metric", "label_free/rankme"), params.get("sweep.mode", "max"))
