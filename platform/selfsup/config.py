@@ -540,7 +540,8 @@ class SweepConfig(Section):
     """A label-free hyperparameter search: the whole YAML of ``selfsup sweep``.
 
     ``base`` is an experiment YAML (relative to this file); ``search_space`` a YAML of dotted
-    config paths -> distributions, by default ``search_spaces/<method>.yaml``. A trial whose
+    config paths -> distributions, by default ``search_spaces/<method>.yaml``. ``metric`` is Tune's
+    objective (default LiDAR, the default selection rule; any ``label_free/...`` metric). A trial whose
     backbone RankMe falls below ``collapse_rankme`` (1.5: one or two directions left), or whose loss
     is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).
@@ -552,7 +553,7 @@ class SweepConfig(Section):
     overrides: dict[str, Any] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
-    metric: str = "label_free/rankme"
+    metric: str = "label_free/lidar"
     mode: Literal["max", "min"] = "max"
     seed: int = 0
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

@@ -52,7 +52,7 @@ def trial_runs(tmp, name):
 def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capsys):
     path = write_sweep(workdir, "tiny", num_samples=3, epochs=2)
     table = run_sweep(load_sweep(path), str(path))
-    assert "label_free/rankme picks trial" in table and "best probe acc" in table
+    assert "label_free/lidar picks trial" in table and "best probe acc" in table
 
     client, parent, children = trial_runs(workdir, "tiny")
     assert parent.info.status == "FINISHED"

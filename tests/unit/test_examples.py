@@ -13,7 +13,7 @@ from tests.unit.test_image_data import write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.stem.endswith("_sweep"))
-SWEEPS = sorted((ROOT / "examples").glob("*_sweep.yaml"))
+SWEEPS = sorted([*(ROOT / "examples").glob("*_sweep.yaml"), *(ROOT / "examples" / "studies").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -90,9 +90,11 @@ def log_file(uri: str, run_id: str, path: str) -> None:
 
 def read_text(uri: str, run_id: str, name: str) -> str | None:
     """The text artifact ``name`` of a run, or ``None`` if it has none."""
+    import os
     import tempfile
     from pathlib import Path
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the report
     if name not in {a.path for a in client(uri).list_artifacts(run_id)}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
