@@ -68,3 +68,16 @@ def test_alpha_req_recovers_a_power_law(alpha):
 def test_alpha_req_of_a_collapsed_embedding_is_nan():
     assert math.isnan(alpha_req(torch.ones(50, 8)))
     assert math.isnan(alpha_req(torch.randn(50, 1) * torch.ones(1, 8)))  # rank one: nothing to fit
+
+
+def test_lidar_views_stay_grouped_by_sample_and_repeat_every_epoch():
+    from selfsup.metrics.panel import lidar_views
+
+    x = torch.arange(5, dtype=torch.float32)[:, None] * 100  # sample i is 100 * i
+    view = lambda b: b + torch.rand_like(b)  # noqa: E731  (a view moves a sample by less than 1)
+    v = lidar_views(view, x, q=4)
+    assert v.shape == (20, 1)
+    grouped = v.reshape(5, 4)
+    assert torch.all((grouped - x).abs() < 1)  # rows i*q .. i*q+q-1 are views of sample i
+    assert len(set(grouped[0].tolist())) == 4  # different views of one sample
+    assert torch.equal(v, lidar_views(view, x, q=4))  # the same fixed views every epoch

@@ -1,7 +1,8 @@
 """Write a sweep's selection report onto its parent MLflow run: the text table (``selection.txt``),
 one CSV row per trial (``selection.csv``), a Markdown summary (``selection.md``, also the run's
 description), and the figures ``selection_scatter.png``, ``selection_curves.png`` and
-``selection_spectra.png``. Run at the end of every sweep and by ``selfsup report``."""
+``selection_spectra.png`` (the default rule's pick, the objective's pick and the best-probe trial,
+each once). Run at the end of every sweep and by ``selfsup report``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from selfsup.report import plots
-from selfsup.report.selection import DEFAULT, find_sweep, format_report, sweep_report, to_csv, to_markdown
+from selfsup.report.selection import DEFAULT, SELECTORS, find_sweep, format_report, pick, sweep_report, to_csv, to_markdown
 from selfsup.tracking import runs
 
 
@@ -27,11 +28,19 @@ def publish(uri: str, exp_id: str, parent: str, sweep: str, metric: str, mode: s
         figures = [Path(tmp) / "selection_scatter.png", Path(tmp) / "selection_curves.png"]
         plots.scatter(report, str(figures[0]))
         plots.curves({r.trial: {m: runs.metric_history(uri, r.run_id, m) for m in plots.CURVES} for r in report.rows}, str(figures[1]))
+        roles: dict[str, list[str]] = {}  # trial -> what it is: the default's pick, the objective's, the oracle
+        rows = {r.trial: r for r in report.rows}
+        entries = [(f"{DEFAULT} pick", report.verdicts[DEFAULT].pick)]
+        if metric != SELECTORS[DEFAULT].metric:
+            entries.append((f"{metric} pick", pick(report.rows, metric, mode)))
+        for label, row in [*entries, ("best probe", report.oracle)]:
+            if row is not None:
+                roles.setdefault(row.trial, []).append(label)
         spectra = {}
-        for label, row in ((f"{DEFAULT} pick", report.verdicts[DEFAULT].pick), ("best probe", report.oracle)):
-            found = row and runs.read_text(uri, row.run_id, runs.SPECTRUM)
+        for trial, labels in roles.items():
+            found = runs.read_text(uri, rows[trial].run_id, runs.SPECTRUM)
             if found:
-                spectra[f"{label} {row.trial}"] = json.loads(found)["singular_values"]
+                spectra[f"{trial}: {', '.join(labels)}"] = json.loads(found)["singular_values"]
         if spectra:
             figures.append(Path(tmp) / "selection_spectra.png")
             plots.spectra(spectra, str(figures[-1]))
