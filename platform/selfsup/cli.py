@@ -96,7 +96,7 @@ def _datasets(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="selfsup",
-        description="Self-supervised pretraining on Ray with label-free hyperparameter search (RankMe), tracked in MLflow.",
+        description="Self-supervised pretraining on Ray with label-free hyperparameter search (LiDAR, RankMe, alpha-ReQ), tracked in MLflow.",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
         "sweep",
         help="label-free hyperparameter search",
         description="Search hyperparameters with Ray Tune (OptunaSearch TPE + ASHA), every trial a Ray Train run, "
-        "maximising a label-free metric (RankMe by default); prints the selection table at the end.",
+        "maximising a label-free metric (LiDAR by default); prints the selection report at the end and registers the pick.",
     )
     s.add_argument("sweep", help="sweep YAML (see examples/*_sweep.yaml)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
