@@ -248,10 +248,6 @@ def sweep_report(uri: str, exp_id: str, parent: str) -> Report:
     return build_report(table, keys)
 
 
-def sweep_table(uri: str, exp_id: str, parent: str, metric: str = RANKME, mode: str = "max") -> str:
-    return format_report(sweep_report(uri, exp_id, parent), metric, mode)
-
-
 def find_sweep(uri: str, sweep_name: str, experiment: str | None = None) -> tuple[str, str]:
     """``(experiment id, parent run id)`` of the newest sweep called ``sweep_name`` at ``uri``."""
     exp_id = runs.find_experiment(uri, experiment or sweep_name)
