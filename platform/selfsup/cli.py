@@ -62,6 +62,13 @@ def _ui(args) -> int:
     return 0
 
 
+def _server(args) -> int:
+    from selfsup.tracking.server import serve_team
+
+    serve_team(args.backend_store_uri, args.artifacts, args.host, args.port, args.auth, args.allowed_hosts)
+    return 0
+
+
 def _methods(args) -> int:
     from selfsup.methods import METHODS
 
@@ -144,6 +151,21 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(fn=_ui)
+
+    v = sub.add_parser(
+        "server",
+        help="the team's MLflow tracking server (PostgreSQL, proxied artifacts)",
+        description="Start the MLflow tracking server every node of a cluster logs to: runs in a database "
+        "(postgresql://...), artifacts proxied by the server (mlflow-artifacts:/) into a shared folder or an "
+        "S3-compatible bucket (endpoint and keys from the AWS_* variables). Point tracking.uri at http://HOST:PORT.",
+    )
+    v.add_argument("--backend-store-uri", required=True, metavar="URI", help="postgresql://USER:PASSWORD@HOST:PORT/DB (sqlite:///FILE for one machine)")
+    v.add_argument("--artifacts", required=True, metavar="DEST", help="where the server keeps artifacts: a folder or s3://BUCKET/PREFIX")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else is reachable by others: warned)")
+    v.add_argument("--port", type=int, default=5000)
+    v.add_argument("--auth", action="store_true", help="MLflow basic auth; the admin is MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+    v.add_argument("--allowed-hosts", metavar="HOSTS", help="Host headers to accept besides localhost and private IPs (e.g. a DNS name: mlflow,mlflow.*)")
+    v.set_defaults(fn=_server)
 
     sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)
     sub.add_parser("datasets", help="list datasets").set_defaults(fn=_datasets)

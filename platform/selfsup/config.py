@@ -450,10 +450,13 @@ class ScalingConfig(Section):
 
 
 class TrackingConfig(Section):
-    """MLflow store. ``experiment`` defaults to the run (or sweep) name."""
+    """MLflow store. ``experiment`` defaults to the run (or sweep) name. ``uri``: a local store
+    (``sqlite:///FILE``, one machine) or a tracking server (``http://HOST:PORT``, see
+    ``selfsup server``). ``artifact_location``: with a local store, where artifacts go (default
+    ``./selfsup-artifacts``); with a server, unset: the server proxies them (``mlflow-artifacts:/``)."""
 
     uri: str = "sqlite:///selfsup-mlflow.db"
-    artifact_location: str = "./selfsup-artifacts"
+    artifact_location: str | None = None
     experiment: str | None = None
 
 
@@ -545,6 +548,8 @@ class SweepConfig(Section):
     backbone RankMe falls below ``collapse_rankme`` (1.5: one or two directions left), or whose loss
     is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).
+    ``trial_retries``: how often Tune restarts a trial whose function died (its node was lost) or
+    whose run failed beyond ``train.max_failures``; it resumes from its last checkpoint.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -559,6 +564,7 @@ class SweepConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trial_cpus: float = Field(0.25, gt=0.0)
     collapse_rankme: float | None = Field(1.5, ge=1.0)
+    trial_retries: int = Field(1, ge=0)
 
 
 def _loc(err: dict) -> str:
@@ -700,6 +706,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LOCAL_ARTIFACTS = "./selfsup-artifacts"
+"""Artifacts of a local (sqlite) store unless ``tracking.artifact_location`` says otherwise."""
+
+
+def is_server(uri: str) -> bool:
+    """A tracking URI served over the network (``http(s)://``, ``databricks``), not a local store."""
+    return uri.split(":", 1)[0] in ("http", "https", "databricks")
+
+
 def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
     """Make local storage and data paths absolute (Ray workers run in another directory); the
     ``data.path`` of a bundled set (:data:`NAMED_DATA`) is a name and stays as it is."""
@@ -709,7 +724,9 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         cfg.train.storage_path = str((base / cfg.train.storage_path).resolve())
     if cfg.tracking.uri.startswith("sqlite:///") and not cfg.tracking.uri.startswith("sqlite:////"):
         cfg.tracking.uri = "sqlite:///" + str((base / cfg.tracking.uri[len("sqlite:///"):]).resolve())
-    if "://" not in cfg.tracking.artifact_location:
+    if cfg.tracking.artifact_location is None and not is_server(cfg.tracking.uri):
+        cfg.tracking.artifact_location = LOCAL_ARTIFACTS
+    if cfg.tracking.artifact_location and "://" not in cfg.tracking.artifact_location:
         cfg.tracking.artifact_location = str((base / cfg.tracking.artifact_location).resolve())
     if cfg.data.path and "://" not in cfg.data.path and cfg.data.name not in NAMED_DATA:
         cfg.data.path = str((base / cfg.data.path).resolve())

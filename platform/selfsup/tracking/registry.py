@@ -1,7 +1,8 @@
 """Pretrained backbones out of runs: ``selfsup export`` and the MLflow model registry.
 
 ``export_run`` rebuilds the encoder a run evaluates (``Method.encoder``: the backbone, or the EMA
-target encoder of the JEPAs) from the run's latest checkpoint (tag ``selfsup.checkpoint``), its
+target encoder of the JEPAs) from the run's latest checkpoint (tag ``selfsup.checkpoint``: a local
+folder or an object-store URI such as ``s3://bucket/...``), its
 ``config.yaml`` and its input shape, and writes it with ``selfsup.models.saved.save_backbone``
 (safetensors + JSON), so that ``load_backbone`` gives an identical module anywhere.
 
@@ -12,12 +13,14 @@ sweep, with the trial's config and final metrics as version tags.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from selfsup import storage
 from selfsup.tracking import runs
 
 
@@ -36,15 +39,16 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
     except MlflowException:
         raise LookupError(f"run {run_id!r} not found in {uri}") from None
     where = run.tags.get(runs.CHECKPOINT)
-    if not where or not (Path(where) / "state.pt").is_file():
-        raise FileNotFoundError(f"run {run_id}: no checkpoint on this machine ({where or 'the run has no selfsup.checkpoint tag'})")
+    if not where or not storage.is_file(storage.join(where, "state.pt")):
+        raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where or 'the run has no selfsup.checkpoint tag'})")
     text = runs.read_text(uri, run_id, "config.yaml")
     if text is None or runs.INPUT_SHAPE not in run.tags:
         raise LookupError(f"run {run_id}: not a selfsup training run (no config.yaml or input shape)")
     cfg = yaml.safe_load(text)
     in_shape, groups = json.loads(run.tags[runs.INPUT_SHAPE]), json.loads(run.tags.get(runs.GROUPS, "null"))
     prefix = METHODS[cfg["method"]["name"]].encoder + "."
-    state = torch.load(Path(where) / "state.pt", map_location="cpu", weights_only=False)["engine"]["method"]
+    blob = io.BytesIO(storage.read_bytes(storage.join(where, "state.pt")))
+    state = torch.load(blob, map_location="cpu", weights_only=False)["engine"]["method"]
     net = build_backbone(**backbone_kwargs(cfg["model"], in_shape, groups))
     net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     source = {"run_id": run_id, "run_name": run.name, "checkpoint": where, "method": cfg["method"]["name"], "dataset": cfg["data"]["name"]}

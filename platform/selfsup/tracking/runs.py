@@ -1,7 +1,7 @@
 """MLflow run layout.
 
 - One experiment per run or sweep name (``tracking.experiment`` overrides it), artifacts under
-  ``tracking.artifact_location``.
+  ``tracking.artifact_location`` (a local store) or proxied by the tracking server.
 - ``selfsup train``: one run. ``selfsup sweep``: a parent run for the sweep (tag
   ``selfsup.role=sweep``) and one child run per trial (``mlflow.parentRunId``), found again by
   its tag ``selfsup.trial_id`` so that a resumed trial continues its run instead of adding one.
@@ -22,6 +22,8 @@ PARENT = "mlflow.parentRunId"
 STOPPED = "selfsup.stopped_by"
 SEARCHED = "selfsup.searched"
 RESUMED = "selfsup.resumed_from_epoch"
+NODES = "selfsup.nodes"
+"""The Ray node ids of a run's workers (JSON list, rank order) since its latest (re)start."""
 SPECTRUM = "spectrum.json"
 """Artifact of a run's last epoch: singular values of its backbone embeddings of the evaluation subset."""
 NOTE = "mlflow.note.content"
@@ -38,14 +40,17 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def experiment_id(uri: str, name: str, artifact_location: str) -> str:
-    """Get or create the experiment ``name`` (artifacts under ``artifact_location/name``)."""
+def experiment_id(uri: str, name: str, artifact_location: str | None) -> str:
+    """Get or create the experiment ``name``: artifacts under ``artifact_location/name``, or with
+    none given where the tracking server puts them (its proxied ``mlflow-artifacts:/``)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    if artifact_location is None:
+        return c.create_experiment(name)
     location = artifact_location if "://" in artifact_location else f"file://{artifact_location}"
     return c.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}")
 

@@ -1,26 +1,149 @@
-"""``selfsup ui``: an MLflow tracking server on 127.0.0.1 over the project's store."""
+"""MLflow tracking servers: ``selfsup ui`` (a viewer on 127.0.0.1 over the project's local store)
+and ``selfsup server`` (the team's server that every node of a cluster logs to).
+
+``selfsup server`` runs ``mlflow server`` the way a team runs it: the backend store on a database
+(``postgresql://...``; sqlite only for one machine), artifacts *proxied* by the server
+(``--serve-artifacts``: runs get ``mlflow-artifacts:/`` URIs and every client uploads and downloads
+over HTTP) into ``--artifacts`` (a shared folder or ``s3://bucket/prefix``, the endpoint from the
+standard ``AWS_*`` variables), bound to 127.0.0.1 unless ``--host`` says otherwise, and with
+``--auth`` MLflow's basic auth (admin from ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
+the variables the clients use too; users and permissions in a database of their own).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from selfsup.config import ConfigError
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STORES = ("postgresql", "mysql", "mssql", "sqlite")
 
 
-def server_command(uri: str, artifact_location: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The ``mlflow server`` command line for this store."""
-    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+def mlflow_executable() -> str:
+    return shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+
+
+def server_command(
+    uri: str,
+    artifacts: str,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    proxied: bool = False,
+    auth: bool = False,
+    allowed_hosts: str | None = None,
+) -> list[str]:
+    """The ``mlflow server`` command line: artifacts at ``artifacts`` as the runs' root, or with
+    ``proxied`` served by the server itself from that destination."""
+    where = ["--serve-artifacts", "--artifacts-destination", artifacts] if proxied else ["--default-artifact-root", artifacts]
     return [
-        mlflow, "server",
+        mlflow_executable(), "server",
         "--backend-store-uri", uri,
-        "--default-artifact-root", artifact_location,
+        *where,
         "--host", host,
         "--port", str(port),
+        *(["--app-name", "basic-auth"] if auth else []),
+        *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
     ]
 
 
 def serve(uri: str, artifact_location: str, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """Replace this process with the MLflow server (Ctrl-C stops it)."""
+    """``selfsup ui``: replace this process with an MLflow server over the local store."""
     cmd = server_command(uri, artifact_location, host, port)
     print(f"MLflow UI: http://{host}:{port}  (store {uri})", flush=True)
     os.execv(cmd[0], cmd)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_store(uri: str) -> None:
+    """A database URL MLflow can use as its backend store, else a one-line :class:`ConfigError`."""
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if scheme not in STORES:
+        raise ConfigError(f"--backend-store-uri: {uri!r} is not a database URL (postgresql://USER@HOST:PORT/DB, or sqlite:///FILE for one machine)")
+
+
+def artifact_destination(artifacts: str) -> str:
+    """``s3://...`` (or another object-store URI) as it is; a folder made absolute and created."""
+    if "://" in artifacts:
+        if artifacts.startswith("s3://") and not urlsplit(artifacts).netloc:
+            raise ConfigError(f"--artifacts: {artifacts!r} names no bucket (s3://BUCKET/PREFIX)")
+        return artifacts
+    folder = Path(artifacts).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def auth_database(uri: str) -> str:
+    """Where basic auth keeps users and permissions: a database beside the backend store's
+    (``<db>_auth`` on the same server, created if missing; ``<file>_auth.db`` for sqlite)."""
+    parts = urlsplit(uri)
+    if parts.scheme.startswith("sqlite"):
+        path = Path(parts.path[1:] if parts.path.startswith("//") else parts.path)
+        return f"sqlite:///{path.with_name(path.stem + '_auth.db')}"
+    name = parts.path.lstrip("/") + "_auth"
+    if parts.scheme.split("+")[0] == "postgresql":
+        import psycopg
+
+        with psycopg.connect(urlunsplit(parts._replace(scheme="postgresql")), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def auth_config(uri: str) -> str:
+    """Write MLflow's basic-auth config for this store; returns its path."""
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not password:
+        raise ConfigError("--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the admin; clients use the same variables)")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "admin")
+    text = (
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = {auth_database(uri)}\nadmin_username = {user}\nadmin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    fd, path = tempfile.mkstemp(prefix="selfsup-auth-", suffix=".ini")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def serve_team(uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, auth: bool = False, allowed_hosts: str | None = None) -> None:
+    """``selfsup server``: replace this process with the team's MLflow server (Ctrl-C stops it)."""
+    check_store(uri)
+    destination = artifact_destination(artifacts)
+    env = dict(os.environ)
+    if auth:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = auth_config(uri)
+    if not is_loopback(host):
+        print(
+            f"[selfsup] warning: serving on {host}: anyone who can reach port {port} "
+            f"{'with a user and password ' if auth else ''}can read and write every run"
+            f"{'' if auth else ' (add --auth for MLflow basic auth)'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts)
+    print(f"MLflow server: http://{host}:{port}  (store {redact(uri)}, artifacts {destination}, served as mlflow-artifacts:/)", flush=True)
+    os.execve(cmd[0], cmd, env)
+
+
+def redact(uri: str) -> str:
+    """``uri`` without its password."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import ray
 import torch
-from ray._private import services
 import yaml
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup.tracking import runs
+from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.worker import build, load_data, make_collate, train_loop
 
 
@@ -35,32 +33,6 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
     if "loss" not in out:
         raise ConfigError(f"{source}: method.name: {cfg.method.name} returned no 'loss'")
-
-
-def init_ray(temp_dir: str | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected).
-
-    A local Ray's Train controllers poll their workers every 0.5 s instead of Ray's 2 s (unless
-    ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
-    and a worker that dies loses at most that much of its reports.
-
-    Starting a second local Ray beside a running one is allowed but warned about: Ray Train's
-    placement-group cleaner cannot tell the two apart, so trials the scheduler stops may never
-    free their CPUs and the sweep can stall. Sharing one Ray (``RAY_ADDRESS``) avoids it."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        running = sorted(services.find_gcs_addresses())
-        if running:
-            print(
-                f"[selfsup] warning: another Ray is running on this machine ({', '.join(running)}); a second local Ray can "
-                f"stall sweeps (Ray Train's placement-group cleanup cannot tell the two apart). To share it: RAY_ADDRESS={running[0]}",
-                file=sys.stderr,
-                flush=True,
-            )
-    ray.init(address=address, _temp_dir=temp_dir, log_to_driver=True)
 
 
 def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None) -> ray.train.Result:
@@ -112,9 +84,10 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     """The ``selfsup train`` verb: one tracked run; returns the final metrics."""
     cfg = resolve_paths(cfg)
     preflight(cfg, source)
+    init_ray(ray_temp_dir)
+    check_cluster(cfg, source)
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
-    init_ray(ray_temp_dir)
     result = run_tracked(cfg, run_id, name)
     metrics = dict(result.metrics or {})
     print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")

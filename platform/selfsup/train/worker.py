@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -55,6 +56,16 @@ def any_rank(flag: bool, device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def worker_nodes(world: int) -> list[str]:
+    """The Ray node ids of the run's workers (rank order; one collective call on every rank)."""
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    out: list = [None] * world
+    dist.all_gather_object(out, mine)
+    return out
 
 
 def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
@@ -174,8 +185,11 @@ def train_loop(config: dict) -> None:
                 runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
+    nodes = worker_nodes(world)
     if rank == 0 and run_id:
-        runs.set_tags(cfg.tracking.uri, run_id, {runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups)})
+        runs.set_tags(cfg.tracking.uri, run_id, {
+            runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups), runs.NODES: json.dumps(nodes),
+        })
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
     lidar_x = eval_x[: cfg.eval.lidar_samples] if cfg.eval.lidar_samples >= 2 else None
     view = lidar_view(cfg, data)

@@ -37,7 +37,9 @@ from selfsup.report.publish import publish
 from selfsup.report.selection import DEFAULT, sweep_report
 from selfsup.tracking.registry import register_pick
 from selfsup.tracking import runs
-from selfsup.train.launch import fit, init_ray, open_run, preflight
+from selfsup import storage
+from selfsup.train.cluster import check_cluster, init_ray
+from selfsup.train.launch import fit, open_run, preflight
 from selfsup.train.worker import COLLAPSED
 from selfsup.tune.space import check_space, space_path, to_tune
 
@@ -130,12 +132,14 @@ def concurrency(sweep: SweepConfig, cpus_per_trial: float, cluster_cpus: float) 
 def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_dir: str | None = None) -> str:
     """Run (or with ``resume`` continue) a sweep; returns the printed selection table."""
     base_cfg, base_tree, space, space_file = prepare(sweep, source)
-    storage = Path(base_cfg.train.storage_path)
-    sweep_dir = storage / sweep.name
-    if resume and not tune.Tuner.can_restore(str(sweep_dir)):
-        raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {storage}")
-    if not resume and sweep_dir.exists():
+    root = base_cfg.train.storage_path
+    sweep_dir = storage.join(root, sweep.name)
+    if resume and not tune.Tuner.can_restore(sweep_dir):
+        raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {root}")
+    if not resume and storage.exists(sweep_dir):
         raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
+    init_ray(ray_temp_dir)
+    check_cluster(base_cfg, source)
 
     t = base_cfg.tracking
     experiment = t.experiment or sweep.name
@@ -147,7 +151,6 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     runs.log_text(t.uri, parent, Path(space_file).read_text(), "search_space.yaml")
 
     try:
-        init_ray(ray_temp_dir)
         per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
         limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
         trainable = tune.with_resources(
@@ -157,14 +160,14 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
                 sweep_name=sweep.name,
                 parent_run_id=parent,
                 experiment=experiment,
-                train_storage=str(sweep_dir / "trials"),
+                train_storage=storage.join(sweep_dir, "trials"),
             ),
             {"cpu": sweep.trial_cpus},
         )
         run_config = tune.RunConfig(
             name=sweep.name,
-            storage_path=str(storage),
-            failure_config=tune.FailureConfig(max_failures=0),
+            storage_path=root,
+            failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
             callbacks=[TrialRunStatus(t.uri, exp_id, parent, base_cfg.train.epochs)],
         )
         if resume:

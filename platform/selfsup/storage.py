@@ -1,0 +1,48 @@
+"""Where checkpoints and Tune state live: a local folder or any pyarrow filesystem URI
+(``s3://bucket/prefix``, ``gs://...``, ``hdfs://...``). For S3 the endpoint, region and keys come
+from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ...),
+so MinIO, Ceph or GCS's S3 interface work as AWS does. Ray Train and Tune read and write the same
+places through the same pyarrow filesystems; this module is what selfsup itself needs of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` (object stores, ``file://``), false for a plain local path."""
+    return "://" in path
+
+
+def is_local(path: str) -> bool:
+    """A path only the machine that reads it can resolve: a plain path or ``file://``."""
+    return not is_uri(path) or path.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """``(pyarrow filesystem, path inside it)`` for a URI or a local path."""
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), str(Path(path).resolve())
+    return pafs.FileSystem.from_uri(path)
+
+
+def exists(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def is_file(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type == pafs.FileType.File
+
+
+def read_bytes(path: str) -> bytes:
+    fs, inner = filesystem(path)
+    with fs.open_input_stream(inner) as f:
+        return f.read()

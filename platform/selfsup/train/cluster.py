@@ -1,0 +1,135 @@
+"""The Ray cluster a command runs on: connecting (or starting a local Ray), what the job's workers
+inherit from this process's environment, and the check that a config can work across its nodes.
+
+A multi-node cluster needs places every node reaches: an MLflow *server* (workers on any node log
+over HTTP, artifacts proxied by the server) and checkpoints on an object store or a filesystem
+mounted on every node. A config that names a store or a folder only one node sees is refused
+before any run is opened, with a one-line error that says what to use instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+
+import ray
+from ray._private import services
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from selfsup import storage
+from selfsup.config import ConfigError, ExperimentConfig, is_server
+
+FORWARDED = ("MLFLOW_TRACKING_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS")
+"""Variables (by prefix) that every worker of the job needs as the driver has them: the MLflow
+server's credentials and the object store's endpoint and keys."""
+JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def forwarded_env() -> dict[str, str]:
+    """This process's MLflow and object-store variables, less those the submitted job's runtime
+    env already sets (``ray job submit --runtime-env-json``: Ray refuses to merge a key twice)."""
+    taken = set(json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env", {}).get("env_vars", {}) or {})
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in taken}
+
+
+def init_ray(temp_dir: str | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected); the
+    job's workers on every node get :func:`forwarded_env`.
+
+    A local Ray's Train controllers poll their workers every 0.5 s instead of Ray's 2 s (unless
+    ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
+    and a worker that dies loses at most that much of its reports.
+
+    Starting a second local Ray beside a running one is allowed but warned about: Ray Train's
+    placement-group cleaner cannot tell the two apart, so trials the scheduler stops may never
+    free their CPUs and the sweep can stall. Sharing one Ray (``RAY_ADDRESS``) avoids it."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        running = sorted(services.find_gcs_addresses())
+        if running:
+            print(
+                f"[selfsup] warning: another Ray is running on this machine ({', '.join(running)}); a second local Ray can "
+                f"stall sweeps (Ray Train's placement-group cleanup cannot tell the two apart). To share it: RAY_ADDRESS={running[0]}",
+                file=sys.stderr,
+                flush=True,
+            )
+    env = forwarded_env()
+    ray.init(address=address, _temp_dir=temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
+
+
+def alive_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
+    """In a job submitted with ``--working-dir``, refuse local paths inside that directory (Ray
+    deletes its copy after the job). On a cluster of more than one node, refuse what only one node
+    can reach: a local MLflow store, a local artifact folder, a checkpoint folder some node does not see."""
+    check_job_paths(cfg, source)
+    nodes = alive_nodes()
+    if len(nodes) < 2:
+        return
+    t, where = cfg.tracking, f"the Ray cluster has {len(nodes)} nodes"
+    if not is_server(t.uri):
+        raise ConfigError(
+            f"{source}: tracking.uri: {t.uri} is a store on this machine and {where}: run `selfsup server` "
+            "(PostgreSQL, proxied artifacts) and set tracking.uri: http://HOST:PORT"
+        )
+    if t.artifact_location and storage.is_local(t.artifact_location):
+        raise ConfigError(
+            f"{source}: tracking.artifact_location: {t.artifact_location} is a folder on this node and {where}: "
+            "remove it (the tracking server proxies artifacts as mlflow-artifacts:/) or use s3://BUCKET/PREFIX"
+        )
+    if storage.is_local(cfg.train.storage_path):
+        blind = nodes_not_seeing(cfg.train.storage_path, nodes)
+        if blind:
+            raise ConfigError(
+                f"{source}: train.storage_path: {cfg.train.storage_path} is not visible from node {blind[0]} "
+                f"({len(blind)} of {len(nodes)} nodes): use s3://BUCKET/PREFIX or a filesystem mounted at the same path on every node"
+            )
+
+
+def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
+    runtime_env = json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env") or {}
+    if not runtime_env.get("working_dir"):
+        return
+    here = os.getcwd().rstrip("/") + "/"
+    t = cfg.tracking
+    paths = {
+        "train.storage_path": cfg.train.storage_path,
+        "tracking.uri": t.uri.removeprefix("sqlite:///") if t.uri.startswith("sqlite:///") else "",
+        "tracking.artifact_location": t.artifact_location or "",
+    }
+    for key, path in paths.items():
+        if storage.is_local(path) and path.removeprefix("file://").startswith(here):
+            raise ConfigError(
+                f"{source}: {key}: {path} is inside the job's working directory, which Ray deletes after the job: "
+                "use s3://BUCKET/PREFIX, an absolute path on shared storage, or (tracking) an MLflow server"
+            )
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def nodes_not_seeing(folder: str, nodes: list[dict], timeout: float = 120.0) -> list[str]:
+    """Addresses of the ``nodes`` on which a file this process writes under ``folder`` does not
+    exist (a folder local to this machine, or a shared mount missing on some node)."""
+    path = folder[len("file://"):] if folder.startswith("file://") else folder
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".selfsup-visible-{uuid.uuid4().hex}")
+    open(probe, "w").close()
+    try:
+        checks = [
+            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probe) for n in nodes
+        ]
+        seen = ray.get(checks, timeout=timeout)
+    finally:
+        os.unlink(probe)
+    return [f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n, ok in zip(nodes, seen) if not ok]
