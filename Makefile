@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install sweep test bench
+.PHONY: install sweep test bench bench-cluster
 
 $(BIN)/selfsup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ test: install
 # Platform overhead of a sweep: share of each trial's wall time spent in training steps.
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
+
+# The main sweep on a 3-node Ray cluster (ray job submit, MLflow on PostgreSQL, S3 checkpoints) vs the embedded default.
+bench-cluster: install
+	$(BIN)/python benchmarks/cluster_sweep.py

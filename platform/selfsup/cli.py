@@ -65,7 +65,7 @@ def _ui(args) -> int:
 def _server(args) -> int:
     from selfsup.tracking.server import serve_team
 
-    serve_team(args.backend_store_uri, args.artifacts, args.host, args.port, args.auth, args.allowed_hosts)
+    serve_team(args.backend_store_uri, args.artifacts, args.host, args.port, args.auth, args.allowed_hosts, args.workers)
     return 0
 
 
@@ -165,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=5000)
     v.add_argument("--auth", action="store_true", help="MLflow basic auth; the admin is MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
     v.add_argument("--allowed-hosts", metavar="HOSTS", help="Host headers to accept besides localhost and private IPs (e.g. a DNS name: mlflow,mlflow.*)")
+    v.add_argument("--workers", type=int, default=4, help="server processes answering requests (default 4)")
     v.set_defaults(fn=_server)
 
     sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)

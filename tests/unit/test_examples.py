@@ -13,7 +13,7 @@ from tests.unit.test_image_data import write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.stem.endswith("_sweep"))
-SWEEPS = sorted([*(ROOT / "examples").glob("*_sweep.yaml"), *(ROOT / "examples" / "studies").glob("*.yaml")])
+SWEEPS = sorted([*(ROOT / "examples").glob("*_sweep.yaml"), *(ROOT / "examples" / "studies").glob("*.yaml"), *(ROOT / "examples" / "cluster").glob("*_sweep.yaml")])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -34,7 +34,7 @@ def test_every_method_has_an_example_and_a_valid_search_space():
         check_space(load_space(space), cfg.model_dump(mode="json"), str(space))
 
 
-CLUSTER = sorted((ROOT / "examples" / "cluster").glob("*.yaml"))
+CLUSTER = sorted(p for p in (ROOT / "examples" / "cluster").glob("*.yaml") if not p.stem.endswith("_sweep"))
 
 
 def test_every_method_has_a_cluster_config():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ def server_command(
     proxied: bool = False,
     auth: bool = False,
     allowed_hosts: str | None = None,
+    workers: int | None = None,
 ) -> list[str]:
     """The ``mlflow server`` command line: artifacts at ``artifacts`` as the runs' root, or with
     ``proxied`` served by the server itself from that destination."""
@@ -50,6 +52,7 @@ def server_command(
         "--port", str(port),
         *(["--app-name", "basic-auth"] if auth else []),
         *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
+        *(["--workers", str(workers)] if workers else []),
     ]
 
 
@@ -121,13 +124,16 @@ def auth_config(uri: str) -> str:
     return path
 
 
-def serve_team(uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, auth: bool = False, allowed_hosts: str | None = None) -> None:
+def serve_team(
+    uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, auth: bool = False, allowed_hosts: str | None = None, workers: int = 4
+) -> None:
     """``selfsup server``: replace this process with the team's MLflow server (Ctrl-C stops it)."""
     check_store(uri)
-    destination = artifact_destination(artifacts)
     env = dict(os.environ)
     if auth:
         env["MLFLOW_AUTH_CONFIG_PATH"] = auth_config(uri)
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))  # CSRF; one for all server processes
+    destination = artifact_destination(artifacts)
     if not is_loopback(host):
         print(
             f"[selfsup] warning: serving on {host}: anyone who can reach port {port} "
@@ -136,7 +142,7 @@ def serve_team(uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 50
             file=sys.stderr,
             flush=True,
         )
-    cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts)
+    cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts, workers=workers)
     print(f"MLflow server: http://{host}:{port}  (store {redact(uri)}, artifacts {destination}, served as mlflow-artifacts:/)", flush=True)
     os.execve(cmd[0], cmd, env)
 

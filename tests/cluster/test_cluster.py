@@ -1,0 +1,240 @@
+"""selfsup on a real cluster: three Ray nodes started with the `ray` CLI, sweeps submitted with
+`ray job submit`, MLflow on `selfsup server` over PostgreSQL with artifacts proxied into an
+S3-compatible bucket, checkpoints in that bucket, a worker killed, a node lost. Nothing mocked.
+
+The tests share one cluster (see conftest.py); node loss comes last, as it takes a node away."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_actors
+
+from tests.cluster import services
+from tests.cluster.conftest import ARTIFACTS, RUNS
+
+REPO = Path(__file__).resolve().parents[2]
+SELFSUP = str(services.BIN / "selfsup")
+
+
+def experiment(path: Path, name: str, tracking: dict, storage: str, **sets) -> Path:
+    """A small digits VICReg experiment YAML at ``path``."""
+    tree = {
+        "name": name,
+        "data": {"views": "light"},
+        "model": {"backbone": "cnn", "embed_dim": 32, "width": 8, "depth": 2},
+        "method": {"name": "vicreg", "projector": [64, 64]},
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": 2, "batch_size": 128, "storage_path": storage},
+        "eval": {"subset_size": 128, "lidar_samples": 32, "lidar_views": 4, "probe_every": 0},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.25},
+        "tracking": tracking,
+    }
+    for key, value in sets.items():
+        section, _, leaf = key.partition(".")
+        tree[section][leaf] = value
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def sweep_dir(work: Path, name: str, server: str, trials: int, epochs: int, width: int = 8) -> Path:
+    """A working directory holding a sweep YAML, its base experiment (a CNN ``width`` wide) and
+    its search space."""
+    work.mkdir(parents=True, exist_ok=True)
+    experiment(work / "base.yaml", name, {"uri": server}, f"s3://{RUNS}/{name}", **{"model.width": width})
+    (work / "space.yaml").write_text((REPO / "search_spaces" / "vicreg.yaml").read_text())
+    (work / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": name, "base": "base.yaml", "search_space": "space.yaml", "overrides": {"train.epochs": epochs},
+        "num_samples": trials, "max_concurrent_trials": trials, "trial_cpus": 0.25, "scheduler": {"type": "none"},
+    }))
+    return work
+
+
+def submit(nodes, work: Path, *args: str, wait: bool = True) -> subprocess.CompletedProcess | str:
+    """``ray job submit --working-dir WORK -- selfsup ARGS``: the finished process, or the job id."""
+    cmd = [str(services.BIN / "ray"), "job", "submit", "--address", nodes.dashboard, "--working-dir", str(work)]
+    if not wait:
+        job = JobSubmissionClient(nodes.dashboard).submit_job(entrypoint=" ".join([SELFSUP, *args]), runtime_env={"working_dir": str(work)})
+        return job
+    return subprocess.run([*cmd, "--", SELFSUP, *args], capture_output=True, text=True, timeout=900, env=nodes.env)
+
+
+def epoch_rows(pg: str, run_ids: list[str]) -> dict[str, list[int]]:
+    """Each run's logged ``epoch`` steps, as rows in PostgreSQL (duplicates kept)."""
+    ids = ",".join(f"'{r}'" for r in run_ids)
+    rows = services.pg_rows(pg, f"SELECT run_uuid, step FROM metrics WHERE key = 'epoch' AND run_uuid IN ({ids}) ORDER BY step")
+    out: dict[str, list[int]] = {r: [] for r in run_ids}
+    for run, step in rows:
+        out[run].append(step)
+    return out
+
+
+def sweep_runs(server: str, name: str):
+    client = MlflowClient(server)
+    exp = client.get_experiment_by_name(name)
+    found = client.search_runs([exp.experiment_id], max_results=100)
+    parent = next(r for r in found if r.data.tags.get("selfsup.role") == "sweep")
+    return client, parent, [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+def test_bad_cluster_setups_are_refused_before_anything_starts(nodes, server, client_env, tmp_path):
+    def refused(cfg: Path, *wrap: str) -> str:
+        out = subprocess.run([*wrap, SELFSUP, "train", str(cfg)], capture_output=True, text=True, timeout=300, env=client_env)
+        assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+        lines = [line for line in out.stderr.splitlines() if line.startswith("selfsup: error:")]
+        assert len(lines) == 1, out.stderr
+        return lines[0]
+
+    storage = f"s3://{RUNS}/refused"
+    sqlite = experiment(tmp_path / "sqlite.yaml", "bad-sqlite", {"uri": f"sqlite:///{tmp_path}/m.db"}, storage)
+    assert "tracking.uri: sqlite:///" in refused(sqlite) and "the Ray cluster has 3 nodes" in refused(sqlite)
+    assert not (tmp_path / "m.db").exists()
+
+    folder = experiment(tmp_path / "folder.yaml", "bad-folder", {"uri": server, "artifact_location": str(tmp_path / "a")}, storage)
+    assert "tracking.artifact_location:" in refused(folder) and "mlflow-artifacts:/" in refused(folder)
+
+    # A checkpoint folder that the other nodes do not see: the driver runs in a mount namespace of
+    # its own, where the folder is a private tmpfs (as a disk local to one machine would be).
+    private = tmp_path / "private-runs"
+    private.mkdir()
+    local = experiment(tmp_path / "local.yaml", "bad-local", {"uri": server}, str(private))
+    line = refused(local, "unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs tmpfs {private} && exec "$0" "$@"')
+    assert f"train.storage_path: {private} is not visible from node" in line and "of 3 nodes)" in line
+    # ... while a folder every node sees (one machine's disk) is accepted: the check is real.
+    assert MlflowClient(server).get_experiment_by_name("bad-sqlite") is None
+    assert MlflowClient(server).get_experiment_by_name("bad-folder") is None
+    assert MlflowClient(server).get_experiment_by_name("bad-local") is None
+
+    # A job whose checkpoints would live in its own temporary working directory.
+    work = tmp_path / "job"
+    work.mkdir()
+    experiment(work / "rel.yaml", "bad-relative", {"uri": server}, "./selfsup-runs")
+    out = submit(nodes, work, "train", "rel.yaml")
+    assert out.returncode != 0 and "train.storage_path:" in out.stdout and "inside the job's working directory" in out.stdout
+
+
+def test_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_path):
+    trials, epochs = 4, 2
+    work = sweep_dir(tmp_path / "job", "cluster-sweep", server, trials, epochs)
+    t0 = time.monotonic()
+    out = submit(nodes, work, "sweep", "sweep.yaml")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    print(f"sweep of {trials} trials on 3 nodes: {time.monotonic() - t0:.0f} s")
+    assert "model registry: trial" in out.stdout and "registered as 'cluster-sweep'" in out.stdout
+
+    client, parent, children = sweep_runs(server, "cluster-sweep")
+    assert parent.info.status == "FINISHED" and len(children) == trials
+    assert all(c.info.status == "FINISHED" for c in children)
+    # Every artifact goes through the server, and reads back through it.
+    assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"selection.txt", "selection.csv", "selection_scatter.png"}
+    for c in children:
+        assert c.info.artifact_uri.startswith("mlflow-artifacts:/")
+        config = Path(client.download_artifacts(c.info.run_id, "config.yaml", str(tmp_path))).read_text()
+        assert "cluster-sweep" in config and json.loads(Path(client.download_artifacts(c.info.run_id, "spectrum.json", str(tmp_path))).read_text())
+    # Four trials wrote at once; PostgreSQL holds each epoch of each trial exactly once.
+    rows = epoch_rows(pg, [c.info.run_id for c in children])
+    assert all(steps == list(range(1, epochs + 1)) for steps in rows.values()), rows
+    assert services.pg_rows(pg, "SELECT count(*) FROM runs")[0][0] >= trials + 1
+    # Trials' workers landed on the nodes that are not the head.
+    placed = {n for c in children for n in json.loads(c.data.tags["selfsup.nodes"])}
+    assert placed - {nodes.node_id(0)}, placed
+    # Checkpoints and artifacts are objects in the buckets.
+    keys = services.s3_keys(s3[0], RUNS, "cluster-sweep/")
+    assert sum(k.endswith("/state.pt") for k in keys) >= trials
+    assert any(k.endswith("selection.txt") for k in services.s3_keys(s3[0], ARTIFACTS))
+    version = client.search_model_versions("name = 'cluster-sweep'")[0]
+    assert version.source.startswith("mlflow-artifacts:/") or version.source.startswith("models:/")
+
+
+def test_s3_checkpoints_survive_a_killed_worker_and_export(nodes, server, s3, client_env, tmp_path):
+    epochs = 12
+    cfg = experiment(tmp_path / "s3.yaml", "s3-run", {"uri": server}, f"s3://{RUNS}/train", **{"train.epochs": epochs, "train.max_failures": 2})
+    proc = subprocess.Popen([SELFSUP, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=client_env)
+    try:
+        client = MlflowClient(server)
+
+        def run_at_epoch(n: int):
+            exp = client.get_experiment_by_name("s3-run")
+            found = client.search_runs([exp.experiment_id]) if exp else []
+            return found[0] if found and found[0].data.metrics.get("epoch", 0) >= n else None
+
+        services.wait_for(lambda: run_at_epoch(3), "three epochs of the run", timeout=300)
+        (worker,) = list_actors(address=nodes.dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        os.kill(worker.pid, 9)
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        services.kill_tree(proc.pid)
+    assert proc.returncode == 0, output[-4000:]
+
+    (run,) = client.search_runs([client.get_experiment_by_name("s3-run").experiment_id])
+    assert run.info.status == "FINISHED" and 1 <= int(run.data.tags["selfsup.resumed_from_epoch"]) < epochs
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == list(range(1, epochs + 1))
+    checkpoint = run.data.tags["selfsup.checkpoint"]
+    assert checkpoint.startswith(f"s3://{RUNS}/train/") and checkpoint.endswith(f"epoch-{epochs:05d}")
+    assert any(k.endswith(f"epoch-{epochs:05d}/state.pt") for k in services.s3_keys(s3[0], RUNS, "train/"))
+
+    out = subprocess.run([SELFSUP, "export", run.info.run_id, "--out", str(tmp_path / "exported"), "--tracking-uri", server],
+                         capture_output=True, text=True, timeout=300, env=client_env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from selfsup.models.saved import load_backbone
+
+    net = load_backbone(tmp_path / "exported")
+    import torch
+
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 32)
+
+
+def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
+    """A node holding a trial's worker is lost mid-epoch (its raylet killed, then the rest of its
+    processes, as when a machine disappears): that trial restarts its worker on the nodes left and
+    resumes from its checkpoint in the bucket; the other trial is untouched; the sweep ends with
+    every epoch of every trial in MLflow exactly once."""
+    trials, epochs = 2, 15
+    work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, width=32)
+    jobs = JobSubmissionClient(nodes.dashboard)
+    job = submit(nodes, work, "sweep", "sweep.yaml", wait=False)
+    head = nodes.node_id(0)
+    try:
+        client = MlflowClient(server)
+
+        def victim():
+            """``(node, run)``: a non-head node holding a Train worker of a trial that has logged 2
+            epochs and no trial function or Train controller (so exactly one trial is hit)."""
+            exp = client.get_experiment_by_name("node-loss")
+            alive = list_actors(address=nodes.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+            drivers = {a.node_id for a in alive if a.class_name in ("ImplicitFunc", "TrainController")}
+            for run in client.search_runs([exp.experiment_id]) if exp else []:
+                if run.data.metrics.get("epoch", 0) >= 2 and "selfsup.nodes" in run.data.tags:
+                    away = [n for n in json.loads(run.data.tags["selfsup.nodes"]) if n != head and n not in drivers]
+                    if away:
+                        return away[0], run.info.run_id
+            return None
+
+        node_id, hit = services.wait_for(victim, "a trial with a worker alone on a non-head node at epoch 2", timeout=400)
+        at_kill = client.get_run(hit).data.metrics["epoch"]
+        nodes.lose(next(i for i in range(1, len(nodes.nodes)) if nodes.node_id(i) == node_id))
+        status = services.wait_for(lambda: (s := jobs.get_job_status(job)).is_terminal() and s, "the sweep job", timeout=900)
+        logs = jobs.get_job_logs(job)
+    finally:
+        if not jobs.get_job_status(job).is_terminal():
+            jobs.stop_job(job)
+    assert status == JobStatus.SUCCEEDED, logs[-5000:]
+
+    client, parent, children = sweep_runs(server, "node-loss")
+    assert parent.info.status == "FINISHED" and len(children) == trials
+    assert all(c.info.status == "FINISHED" for c in children), [(c.info.run_name, c.info.status) for c in children]
+    rows = epoch_rows(pg, [c.info.run_id for c in children])
+    assert all(steps == list(range(1, epochs + 1)) for steps in rows.values()), rows
+    hit_run = next(c for c in children if c.info.run_id == hit)
+    resumed = int(hit_run.data.tags["selfsup.resumed_from_epoch"])
+    assert 1 <= resumed <= at_kill < epochs, (resumed, at_kill)
+    assert node_id not in json.loads(hit_run.data.tags["selfsup.nodes"]), "restarted on the nodes left"
+    assert all("selfsup.resumed_from_epoch" not in c.data.tags for c in children if c.info.run_id != hit), "the other trial untouched"
+    print(f"node {node_id[:8]} lost at epoch {at_kill:.0f} of {hit_run.info.run_name}; resumed from epoch {resumed} on "
+          f"{[n[:8] for n in json.loads(hit_run.data.tags['selfsup.nodes'])]}")

@@ -1,0 +1,38 @@
+"""Storage locations (local folders and filesystem URIs) and what a job's workers inherit."""
+
+import json
+
+from selfsup import storage
+from selfsup.config import ExperimentConfig, resolve_paths
+from selfsup.train.cluster import JOB_CONFIG, forwarded_env
+
+
+def test_local_paths_and_uris(tmp_path):
+    assert storage.is_local("runs") and storage.is_local(str(tmp_path)) and storage.is_local("file:///x")
+    assert not storage.is_local("s3://bucket/runs") and not storage.is_local("gs://b/p")
+    assert storage.join("s3://bucket/runs/", "sweep", "trials") == "s3://bucket/runs/sweep/trials"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "state.pt").write_bytes(b"x1")
+    assert storage.exists(str(tmp_path / "a")) and not storage.is_file(str(tmp_path / "a"))
+    assert storage.is_file(f"file://{tmp_path}/a/state.pt") and storage.read_bytes(str(tmp_path / "a" / "state.pt")) == b"x1"
+    assert not storage.exists(str(tmp_path / "b"))
+
+
+def test_artifacts_local_for_a_local_store_and_left_to_a_server(tmp_path):
+    local = resolve_paths(ExperimentConfig(), tmp_path)
+    assert local.tracking.artifact_location == str(tmp_path / "selfsup-artifacts")
+    served = resolve_paths(ExperimentConfig.model_validate({"tracking": {"uri": "http://mlflow:5000"}}), tmp_path)
+    assert served.tracking.artifact_location is None
+    assert served.train.storage_path == str(tmp_path / "selfsup-runs")
+
+
+def test_workers_inherit_credentials_the_job_does_not_set(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("UNRELATED", "x")
+    monkeypatch.delenv(JOB_CONFIG, raising=False)
+    env = forwarded_env()
+    assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env) and "UNRELATED" not in env
+    monkeypatch.setenv(JOB_CONFIG, json.dumps({"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://elsewhere"}}}))
+    assert "AWS_ENDPOINT_URL" not in forwarded_env() and forwarded_env()["AWS_ACCESS_KEY_ID"] == "key"
