@@ -236,24 +236,10 @@ RAY_ENV = {
 def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
     """``count`` Ray nodes on this machine started with the ``ray`` CLI, ``cpus`` CPUs each."""
     env = {**os.environ, **RAY_ENV, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
-    port, dash = free_port(), free_port()
-    cluster = RayNodes(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", env)
-    ray = str(BIN / "ray")
+    cluster = RayNodes("", "", env)
     try:
         for i in range(count):
-            temp = tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
-            cluster.temp_dirs.append(temp)
-            if i == 0:
-                args = ["--head", "--port", str(port), "--dashboard-port", str(dash), "--include-dashboard", "true",
-                        "--ray-client-server-port", str(free_port()), "--node-ip-address", "127.0.0.1"]
-            else:
-                args = ["--address", cluster.address, "--node-ip-address", "127.0.0.1"]
-            cmd = [ray, "start", *args, "--num-cpus", str(cpus), "--temp-dir", temp, *node_ports(), "--block", "--disable-usage-stats"]
-            log = open(Path(temp) / "ray-start.log", "w")
-            cluster.nodes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
-            wait_for(lambda: cluster.raylet(i), f"ray node {i}", timeout=90)
-            if i == 0:
-                wait_for(lambda: http_ok(f"{cluster.dashboard}/api/version"), "Ray dashboard", timeout=90)
+            start_node(cluster, i, cpus)
         wait_for(lambda: alive_nodes(cluster) == count, f"{count} Ray nodes", timeout=90)
         yield cluster
     finally:
@@ -261,6 +247,37 @@ def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
             kill_tree(proc.pid)
         for temp in cluster.temp_dirs:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2) -> None:
+    """Start node ``i`` (0: the head) with fresh ports; once more on new ports if it exits
+    before its raylet is up (a port taken meanwhile by another process)."""
+    for attempt in range(tries):
+        temp = tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
+        cluster.temp_dirs.append(temp)
+        if i == 0:
+            port, dash = free_port(), free_port()
+            cluster.address, cluster.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+            args = ["--head", "--port", str(port), "--dashboard-port", str(dash), "--include-dashboard", "true",
+                    "--ray-client-server-port", str(free_port())]
+        else:
+            args = ["--address", cluster.address]
+        cmd = [str(BIN / "ray"), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--temp-dir", temp,
+               *node_ports(), "--block", "--disable-usage-stats"]
+        log = Path(temp) / "ray-start.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=cluster.env, start_new_session=True)
+        cluster.nodes.append(proc)
+        try:
+            wait_for(lambda: cluster.raylet(i) if proc.poll() is None else "exited", f"ray node {i}", timeout=120)
+            if proc.poll() is None and (i > 0 or wait_for(lambda: http_ok(f"{cluster.dashboard}/api/version"), "Ray dashboard", timeout=120)):
+                return
+        except TimeoutError:
+            pass
+        kill_tree(proc.pid)
+        cluster.nodes.pop()
+        if attempt == tries - 1:
+            raise RuntimeError(f"ray node {i} did not start: {' '.join(cmd)}\n{log.read_text()[-3000:]}")
 
 
 def alive_nodes(cluster: RayNodes) -> int:

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 
+from selfsup.tracking.runs import NODES, TRIAL_NODE
 from tests.cluster import services
 from tests.cluster.conftest import ARTIFACTS, RUNS
 
@@ -42,11 +43,10 @@ def experiment(path: Path, name: str, tracking: dict, storage: str, **sets) -> P
     return path
 
 
-def sweep_dir(work: Path, name: str, server: str, trials: int, epochs: int, width: int = 8) -> Path:
-    """A working directory holding a sweep YAML, its base experiment (a CNN ``width`` wide) and
-    its search space."""
+def sweep_dir(work: Path, name: str, server: str, trials: int, epochs: int, **sets) -> Path:
+    """A working directory holding a sweep YAML, its base experiment (with ``sets``) and its search space."""
     work.mkdir(parents=True, exist_ok=True)
-    experiment(work / "base.yaml", name, {"uri": server}, f"s3://{RUNS}/{name}", **{"model.width": width})
+    experiment(work / "base.yaml", name, {"uri": server}, f"s3://{RUNS}/{name}", **sets)
     (work / "space.yaml").write_text((REPO / "search_spaces" / "vicreg.yaml").read_text())
     (work / "sweep.yaml").write_text(yaml.safe_dump({
         "name": name, "base": "base.yaml", "search_space": "space.yaml", "overrides": {"train.epochs": epochs},
@@ -192,11 +192,13 @@ def test_s3_checkpoints_survive_a_killed_worker_and_export(nodes, server, s3, cl
 
 def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     """A node holding a trial's worker is lost mid-epoch (its raylet killed, then the rest of its
-    processes, as when a machine disappears): that trial restarts its worker on the nodes left and
-    resumes from its checkpoint in the bucket; the other trial is untouched; the sweep ends with
-    every epoch of every trial in MLflow exactly once."""
-    trials, epochs = 2, 15
-    work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, width=32)
+    processes, as when a machine disappears): every trial with a worker or its Tune function there
+    restarts on the nodes left (Train restarts the worker group; Tune the trial) and resumes from
+    its checkpoint in the bucket; a trial with nothing there is untouched; the sweep ends with every
+    epoch of every trial in MLflow exactly once."""
+    trials, epochs = 3, 15  # 3 x 0.5 CPU: more than the head node holds, so trials spread
+    # Epochs of a few seconds (44 steps of 32 through a 32-wide CNN), so that the loss lands mid-run.
+    work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, **{"model.width": 32, "train.batch_size": 32})
     jobs = JobSubmissionClient(nodes.dashboard)
     job = submit(nodes, work, "sweep", "sweep.yaml", wait=False)
     head = nodes.node_id(0)
@@ -204,19 +206,20 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
         client = MlflowClient(server)
 
         def victim():
-            """``(node, run)``: a non-head node holding a Train worker of a trial that has logged 2
-            epochs and no trial function or Train controller (so exactly one trial is hit)."""
+            """``(node, run, placed)`` once every trial has logged 2 epochs: a non-head node holding a
+            Train worker of trial ``run``, and each trial's nodes (its Tune function's and workers')."""
             exp = client.get_experiment_by_name("node-loss")
-            alive = list_actors(address=nodes.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
-            drivers = {a.node_id for a in alive if a.class_name in ("ImplicitFunc", "TrainController")}
-            for run in client.search_runs([exp.experiment_id]) if exp else []:
-                if run.data.metrics.get("epoch", 0) >= 2 and "selfsup.nodes" in run.data.tags:
-                    away = [n for n in json.loads(run.data.tags["selfsup.nodes"]) if n != head and n not in drivers]
-                    if away:
-                        return away[0], run.info.run_id
+            found = client.search_runs([exp.experiment_id], "tags.`selfsup.role` = 'trial'") if exp else []
+            if len(found) < trials or any(r.data.metrics.get("epoch", 0) < 2 or NODES not in r.data.tags for r in found):
+                return None
+            placed = {r.info.run_id: {r.data.tags[TRIAL_NODE], *json.loads(r.data.tags[NODES])} for r in found}
+            for run in found:
+                away = [n for n in json.loads(run.data.tags[NODES]) if n != head]
+                if away:
+                    return away[0], run.info.run_id, placed
             return None
 
-        node_id, hit = services.wait_for(victim, "a trial with a worker alone on a non-head node at epoch 2", timeout=400)
+        node_id, hit, placed = services.wait_for(victim, "every trial at epoch 2, one with a worker off the head node", timeout=400)
         at_kill = client.get_run(hit).data.metrics["epoch"]
         nodes.lose(next(i for i in range(1, len(nodes.nodes)) if nodes.node_id(i) == node_id))
         status = services.wait_for(lambda: (s := jobs.get_job_status(job)).is_terminal() and s, "the sweep job", timeout=900)
@@ -231,10 +234,12 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     assert all(c.info.status == "FINISHED" for c in children), [(c.info.run_name, c.info.status) for c in children]
     rows = epoch_rows(pg, [c.info.run_id for c in children])
     assert all(steps == list(range(1, epochs + 1)) for steps in rows.values()), rows
-    hit_run = next(c for c in children if c.info.run_id == hit)
-    resumed = int(hit_run.data.tags["selfsup.resumed_from_epoch"])
-    assert 1 <= resumed <= at_kill < epochs, (resumed, at_kill)
-    assert node_id not in json.loads(hit_run.data.tags["selfsup.nodes"]), "restarted on the nodes left"
-    assert all("selfsup.resumed_from_epoch" not in c.data.tags for c in children if c.info.run_id != hit), "the other trial untouched"
-    print(f"node {node_id[:8]} lost at epoch {at_kill:.0f} of {hit_run.info.run_name}; resumed from epoch {resumed} on "
-          f"{[n[:8] for n in json.loads(hit_run.data.tags['selfsup.nodes'])]}")
+    for c in children:
+        if node_id not in placed[c.info.run_id]:
+            assert "selfsup.resumed_from_epoch" not in c.data.tags, "a trial with nothing on the lost node is untouched"
+            continue
+        resumed = int(c.data.tags["selfsup.resumed_from_epoch"])
+        assert 1 <= resumed < epochs and node_id not in json.loads(c.data.tags[NODES]), "resumed on the nodes left"
+        print(f"node {node_id[:8]} lost ({c.info.run_name} at epoch {c.data.metrics['epoch']:.0f} then); resumed from epoch "
+              f"{resumed} on {[n[:8] for n in json.loads(c.data.tags[NODES])]}, trial function on {c.data.tags[TRIAL_NODE][:8]}")
+    assert 1 <= int(next(c for c in children if c.info.run_id == hit).data.tags["selfsup.resumed_from_epoch"]) <= at_kill + 1

@@ -36,3 +36,14 @@ def test_workers_inherit_credentials_the_job_does_not_set(monkeypatch):
     assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env) and "UNRELATED" not in env
     monkeypatch.setenv(JOB_CONFIG, json.dumps({"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://elsewhere"}}}))
     assert "AWS_ENDPOINT_URL" not in forwarded_env() and forwarded_env()["AWS_ACCESS_KEY_ID"] == "key"
+
+
+def test_server_warns_when_bound_beyond_loopback():
+    from selfsup.tracking.server import exposure_warning, redact
+
+    assert exposure_warning("127.0.0.1", 5000, False) is None and exposure_warning("::1", 5000, False) is None
+    assert exposure_warning("0.0.0.0", 5000, False) == (
+        "serving on 0.0.0.0: anyone who can reach port 5000 can read and write every run (add --auth for MLflow basic auth)"
+    )
+    assert "with a user and password" in exposure_warning("10.0.0.5", 80, True)
+    assert redact("postgresql://u:pw@db:5432/m") == "postgresql://u:***@db:5432/m"

@@ -134,17 +134,21 @@ def serve_team(
         env["MLFLOW_AUTH_CONFIG_PATH"] = auth_config(uri)
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))  # CSRF; one for all server processes
     destination = artifact_destination(artifacts)
-    if not is_loopback(host):
-        print(
-            f"[selfsup] warning: serving on {host}: anyone who can reach port {port} "
-            f"{'with a user and password ' if auth else ''}can read and write every run"
-            f"{'' if auth else ' (add --auth for MLflow basic auth)'}",
-            file=sys.stderr,
-            flush=True,
-        )
+    warning = exposure_warning(host, port, auth)
+    if warning:
+        print(f"[selfsup] warning: {warning}", file=sys.stderr, flush=True)
     cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts, workers=workers)
     print(f"MLflow server: http://{host}:{port}  (store {redact(uri)}, artifacts {destination}, served as mlflow-artifacts:/)", flush=True)
     os.execve(cmd[0], cmd, env)
+
+
+def exposure_warning(host: str, port: int, auth: bool) -> str | None:
+    """What binding ``host`` exposes, or ``None`` for a loopback address."""
+    if is_loopback(host):
+        return None
+    who = "with a user and password " if auth else ""
+    fix = "" if auth else " (add --auth for MLflow basic auth)"
+    return f"serving on {host}: anyone who can reach port {port} {who}can read and write every run{fix}"
 
 
 def redact(uri: str) -> str:

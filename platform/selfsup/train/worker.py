@@ -15,6 +15,7 @@ and the epoch. The random state needs no saving: every epoch reseeds torch from
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import time
@@ -131,6 +132,9 @@ def train_loop(config: dict) -> None:
     """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run,
     "train_run": the Train run's name}`` (its checkpoints land in ``train.storage_path/train_run``)."""
     cfg = ExperimentConfig.model_validate(config["experiment"])
+    # Ray 2.60 logs every report at INFO through a logger named by its file path, which the run's
+    # LoggingConfig(log_level="WARNING") does not reach; the root logger's level does.
+    logging.getLogger().setLevel(logging.WARNING)
     run_id = config.get("run_id")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -2,8 +2,8 @@
 
 Each Tune trial is a function that builds the trial's config, opens its MLflow child run (keyed by
 trial id) and launches a ``TorchTrainer`` with ``TuneReportCallback`` (the Train V2 pattern). The
-Train run is named after the trial id, so a trial restarted by ``--resume`` resumes from its own
-checkpoints and continues its own MLflow run. A collapsed trial stops itself and is told to Optuna
+Train run is named after the trial id, so a trial restarted by ``--resume``, or by Tune after its
+node was lost (``trial_retries``), resumes from its own checkpoints and continues its own MLflow run. A collapsed trial stops itself and is told to Optuna
 as pruned; at the end the selection report goes onto the sweep's MLflow run and the default rule's
 pick into the model registry.
 """
@@ -52,6 +52,7 @@ def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: 
     tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id, runs.COLLAPSED: "false"}
     key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
     run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
+    runs.set_tags(cfg.tracking.uri, run_id, {runs.TRIAL_NODE: ray.get_runtime_context().get_node_id()})
     fit(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
 
 
@@ -140,6 +141,8 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
         raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
     init_ray(ray_temp_dir)
     check_cluster(base_cfg, source)
+    per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
+    limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
 
     t = base_cfg.tracking
     experiment = t.experiment or sweep.name
@@ -151,8 +154,6 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     runs.log_text(t.uri, parent, Path(space_file).read_text(), "search_space.yaml")
 
     try:
-        per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
-        limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
         trainable = tune.with_resources(
             partial(
                 run_trial,
