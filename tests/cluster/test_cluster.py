@@ -240,6 +240,6 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
             continue
         resumed = int(c.data.tags["selfsup.resumed_from_epoch"])
         assert 1 <= resumed < epochs and node_id not in json.loads(c.data.tags[NODES]), "resumed on the nodes left"
-        print(f"node {node_id[:8]} lost ({c.info.run_name} at epoch {c.data.metrics['epoch']:.0f} then); resumed from epoch "
-              f"{resumed} on {[n[:8] for n in json.loads(c.data.tags[NODES])]}, trial function on {c.data.tags[TRIAL_NODE][:8]}")
+        print(f"node {node_id[:8]} lost at epoch {at_kill:.0f} of {hit[:8]}: {c.info.run_name} resumed from epoch {resumed} on "
+              f"{[n[:8] for n in json.loads(c.data.tags[NODES])]}, trial function on {c.data.tags[TRIAL_NODE][:8]}")
     assert 1 <= int(next(c for c in children if c.info.run_id == hit).data.tags["selfsup.resumed_from_epoch"]) <= at_kill + 1

@@ -39,7 +39,11 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
     except MlflowException:
         raise LookupError(f"run {run_id!r} not found in {uri}") from None
     where = run.tags.get(runs.CHECKPOINT)
-    if not where or not storage.is_file(storage.join(where, "state.pt")):
+    try:
+        found = bool(where) and storage.is_file(storage.join(where, "state.pt"))
+    except OSError as exc:  # an object store this machine cannot reach (endpoint, keys)
+        raise FileNotFoundError(f"run {run_id}: cannot read {where}: {str(exc).strip().splitlines()[0]}") from None
+    if not found:
         raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where or 'the run has no selfsup.checkpoint tag'})")
     text = runs.read_text(uri, run_id, "config.yaml")
     if text is None or runs.INPUT_SHAPE not in run.tags:
