@@ -107,7 +107,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    t = sub.add_parser("train", help="one pretraining run", description="Run one pretraining run on Ray Train, logged to MLflow.")
+    t = sub.add_parser("train", help="one pretraining run", description="Run one pretraining run on Ray Train, logged to MLflow: on the Ray cluster at RAY_ADDRESS (or the one a "
+        "`ray job submit` runs it on), else on a local Ray. On a multi-node cluster, tracking.uri must be an MLflow server and "
+        "train.storage_path reachable from every node (see cluster/README.md).")
     t.add_argument("config", help="experiment YAML (see examples/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
     t.set_defaults(fn=_train)
@@ -116,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
         "sweep",
         help="label-free hyperparameter search",
         description="Search hyperparameters with Ray Tune (OptunaSearch TPE + ASHA), every trial a Ray Train run, "
-        "maximising a label-free metric (LiDAR by default); prints the selection report at the end and registers the pick.",
+        "maximising a label-free metric (LiDAR by default); prints the selection report at the end and registers the pick. "
+        "Runs on the Ray at RAY_ADDRESS (or under `ray job submit`), else on a local Ray.",
     )
     s.add_argument("sweep", help="sweep YAML (see examples/*_sweep.yaml)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
