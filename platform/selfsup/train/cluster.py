@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import ray
 from ray._private import services
@@ -86,7 +87,10 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
             "remove it (the tracking server proxies artifacts as mlflow-artifacts:/) or use s3://BUCKET/PREFIX"
         )
     if storage.is_local(cfg.train.storage_path):
-        blind = nodes_not_seeing(cfg.train.storage_path, nodes)
+        try:
+            blind = nodes_not_seeing(cfg.train.storage_path, nodes)
+        except OSError as exc:
+            raise ConfigError(f"{source}: train.storage_path: {cfg.train.storage_path}: cannot write there ({exc.strerror})") from None
         if blind:
             raise ConfigError(
                 f"{source}: train.storage_path: {cfg.train.storage_path} is not visible from node {blind[0]} "
@@ -95,6 +99,7 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
 
 
 def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
+    """Refuse local paths inside a submitted job's working directory (Ray deletes that copy)."""
     runtime_env = json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env") or {}
     if not runtime_env.get("working_dir"):
         return
@@ -119,17 +124,18 @@ def _sees(path: str) -> bool:
 
 
 def nodes_not_seeing(folder: str, nodes: list[dict], timeout: float = 120.0) -> list[str]:
-    """Addresses of the ``nodes`` on which a file this process writes under ``folder`` does not
-    exist (a folder local to this machine, or a shared mount missing on some node)."""
-    path = folder[len("file://"):] if folder.startswith("file://") else folder
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".selfsup-visible-{uuid.uuid4().hex}")
-    open(probe, "w").close()
+    """Addresses of the ``nodes`` on which a file this process writes at ``folder`` (or, if it
+    does not exist yet, its nearest existing parent) does not exist: a folder local to this
+    machine, or a shared mount missing on some node. Creates nothing that outlives the check."""
+    path = Path(folder.removeprefix("file://"))
+    base = next(p for p in (path, *path.parents) if p.is_dir())
+    probe = base / f".selfsup-visible-{uuid.uuid4().hex}"
+    probe.touch()
     try:
         checks = [
-            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probe) for n in nodes
+            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe)) for n in nodes
         ]
         seen = ray.get(checks, timeout=timeout)
     finally:
-        os.unlink(probe)
+        probe.unlink()
     return [f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n, ok in zip(nodes, seen) if not ok]
