@@ -21,6 +21,11 @@ def is_local(path: str) -> bool:
     return not is_uri(path) or path.startswith("file://")
 
 
+def local_path(path: str) -> str:
+    """A local path or ``file://`` URI as a plain path."""
+    return path.removeprefix("file://")
+
+
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 

@@ -133,9 +133,7 @@ def s3_server(*buckets: str):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: http_ok(f"{url}/moto-api/"), "moto S3 server")
-        import boto3
-
-        s3 = boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in S3_ENV.items() if k.startswith("AWS_") and "KEY" in k}, region_name="us-east-1")
+        s3 = s3_client(url)
         for b in buckets:
             s3.create_bucket(Bucket=b)
         yield url
@@ -144,10 +142,18 @@ def s3_server(*buckets: str):
         os.unlink(log.name)
 
 
-def s3_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+def s3_client(endpoint: str):
+    """A boto3 S3 client of the test server, with :data:`S3_ENV`'s keys."""
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"], region_name=S3_ENV["AWS_REGION"],
+    )
+
+
+def s3_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    s3 = s3_client(endpoint)
     keys, token = [], None
     while True:
         page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, **({"ContinuationToken": token} if token else {}))

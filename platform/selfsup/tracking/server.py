@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from selfsup import storage
 from selfsup.config import ConfigError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -81,7 +82,7 @@ def check_store(uri: str) -> None:
 
 def artifact_destination(artifacts: str) -> str:
     """``s3://...`` (or another object-store URI) as it is; a folder made absolute and created."""
-    if "://" in artifacts:
+    if storage.is_uri(artifacts):
         if artifacts.startswith("s3://") and not urlsplit(artifacts).netloc:
             raise ConfigError(f"--artifacts: {artifacts!r} names no bucket (s3://BUCKET/PREFIX)")
         return artifacts

@@ -28,10 +28,15 @@ server's credentials and the object store's endpoint and keys."""
 JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
+def job_runtime_env() -> dict:
+    """The runtime env of the job this process is the driver of under ``ray job submit`` ({} otherwise)."""
+    return json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env") or {}
+
+
 def forwarded_env() -> dict[str, str]:
     """This process's MLflow and object-store variables, less those the submitted job's runtime
     env already sets (``ray job submit --runtime-env-json``: Ray refuses to merge a key twice)."""
-    taken = set(json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env", {}).get("env_vars", {}) or {})
+    taken = set(job_runtime_env().get("env_vars") or {})
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in taken}
 
 
@@ -100,8 +105,7 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
 
 def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
     """Refuse local paths inside a submitted job's working directory (Ray deletes that copy)."""
-    runtime_env = json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env") or {}
-    if not runtime_env.get("working_dir"):
+    if not job_runtime_env().get("working_dir"):
         return
     here = os.getcwd().rstrip("/") + "/"
     t = cfg.tracking
@@ -111,7 +115,7 @@ def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
         "tracking.artifact_location": t.artifact_location or "",
     }
     for key, path in paths.items():
-        if storage.is_local(path) and path.removeprefix("file://").startswith(here):
+        if storage.is_local(path) and storage.local_path(path).startswith(here):
             raise ConfigError(
                 f"{source}: {key}: {path} is inside the job's working directory, which Ray deletes after the job: "
                 "use s3://BUCKET/PREFIX, an absolute path on shared storage, or (tracking) an MLflow server"
@@ -127,7 +131,7 @@ def nodes_not_seeing(folder: str, nodes: list[dict], timeout: float = 120.0) -> 
     """Addresses of the ``nodes`` on which a file this process writes at ``folder`` (or, if it
     does not exist yet, its nearest existing parent) does not exist: a folder local to this
     machine, or a shared mount missing on some node. Creates nothing that outlives the check."""
-    path = Path(folder.removeprefix("file://"))
+    path = Path(storage.local_path(folder))
     base = next(p for p in (path, *path.parents) if p.is_dir())
     probe = base / f".selfsup-visible-{uuid.uuid4().hex}"
     probe.touch()

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
 from selfsup.data.views import ViewCollate, build_views
@@ -241,7 +242,7 @@ def train_loop(config: dict) -> None:
             last = collapsed or epoch == cfg.train.epochs
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
             if rank == 0 and run_id and config.get("train_run"):
-                saved = f"{cfg.train.storage_path}/{config['train_run']}/epoch-{epoch:05d}"
+                saved = storage.join(cfg.train.storage_path, config["train_run"], f"epoch-{epoch:05d}")
                 runs.set_tags(cfg.tracking.uri, run_id, {runs.CHECKPOINT: saved})
             if rank == 0 and run_id and epoch > logged:
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)

@@ -3,7 +3,8 @@
 Each Tune trial is a function that builds the trial's config, opens its MLflow child run (keyed by
 trial id) and launches a ``TorchTrainer`` with ``TuneReportCallback`` (the Train V2 pattern). The
 Train run is named after the trial id, so a trial restarted by ``--resume``, or by Tune after its
-node was lost (``trial_retries``), resumes from its own checkpoints and continues its own MLflow run. A collapsed trial stops itself and is told to Optuna
+node was lost (``trial_retries``), resumes from its own checkpoints and continues its own MLflow
+run. A collapsed trial stops itself and is told to Optuna
 as pruned; at the end the selection report goes onto the sweep's MLflow run and the default rule's
 pick into the model registry.
 """
