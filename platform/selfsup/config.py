@@ -421,7 +421,8 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     """Label-free metrics on a fixed evaluation subset of ``subset_size`` training samples (RankMe,
     alpha-ReQ); LiDAR on ``lidar_views`` fixed random views of its first ``lidar_samples`` samples
-    (0 turns LiDAR off); probes when labels exist, on at most ``probe_size`` train and test samples
+    (0 turns LiDAR off; the masked methods' views are their own random contexts, and they also log
+    ``label_free/lidar_aug``, LiDAR under the modality's augmentation); probes when labels exist, on at most ``probe_size`` train and test samples
     (a fixed seeded subset; all when unset). With ``collapse_rankme`` set (sweeps set it), a run
     whose backbone RankMe falls below it, or whose loss is not finite, is marked collapsed
     (``collapsed`` = 1 in its last metrics) and stops."""
@@ -550,6 +551,9 @@ class SweepConfig(Section):
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).
     ``trial_retries``: how often Tune restarts a trial whose function died (its node was lost) or
     whose run failed beyond ``train.max_failures``; it resumes from its last checkpoint.
+    ``sampler``: Optuna's TPE (``tpe``, guided by ``metric``) or uniform ``random`` sampling (what
+    the selection benchmark uses, so that no selector steers which trials exist). ``register``: put
+    the default rule's pick into the model registry under the sweep's name.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -565,6 +569,8 @@ class SweepConfig(Section):
     trial_cpus: float = Field(0.25, gt=0.0)
     collapse_rankme: float | None = Field(1.5, ge=1.0)
     trial_retries: int = Field(1, ge=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    register: bool = True
 
 
 def _loc(err: dict) -> str:

@@ -94,6 +94,16 @@ def test_sweep_paths_resolve_relative_to_file(tmp_path):
     assert sweep.base == str(tmp_path / "base.yaml") and sweep.num_samples == 3
 
 
+def test_sweep_sampler_and_register(tmp_path):
+    write(tmp_path, "base.yaml", "")
+    p = write(tmp_path, "sweep.yaml", "name: s\nbase: base.yaml\n")
+    sweep = load_sweep(p)
+    assert sweep.sampler == "tpe" and sweep.register is True
+    sweep = load_sweep(p, ["sampler=random", "register=false"])
+    assert sweep.sampler == "random" and sweep.register is False
+    assert "sampler: Input should be 'tpe' or 'random' (got 'grid')" in error_of(load_sweep, p, ["sampler=grid"])
+
+
 def test_cli_exits_2_with_one_line(tmp_path, capsys):
     p = write(tmp_path, "bad.yaml", "optim: {lr: 1.0e-3, lrr: 2}\n")
     assert main(["train", str(p)]) == 2

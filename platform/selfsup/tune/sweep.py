@@ -184,7 +184,8 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
                 )
             else:
                 scheduler = FIFOScheduler()
-            search = CollapsePruningSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed))
+            sampler = optuna.samplers.TPESampler if sweep.sampler == "tpe" else optuna.samplers.RandomSampler
+            search = CollapsePruningSearch(sampler=sampler(seed=sweep.seed))
             tuner = tune.Tuner(
                 trainable,
                 param_space=to_tune(space),
@@ -213,7 +214,8 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
         return f"sweep {sweep.name!r} interrupted; continue it with: selfsup sweep {source} --resume"
     close_trials(t.uri, exp_id, parent, "sweep-ended")
     table = publish(t.uri, exp_id, parent, sweep.name, sweep.metric, sweep.mode)
-    table += "\n" + register(t.uri, exp_id, parent, sweep.name)
+    if sweep.register:
+        table += "\n" + register(t.uri, exp_id, parent, sweep.name)
     runs.end_run(t.uri, parent, "FINISHED")
     return table
 
