@@ -81,3 +81,25 @@ def test_lidar_views_stay_grouped_by_sample_and_repeat_every_epoch():
     assert torch.all((grouped - x).abs() < 1)  # rows i*q .. i*q+q-1 are views of sample i
     assert len(set(grouped[0].tolist())) == 4  # different views of one sample
     assert torch.equal(v, lidar_views(view, x, q=4))  # the same fixed views every epoch
+
+
+def test_masked_methods_also_log_lidar_under_augmentations(tmp_path):
+    """T-JEPA's LiDAR views are its own random contexts; ``label_free/lidar_aug`` measures the same
+    backbone under SCARF corruptions (the table augmentation). Two-view methods get no second LiDAR."""
+    from selfsup.config import load_experiment
+    from selfsup.metrics.panel import evaluate
+    from selfsup.train.worker import build, lidar_aug_view, lidar_view, load_data
+
+    path = tmp_path / "tjepa.yaml"
+    path.write_text("data: {name: table, path: breast_cancer, views: none}\n"
+                    "model: {backbone: ft_transformer, embed_dim: 32, depth: 1, heads: 4}\n"
+                    "method: {name: tjepa, predictor_dim: 32, predictor_depth: 1, predictor_heads: 4}\n")
+    cfg = load_experiment(path)
+    data = load_data(cfg)
+    method = build(cfg, data.shape, data.groups)
+    x = data.train.x[:64]
+    out = evaluate(method, x, "cpu", lidar_x=x, view=lidar_view(cfg, data), lidar_q=4, aug_view=lidar_aug_view(cfg, data))
+    assert math.isfinite(out["label_free/lidar"]) and math.isfinite(out["label_free/lidar_aug"])
+    assert out["label_free/lidar"] != out["label_free/lidar_aug"]
+    two_view = load_experiment(path, ["method={name: simclr}", "data.views=scarf", "model.backbone=mlp"])
+    assert lidar_aug_view(two_view, data) is None

@@ -73,22 +73,27 @@ def evaluate(
     lidar_x: torch.Tensor | None = None,
     view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     lidar_q: int = 8,
+    aug_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """The metric panel. On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
     ``label_free/rankme_projector`` and ``label_free/alpha_req`` (backbone). With ``lidar_x``
     ``(n, ...)`` and ``view`` (one random view of a batch): ``label_free/lidar`` of ``lidar_q`` views
-    per sample (``Method.view_embed``). ``probe/linear_acc`` and ``probe/knn_acc`` when ``probe =
+    per sample (``Method.view_embed``); with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
+    the backbone embedding (``Method.embed``) of ``lidar_q`` augmented views per sample (the masked
+    methods' LiDAR under augmentations instead of their own contexts). ``probe/linear_acc``, ``probe/knn_acc`` and ``probe/test_size`` (test samples) when ``probe =
     (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
     was_training = method.training
     method.eval()
     try:
         z = embed_all(method.embed, eval_x, device)
         p = embed_all(method.project, eval_x, device)
-        zl = None
+        zl = za = None
         if lidar_x is not None and view is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(LIDAR_SEED)  # the masked methods' context masks, too
                 zl = embed_all(method.view_embed, lidar_views(view, lidar_x, lidar_q), device)
+                if aug_view is not None:
+                    za = embed_all(method.embed, lidar_views(aug_view, lidar_x, lidar_q), device)
         feats = None
         if probe is not None:
             x_tr, y_tr, x_te, y_te = probe
@@ -103,9 +108,12 @@ def evaluate(
         result["label_free/alpha_req"] = alpha_req(torch.from_numpy(z))
         if zl is not None:
             result["label_free/lidar"] = lidar(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
+        if za is not None:
+            result["label_free/lidar_aug"] = lidar(torch.from_numpy(za).reshape(len(lidar_x), lidar_q, -1))
         if feats is not None:
             result["probe/linear_acc"] = linear_probe(*feats)
             result["probe/knn_acc"] = knn_probe(*feats, k=knn_k)
+            result["probe/test_size"] = float(len(feats[3]))
     if size > 1:
         box = [result]
         dist.broadcast_object_list(box, src=0)

@@ -105,13 +105,13 @@ def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None
     return build_method(cfg.method.name, backbone, **params)
 
 
-def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int):
-    """The configured (or the method's) view recipe; ``data``'s training rows are the marginals
-    SCARF's corruption draws from."""
+def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, recipe: str | None = None):
+    """The configured (or the method's) view recipe, or ``recipe``; ``data``'s training rows are
+    the marginals SCARF's corruption draws from."""
     d = cfg.data
     pool = data.train.x if d.is_table else None
     return build_views(
-        views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
+        recipe or views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
         local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate,
     )
 
@@ -126,6 +126,20 @@ def lidar_view(cfg: ExperimentConfig, data):
     """One random full-size view of a batch for LiDAR: the recipe's second view (BYOL's second
     pipeline, SCARF's corrupted row; no DINO local crops)."""
     maker = view_maker(cfg, data, 2, 0)
+    return lambda x: maker(x)[1]
+
+
+AUGMENTATION = {"image": "light", "signal": "signal", "table": "scarf"}
+"""The augmentation of each modality that ``label_free/lidar_aug`` measures masked methods under."""
+
+
+def lidar_aug_view(cfg: ExperimentConfig, data):
+    """For masked methods (whose LiDAR views are their own random contexts): one random
+    augmented view of a batch, the modality's :data:`AUGMENTATION` with the run's data settings,
+    for ``label_free/lidar_aug``; ``None`` for the two-view methods, whose LiDAR already uses it."""
+    if cfg.method.name not in MASKED:
+        return None
+    maker = view_maker(cfg, data, 2, 0, AUGMENTATION[cfg.data.modality])
     return lambda x: maker(x)[1]
 
 
@@ -197,7 +211,7 @@ def train_loop(config: dict) -> None:
         })
     eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
     lidar_x = eval_x[: cfg.eval.lidar_samples] if cfg.eval.lidar_samples >= 2 else None
-    view = lidar_view(cfg, data)
+    view, aug_view = lidar_view(cfg, data), lidar_aug_view(cfg, data)
     probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed) if data.has_labels else None
 
     threshold = cfg.eval.collapse_rankme
@@ -222,7 +236,7 @@ def train_loop(config: dict) -> None:
         if diverged:
             metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})
         else:
-            metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views))
+            metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views, aug_view))
         collapsed = threshold is not None and (diverged or metrics["label_free/rankme"] < threshold)
         if threshold is not None:
             metrics[COLLAPSED] = float(collapsed)
