@@ -7,7 +7,8 @@ import io
 import pytest
 
 from selfsup.report import plots
-from selfsup.report.selection import DEFAULT, PROBE, Row, build_report, format_report, rank_correlations, to_csv, to_markdown
+from selfsup.report.rules import rank_correlations
+from selfsup.report.selection import DEFAULT, PROBE, Row, build_report, format_report, to_csv, to_markdown
 
 
 def row(trial, rankme, lidar, alpha, probe, status="FINISHED", collapsed=False):
@@ -53,6 +54,7 @@ def test_text_report_marks_picks_and_warns_when_the_default_is_weak():
     text = format_report(report)
     assert "label_free/rankme picks trial t1" in text and "regret of the label-free pick: 7.00 points" in text
     assert f"* {DEFAULT}" in text and "WARNING" not in text and "1 of 5 trials collapsed" in text
+    assert f"RankMe and the default rule ({DEFAULT}) disagree: RankMe picks trial t1, {DEFAULT} picks trial t2 (probe acc 0.9 vs 0.97)" in text
     for r in rows:  # make the default rule rank the trials backwards
         r.metrics["label_free/lidar"] = -r.metrics[PROBE]
     assert "WARNING: on this sweep lidar ranks the trials weakly" in format_report(build_report(rows, ["optim.lr"]))
@@ -67,6 +69,7 @@ def test_csv_and_markdown(tmp_path):
     assert table[4]["collapsed"] == "1"
     md = to_markdown(report, "demo")
     assert md.startswith("**demo**: 5 trials, 3 finished, 1 collapsed.") and "| lidar | t2 |" in md
+    assert "disagree: RankMe picks trial t1" in md
 
 
 def test_figures_are_written(tmp_path):

@@ -21,16 +21,16 @@ def scatter(report: Report, path: str) -> None:
     verdicts = list(report.verdicts.values())
     fig, axes = plt.subplots(1, len(verdicts), figsize=(4 * len(verdicts), 3.6), squeeze=False)
     for ax, v in zip(axes[0], verdicts):
-        pts = [r for r in finished(report.rows) if math.isfinite(r.metrics.get(v.selector.metric, math.nan)) and PROBE in r.metrics]
-        ax.scatter([r.metrics[v.selector.metric] for r in pts], [r.metrics[PROBE] for r in pts], s=18, color="tab:blue")
+        pts = [r for r in finished(report.rows) if math.isfinite(r.metrics.get(v.rule.metric, math.nan)) and PROBE in r.metrics]
+        ax.scatter([r.metrics[v.rule.metric] for r in pts], [r.metrics[PROBE] for r in pts], s=18, color="tab:blue")
         if v.pick is not None and PROBE in v.pick.metrics:
-            ax.scatter([v.pick.metrics[v.selector.metric]], [v.pick.metrics[PROBE]], s=120, facecolors="none", edgecolors="tab:red", label="pick")
+            ax.scatter([v.pick.metrics[v.rule.metric]], [v.pick.metrics[PROBE]], s=120, facecolors="none", edgecolors="tab:red", label="pick")
         o = report.oracle
-        if o is not None and math.isfinite(o.metrics.get(v.selector.metric, math.nan)):
-            ax.scatter([o.metrics[v.selector.metric]], [o.metrics[PROBE]], marker="*", s=140, color="tab:green", label="best probe")
+        if o is not None and math.isfinite(o.metrics.get(v.rule.metric, math.nan)):
+            ax.scatter([o.metrics[v.rule.metric]], [o.metrics[PROBE]], marker="*", s=140, color="tab:green", label="best probe")
         tau = "-" if v.tau is None else f"{v.tau:.2f}"
-        ax.set_title(f"{v.selector.name}{' (default)' if v.selector.name == DEFAULT else ''}: tau {tau}", fontsize=10)
-        ax.set_xlabel(v.selector.metric, fontsize=8)
+        ax.set_title(f"{v.rule.name}{' (default)' if v.rule.name == DEFAULT else ''}: tau {tau}", fontsize=10)
+        ax.set_xlabel(v.rule.metric, fontsize=8)
         ax.set_ylabel(PROBE, fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()

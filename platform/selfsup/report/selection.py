@@ -18,36 +18,18 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
+from selfsup.report import rules
 from selfsup.tracking import runs
 
-RANKME, PROBE = "label_free/rankme", "probe/linear_acc"
+RANKME, PROBE = rules.RANKME, rules.PROBE
 WEAK_TAU = 0.3
 """Kendall tau below which the report warns that the default rule's ranking says little."""
 
-
-@dataclass(frozen=True)
-class Selector:
-    """A label-free rule: the metric it reads and ``score`` (higher is better) of a final value."""
-
-    name: str
-    metric: str
-    score: Callable[[float], float]
-    description: str
-
-
-SELECTORS = {
-    s.name: s
-    for s in (
-        Selector("rankme", RANKME, lambda v: v, "highest RankMe of the backbone (Garrido et al. 2023)"),
-        Selector("rankme_projector", "label_free/rankme_projector", lambda v: v, "highest RankMe of the projector output"),
-        Selector("lidar", "label_free/lidar", lambda v: v, "highest LiDAR of the backbone (Thilak et al. 2024)"),
-        Selector("alpha_req", "label_free/alpha_req", lambda v: -abs(v - 1.0), "eigenspectrum decay alpha closest to 1 (Agrawal et al. 2022)"),
-    )
-}
 DEFAULT = "lidar"
-"""The default selection rule (README, "Can you trust the pick?", for the studies behind it)."""
+"""The default selection rule (README, "Can you trust the pick?", for the benchmark behind it)."""
+SELECTORS = {**rules.METRIC_RULES, **({} if DEFAULT in rules.METRIC_RULES else {DEFAULT: rules.candidates()[DEFAULT]})}
+"""The rules every report judges: the four metrics of the panel and the default rule."""
 
 
 @dataclass
@@ -62,22 +44,11 @@ class Row:
 
 
 @dataclass
-class Verdict:
-    """One selector's result on a sweep."""
-
-    selector: Selector
-    pick: Row | None
-    regret: float | None = None
-    tau: float | None = None
-    rho: float | None = None
-
-
-@dataclass
 class Report:
     rows: list[Row]
     keys: list[str]
     objective: str
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    verdicts: dict[str, rules.Verdict] = field(default_factory=dict)
     oracle: Row | None = None
 
 
@@ -94,10 +65,6 @@ def rows(uri: str, exp_id: str, parent: str) -> tuple[list[Row], list[str]]:
     return out, keys
 
 
-def _finite(v) -> bool:
-    return v is not None and math.isfinite(v)
-
-
 def finished(table: list[Row]) -> list[Row]:
     """The trials a selector may pick: trained to the end, not collapsed."""
     return [r for r in table if r.status == "FINISHED" and not r.collapsed]
@@ -106,43 +73,17 @@ def finished(table: list[Row]) -> list[Row]:
 def pick(table: list[Row], metric: str, mode: str = "max") -> Row | None:
     """The trial the metric selects: best final value among trials that ran to the end
     (FINISHED), or among all trials that reported it when none did."""
-    scored = [r for r in table if _finite(r.metrics.get(metric)) and not r.collapsed]
+    scored = [r for r in table if rules.finite(r.metrics.get(metric)) and not r.collapsed]
     done = [r for r in scored if r.status == "FINISHED"] or scored
     if not done:
         return None
     return (max if mode == "max" else min)(done, key=lambda r: r.metrics[metric])
 
 
-def rank_correlations(scores: list[float], accuracy: list[float]) -> tuple[float | None, float | None]:
-    """Kendall tau and Spearman rho between selector scores and probe accuracies (None below 3 trials
-    or when either side is constant)."""
-    from scipy.stats import kendalltau, spearmanr
-
-    if len(scores) < 3 or len(set(scores)) < 2 or len(set(accuracy)) < 2:
-        return None, None
-    return float(kendalltau(scores, accuracy).statistic), float(spearmanr(scores, accuracy).statistic)
-
-
-def judge(table: list[Row], selector: Selector, oracle: Row | None) -> Verdict:
-    scored = [r for r in finished(table) if _finite(r.metrics.get(selector.metric))]
-    if not scored:
-        return Verdict(selector, None)
-    best = max(scored, key=lambda r: selector.score(r.metrics[selector.metric]))
-    verdict = Verdict(selector, best)
-    if oracle is not None and _finite(best.metrics.get(PROBE)):
-        verdict.regret = 100 * (oracle.metrics[PROBE] - best.metrics[PROBE])
-        labelled = [r for r in scored if _finite(r.metrics.get(PROBE))]
-        verdict.tau, verdict.rho = rank_correlations(
-            [selector.score(r.metrics[selector.metric]) for r in labelled], [r.metrics[PROBE] for r in labelled]
-        )
-    return verdict
-
-
 def build_report(table: list[Row], keys: list[str], objective: str = RANKME) -> Report:
     report = Report(table, keys, objective)
-    labelled = [r for r in finished(table) if _finite(r.metrics.get(PROBE))]
-    report.oracle = max(labelled, key=lambda r: r.metrics[PROBE]) if labelled else None
-    report.verdicts = {name: judge(table, s, report.oracle) for name, s in SELECTORS.items()}
+    report.oracle = rules.oracle(finished(table))
+    report.verdicts = {name: rules.judge(rule, finished(table)) for name, rule in SELECTORS.items()}
     return report
 
 
@@ -191,8 +132,20 @@ def format_report(report: Report, metric: str = RANKME, mode: str = "max") -> st
           _fmt(v.regret), _fmt(v.tau), _fmt(v.rho)] for n, v in report.verdicts.items()],
     )]
     lines.append(f"* default rule: {SELECTORS[DEFAULT].description}")
+    lines.append(agreement(report))
     lines += warnings(report)
     return "\n".join(lines)
+
+
+def agreement(report: Report) -> str:
+    """Where RankMe (the RankMe paper's objective) and the default rule part ways, in one line."""
+    r, d = report.verdicts["rankme"].pick, report.verdicts[DEFAULT].pick
+    if r is None or d is None or DEFAULT == "rankme":
+        return f"RankMe picks {r.trial if r else 'nothing'}; the default rule picks {d.trial if d else 'nothing'}."
+    if r is d:
+        return f"RankMe and the default rule ({DEFAULT}) agree: trial {r.trial}."
+    probes = f" (probe acc {_fmt(r.metrics.get(PROBE))} vs {_fmt(d.metrics.get(PROBE))})" if PROBE in r.metrics and PROBE in d.metrics else ""
+    return f"RankMe and the default rule ({DEFAULT}) disagree: RankMe picks trial {r.trial}, {DEFAULT} picks trial {d.trial}{probes}."
 
 
 def warnings(report: Report) -> list[str]:
@@ -200,7 +153,7 @@ def warnings(report: Report) -> list[str]:
     v = report.verdicts[DEFAULT]
     out = []
     if v.pick is None:
-        out.append(f"WARNING: no finished trial reported {v.selector.metric}; the default rule picks nothing.")
+        out.append(f"WARNING: no finished trial reported {v.rule.metric}; the default rule picks nothing.")
     elif v.tau is not None and v.tau < WEAK_TAU:
         out.append(
             f"WARNING: on this sweep {DEFAULT} ranks the trials weakly against probe accuracy (Kendall tau {v.tau:.2f} < {WEAK_TAU}):"
@@ -239,7 +192,7 @@ def to_markdown(report: Report, sweep: str) -> str:
     for n, s in report.verdicts.items():
         probe = s.pick.metrics.get(PROBE) if s.pick else None
         lines.append(f"| {n} | {s.pick.trial if s.pick else '-'} | {_fmt(probe)} | {_fmt(s.regret)} | {_fmt(s.tau)} | {_fmt(s.rho)} |")
-    lines += ["", *warnings(report)]
+    lines += ["", agreement(report), "", *warnings(report)]
     return "\n".join(lines).strip() + "\n"
 
 

@@ -149,6 +149,11 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
 
 
+def metric_timeline(uri: str, run_id: str, key: str) -> list[tuple[int, float, float]]:
+    """``[(step, value, logged at (s since the epoch)), ...]`` of one metric, by time."""
+    return sorted(((m.step, m.value, m.timestamp / 1000) for m in client(uri).get_metric_history(run_id, key)), key=lambda e: (e[2], e[0]))
+
+
 def last_step(uri: str, run_id: str, key: str) -> int:
     """The highest step logged for metric ``key`` (0 when none)."""
     return max((m.step for m in client(uri).get_metric_history(run_id, key)), default=0)

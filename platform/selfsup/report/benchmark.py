@@ -1,0 +1,309 @@
+"""The selection benchmark's analysis: its cells read back from MLflow, every rule judged on each,
+the default rule chosen by leave-one-dataset-out, ASHA replayed, and the Markdown summary and plots
+(``benchmarks/selection.py`` runs the cells and calls :func:`write_summary`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.report import asha, rules
+from selfsup.report.selection import DEFAULT, SELECTORS, Row, finished, rows
+from selfsup.tracking import runs
+
+NOISE_SE = 2.0
+"""A cell whose probe range is under this many binomial standard errors of its test set reads as
+'within noise': no selector can be judged on it."""
+GRACE, RF = 2, 2
+"""The ASHA replay: the sweeps' default grace period (epochs) and reduction factor."""
+
+
+@dataclass
+class BenchCell:
+    """A benchmark cell: its trials as the report reads them and the default metric's history."""
+
+    name: str
+    dataset: str
+    method: str
+    uri: str
+    exp_id: str
+    parent: str
+    wall_s: float
+    table: list[Row]
+    histories: dict[str, dict[str, list[tuple[int, float, float]]]] = field(default_factory=dict)
+    """trial -> metric -> ``[(epoch, value, timestamp s)]``."""
+
+    @property
+    def cell(self) -> rules.Cell:
+        return rules.Cell(self.name, self.dataset, self.method, finished(self.table))
+
+    @property
+    def epochs(self) -> int:
+        return max((r.epochs for r in self.table), default=0)
+
+    def probe_range(self) -> tuple[float, float] | None:
+        accs = [r.metrics[rules.PROBE] for r in self.cell.trials if rules.finite(r.metrics.get(rules.PROBE))]
+        return (min(accs), max(accs)) if accs else None
+
+    def noise(self) -> float | None:
+        """One binomial standard error of a probe accuracy on this cell's test set (points)."""
+        span = self.probe_range()
+        n = next((r.metrics.get("probe/test_size") for r in self.cell.trials if r.metrics.get("probe/test_size")), None)
+        if span is None or not n:
+            return None
+        p = (span[0] + span[1]) / 2
+        return 100 * math.sqrt(p * (1 - p) / n)
+
+
+def load_cells(found: list[tuple[str, str, str, str, str, str, float]]) -> list[BenchCell]:
+    """``(name, dataset, method, uri, experiment id, parent run id, wall s)`` per cell -> cells with
+    their trials and the label-free metrics' histories."""
+    out = []
+    for name, dataset, method, uri, exp_id, parent, wall in found:
+        table, _ = rows(uri, exp_id, parent)
+        cell = BenchCell(name, dataset, method, uri, exp_id, parent, wall, table)
+        metrics = sorted({m for r in rules.candidates().values() for m in r.metrics})
+        cell.histories = {r.trial: {m: runs.metric_timeline(uri, r.run_id, m) for m in metrics} for r in table}
+        out.append(cell)
+    return out
+
+
+def _f(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.{digits}f}"
+
+
+def rule_table(rule_set: dict[str, rules.Rule], cells: list[BenchCell]) -> list[dict]:
+    """Per rule over all cells: mean and worst regret, mean tau and rho, top-3 hits, cells within 1 point."""
+    out = []
+    for name, rule in rule_set.items():
+        vs = [rules.judge(rule, c.cell.trials) for c in cells]
+        reg = [v.regret for v in vs if v.regret is not None]
+        taus = [v.tau for v in vs if v.tau is not None]
+        rhos = [v.rho for v in vs if v.rho is not None]
+        out.append({
+            "rule": name, "mean_regret": float(np.mean(reg)) if reg else None, "worst": max(reg) if reg else None,
+            "tau": float(np.mean(taus)) if taus else None, "rho": float(np.mean(rhos)) if rhos else None,
+            "top3": sum(bool(v.top3) for v in vs), "within1": sum(r <= 1.0 for r in reg), "cells": len(reg),
+        })
+    return out
+
+
+@dataclass
+class AshaResult:
+    cell: str
+    oracle_stopped: bool
+    regret_full: float | None
+    regret_asha: float | None
+    regret_budget: float | None
+    """The default rule's regret among the first trials (start order) that the epochs ASHA
+    trained would have run to the end without ASHA."""
+    epoch_share: float
+
+
+def asha_replay(cell: BenchCell, metric: str, grace: int, rf: float, relative: bool = False) -> AshaResult | None:
+    """ASHA on ``metric`` over this cell's logged histories: is the label-based best stopped (every
+    trial with the best probe accuracy), the
+    default rule's regret among the survivors vs among all trials, and the share of epochs kept."""
+    trials = {r.trial: r for r in cell.cell.trials}
+    events = [(ts, t, ep, v) for t in trials for ep, v, ts in cell.histories.get(t, {}).get(metric, [])]
+    best = rules.oracle(list(trials.values()))
+    if not events or best is None:
+        return None
+    if relative:
+        events = asha.relative(events)
+    result = asha.replay(events, grace, cell.epochs, rf)
+    survivors = [r for t, r in trials.items() if t not in result.stopped]
+    default = SELECTORS[DEFAULT]
+    full = rules.judge(default, list(trials.values()))
+    kept = rules.judge(default, survivors)
+    regret = 100 * (best.metrics[rules.PROBE] - kept.pick.metrics[rules.PROBE]) if kept.pick else None
+    share = result.epochs / max(1, len(trials) * cell.epochs)
+    first = list(trials.values())[: max(1, round(share * len(trials)))]
+    budget = rules.judge(default, first)
+    regret_budget = 100 * (best.metrics[rules.PROBE] - budget.pick.metrics[rules.PROBE]) if budget.pick else None
+    lost = max((r.metrics[rules.PROBE] for r in survivors if rules.finite(r.metrics.get(rules.PROBE))), default=-1.0) < best.metrics[rules.PROBE]
+    return AshaResult(cell.name, lost, full.regret, regret, regret_budget, share)
+
+
+def markdown(cells: list[BenchCell], command: str, wall_s: float) -> str:
+    """The whole benchmark as Markdown: matrix, per-cell verdicts, rules overall, leave-one-dataset-out, ASHA."""
+    candidates = rules.candidates()
+    n_trials = [len(c.table) for c in cells]
+    lines = [
+        "# Label-free selection benchmark",
+        "",
+        f"`{command}`: {len(cells)} cells ({', '.join(sorted({c.method for c in cells}))} on "
+        f"{', '.join(dict.fromkeys(c.dataset for c in cells))}), {min(n_trials)}-{max(n_trials)} trials each, "
+        f"sampled at random from `search_spaces/<method>.yaml` and trained to the end; {wall_s / 60:.0f} min wall on this machine "
+        f"(cells' own wall times: {sum(c.wall_s for c in cells if math.isfinite(c.wall_s)) / 60:.0f} min).",
+        "Regret: the best trial's linear-probe accuracy minus the pick's, in points; tau, rho: Kendall and Spearman rank",
+        "correlation of the rule's score with probe accuracy over the cell's finished trials; top-3: the best trial is among",
+        f"the rule's three best-scored. Noise: one binomial standard error of a probe accuracy on the cell's test set; a cell",
+        f"whose probe range is under {NOISE_SE:g} of them is *within noise*.",
+        "",
+        "## Cells",
+        "",
+        "| cell | finished / trials | epochs | probe range | noise (pts) | " + " | ".join(f"{n} regret" for n in SELECTORS) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in SELECTORS) + " |",
+    ]
+    for c in cells:
+        span, noise = c.probe_range(), c.noise()
+        within = span is not None and noise is not None and 100 * (span[1] - span[0]) < NOISE_SE * noise
+        rng = "-" if span is None else f"{span[0]:.3f}-{span[1]:.3f}" + (" (within noise)" if within else "")
+        regrets = [_f(rules.judge(r, c.cell.trials).regret) for r in SELECTORS.values()]
+        lines.append(f"| {c.name} | {len(c.cell.trials)} / {len(c.table)} | {c.epochs} | {rng} | {_f(noise)} | " + " | ".join(regrets) + " |")
+    lines += ["", "## Every selector on every cell", "", "| cell | selector | picks | probe | regret | tau | rho | top-3 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cells:
+        for name, rule in SELECTORS.items():
+            v = rules.judge(rule, c.cell.trials)
+            probe = v.pick.metrics.get(rules.PROBE) if v.pick else None
+            lines.append(f"| {c.name} | {name}{' (default)' if name == DEFAULT else ''} | {v.pick.trial if v.pick else '-'} | {_f(probe, 3)} | "
+                         f"{_f(v.regret)} | {_f(v.tau)} | {_f(v.rho)} | {_f(v.top3)} |")
+    lines += ["", "## Every candidate rule over all cells", "", "| rule | mean regret | worst cell | mean tau | mean rho | top-3 hits | cells <= 1 pt |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted(rule_table(candidates, cells), key=lambda r: (r["mean_regret"] is None, r["mean_regret"] or 0)):
+        lines.append(f"| {row['rule']}{' (default)' if row['rule'] == DEFAULT else ''} | {_f(row['mean_regret'])} | {_f(row['worst'])} | {_f(row['tau'])} | "
+                     f"{_f(row['rho'])} | {row['top3']}/{row['cells']} | {row['within1']}/{row['cells']} |")
+    lines += ["", *lodo_section(candidates, cells), "", *asha_section(cells)]
+    return "\n".join(lines) + "\n"
+
+
+def lodo_section(candidates: dict[str, rules.Rule], cells: list[BenchCell]) -> list[str]:
+    folds = rules.leave_one_dataset_out(candidates, [c.cell for c in cells])
+    held = [r for f in folds for r in f.regrets.values() if r is not None]
+    alone = {n: rules.mean_regret(candidates[n], [c.cell for c in cells]) for n in ("rankme", "lidar")}
+    chosen = rules.choose(candidates, [c.cell for c in cells])
+    lines = [
+        "## The default rule, chosen leave-one-dataset-out",
+        "",
+        "For each dataset, the rule with the lowest mean regret on the other datasets' cells is scored on this dataset's cells.",
+        "",
+        "| held-out dataset | rule chosen on the others | held-out regrets (points) |",
+        "| --- | --- | --- |",
+    ]
+    for f in folds:
+        lines.append(f"| {f.dataset} | {f.rule.name} | " + ", ".join(f"{k} {_f(v)}" for k, v in f.regrets.items()) + " |")
+    mean_held = float(np.mean(held)) if held else math.nan
+    worst = max(held) if held else math.nan
+    lines += [
+        "",
+        f"Held-out regret: mean **{mean_held:.2f}** points, worst cell **{worst:.2f}** "
+        f"(RankMe alone: mean {alone['rankme']:.2f}; LiDAR alone: mean {alone['lidar']:.2f}, both over all cells).",
+        f"Chosen on all datasets: **{chosen.name}** ({chosen.description}); the default rule is **{DEFAULT}**.",
+        "Target (issue 11): mean held-out regret <= 1 point, no cell above 2, below RankMe alone and LiDAR alone: "
+        + ("met." if mean_held <= 1 and worst <= 2 and mean_held < min(alone.values()) else "**not met**."),
+    ]
+    return lines
+
+
+def asha_section(cells: list[BenchCell]) -> list[str]:
+    metric = SELECTORS[DEFAULT].metric
+    variants = [(f"grace {GRACE}", GRACE, False), (f"grace {GRACE}, relative to epoch 1", GRACE, True)]
+    half = lambda c: max(GRACE, c.epochs // 2)  # noqa: E731
+    lines = [
+        "## ASHA driven by the default rule's metric, replayed",
+        "",
+        f"ASHA (reduction factor {RF:g}) replayed on each cell's logged `{metric}` per epoch, in the order the results arrived",
+        "(`selfsup.report.asha`). Oracle stopped: ASHA would have stopped the trial with the best final probe. Regret: the",
+        "default rule's pick among the trials ASHA lets finish (against the best of all trials), its pick among all trials",
+        "(the same trials without ASHA), and its pick among as many first-started trials as ASHA's epochs would have trained",
+        "to the end without ASHA (the same budget).",
+        "",
+        "| variant | oracle stopped | mean regret with ASHA | without ASHA, all trials | without ASHA, same budget | epochs trained | oracle stopped in |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, grace, relative in [*variants, ("grace = half the epochs", None, False)]:
+        res = [r for c in cells if (r := asha_replay(c, metric, grace or half(c), RF, relative)) is not None]
+        if not res:
+            continue
+        reg = [r.regret_asha for r in res if r.regret_asha is not None]
+        full = [r.regret_full for r in res if r.regret_full is not None]
+        same = [r.regret_budget for r in res if r.regret_budget is not None]
+        mean = lambda xs: _f(float(np.mean(xs)) if xs else None)  # noqa: E731
+        lines.append(f"| {label} | {sum(r.oracle_stopped for r in res)}/{len(res)} | {mean(reg)} | {mean(full)} | {mean(same)} | "
+                     f"{100 * float(np.mean([r.epoch_share for r in res])):.0f}% | {', '.join(r.cell for r in res if r.oracle_stopped) or '-'} |")
+    return lines
+
+
+def plot_cells(cells: list[BenchCell], path: Path) -> None:
+    """One panel per cell: the default rule's metric (x) against probe accuracy (y); pick circled, oracle starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    default = SELECTORS[DEFAULT]
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(len(cells) / cols), cols, figsize=(3.6 * cols, 3.0 * math.ceil(len(cells) / cols)), squeeze=False)
+    for ax in axes.flat[len(cells):]:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, cells):
+        trials = [t for t in default.scorable(c.cell.trials) if rules.finite(t.metrics.get(rules.PROBE))]
+        if not trials:
+            ax.set_title(f"{c.name}: no trials", fontsize=9)
+            continue
+        xs = [t.metrics[default.metric] for t in trials]
+        ax.scatter(xs, [t.metrics[rules.PROBE] for t in trials], s=14)
+        v = rules.judge(default, trials)
+        o = rules.oracle(trials)
+        ax.scatter([v.pick.metrics[default.metric]], [v.pick.metrics[rules.PROBE]], s=110, facecolors="none", edgecolors="tab:red")
+        ax.scatter([o.metrics[default.metric]], [o.metrics[rules.PROBE]], marker="*", s=120, color="tab:green")
+        ax.set_title(f"{c.name}: regret {_f(v.regret)}, tau {_f(v.tau)}", fontsize=9)
+        ax.set_xlabel(default.metric, fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_regrets(cells: list[BenchCell], path: Path) -> None:
+    """Regret of each selector per cell (grouped bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(cells)), 3.6))
+    width = 0.8 / len(SELECTORS)
+    for i, (name, rule) in enumerate(SELECTORS.items()):
+        reg = [rules.judge(rule, c.cell.trials).regret for c in cells]
+        ax.bar(np.arange(len(cells)) + i * width, [r if r is not None else 0 for r in reg], width, label=name)
+    ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [c.name for c in cells], rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("regret (points)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def results_json(cells: list[BenchCell]) -> str:
+    """Every trial's final metrics per cell, for rerunning the analysis without MLflow."""
+    return json.dumps({c.name: {"dataset": c.dataset, "method": c.method, "trials": {r.trial: {"status": r.status, "params": r.params, "metrics": r.metrics} for r in c.table}} for c in cells}, indent=1)
+
+
+def write_summary(cells: list[BenchCell], out: Path, command: str, wall_s: float) -> str:
+    """Write ``out/selection.md`` and ``out/selection/{cells,regrets}.png``, log them (and the
+    trials as JSON) on a ``benchmark`` run in the cells' experiment; return the Markdown."""
+    text = markdown(cells, command, wall_s)
+    figures = out / "selection"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_cells(cells, figures / "cells.png")
+    plot_regrets(cells, figures / "regrets.png")
+    (out / "selection.md").write_text(text + "\n![cells](selection/cells.png)\n![regrets](selection/regrets.png)\n")
+    uri, exp_id = cells[0].uri, cells[0].exp_id
+    run = runs.start_run(uri, exp_id, "selection-benchmark", {runs.ROLE: "benchmark"})
+    runs.log_text(uri, run, text, "selection.md")
+    runs.log_text(uri, run, results_json(cells), "trials.json")
+    runs.log_file(uri, run, str(figures / "cells.png"))
+    runs.log_file(uri, run, str(figures / "regrets.png"))
+    runs.set_tags(uri, run, {runs.NOTE: text})
+    runs.end_run(uri, run, "FINISHED")
+    return text
