@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install sweep test bench bench-cluster
+.PHONY: install sweep test bench bench-cluster bench-selection
 
 $(BIN)/selfsup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,9 @@ $(BIN)/selfsup: pyproject.toml
 
 install: $(BIN)/selfsup
 
-# The main job: a label-free VICReg sweep on digits (8 trials), then `selfsup ui` to browse it.
+# The main job: a label-free VICReg sweep on MNIST-1D (8 trials), then `selfsup ui` to browse it.
 sweep: install
-	$(BIN)/selfsup sweep examples/digits_vicreg_sweep.yaml
+	$(BIN)/selfsup sweep examples/mnist1d_vicreg_sweep.yaml
 
 # The test suite: unit tests and integration tests on a real local Ray cluster and real MLflow.
 test: install
@@ -28,3 +28,7 @@ bench: install
 # The main sweep on a 3-node Ray cluster (ray job submit, MLflow on PostgreSQL, S3 checkpoints) vs the embedded default.
 bench-cluster: install
 	$(BIN)/python benchmarks/cluster_sweep.py
+
+# The label-free selection benchmark: 12 cells (5 methods x 4 datasets) x 12 trials; docs/selection.md.
+bench-selection: install
+	$(BIN)/python benchmarks/selection.py

@@ -63,10 +63,10 @@ CELLS = [
     CellSpec("mnist1d", "simclr", "mnist1d_vicreg.yaml", 8, {"method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
     CellSpec("mnist1d", "byol", "mnist1d_vicreg.yaml", 8, {"method": {"name": "byol", "projector": [512, 128], "predictor": [512, 128]}}),
     CellSpec("mnist1d", "sjepa", "mnist1d_sjepa.yaml", 8),
-    CellSpec("osuleaf", "vicreg", "basicmotions_vicreg.yaml", 30, OSULEAF),
-    CellSpec("osuleaf", "simclr", "basicmotions_vicreg.yaml", 30, {**OSULEAF, "method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
+    CellSpec("osuleaf", "vicreg", "basicmotions_vicreg.yaml", 20, OSULEAF),
+    CellSpec("osuleaf", "simclr", "basicmotions_vicreg.yaml", 20, {**OSULEAF, "method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
     CellSpec("breast_cancer", "simclr", "breast_cancer_scarf.yaml", 30),
-    CellSpec("breast_cancer", "tjepa", "breast_cancer_tjepa.yaml", 30),
+    CellSpec("breast_cancer", "tjepa", "breast_cancer_tjepa.yaml", 20),
 ]
 """The full matrix: 5 methods (VICReg, SimCLR, BYOL, DINO; the signal JEPA and T-JEPA) on 4
 datasets of 3 modalities (digits images, MNIST-1D and the UCR OSULeaf signals, the breast-cancer
@@ -105,7 +105,7 @@ def sweep_config(spec: CellSpec, budget: str, args, storage: str):
         max_concurrent_trials=args.max_concurrent,
         metric=SELECTORS[DEFAULT].metric,
         sampler="random",
-        register=False,
+        registry=False,
         seed=args.seed,
         scheduler={"type": "none"},
     )

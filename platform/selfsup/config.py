@@ -533,10 +533,15 @@ class Distribution(Section):
 
 
 class SchedulerConfig(Section):
-    """ASHA early stopping on the epoch (``none`` runs every trial to the end)."""
+    """ASHA early stopping on the epoch (``none`` runs every trial to the end). ``grace_period``:
+    epochs before a trial can be stopped; unset, half of ``train.epochs``. A fresh network already
+    has a high effective rank, so at early rungs RankMe favours trials that have barely trained:
+    replayed on the selection benchmark's trials, ASHA on RankMe with a grace of 2 epochs would
+    have stopped the label-based best trial in most cells, with half the epochs in few
+    (``docs/selection.md``)."""
 
     type: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(2, ge=1)
+    grace_period: int | None = Field(None, ge=1)
     reduction_factor: float = Field(2.0, gt=1.0)
 
 
@@ -552,7 +557,7 @@ class SweepConfig(Section):
     ``trial_retries``: how often Tune restarts a trial whose function died (its node was lost) or
     whose run failed beyond ``train.max_failures``; it resumes from its last checkpoint.
     ``sampler``: Optuna's TPE (``tpe``, guided by ``metric``) or uniform ``random`` sampling (what
-    the selection benchmark uses, so that no selector steers which trials exist). ``register``: put
+    the selection benchmark uses, so that no selector steers which trials exist). ``registry``: put
     the default rule's pick into the model registry under the sweep's name.
     """
 
@@ -570,7 +575,7 @@ class SweepConfig(Section):
     collapse_rankme: float | None = Field(1.5, ge=1.0)
     trial_retries: int = Field(1, ge=0)
     sampler: Literal["tpe", "random"] = "tpe"
-    register: bool = True
+    registry: bool = True
 
 
 def _loc(err: dict) -> str:

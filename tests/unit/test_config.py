@@ -94,14 +94,25 @@ def test_sweep_paths_resolve_relative_to_file(tmp_path):
     assert sweep.base == str(tmp_path / "base.yaml") and sweep.num_samples == 3
 
 
-def test_sweep_sampler_and_register(tmp_path):
+def test_sweep_sampler_and_registry(tmp_path):
     write(tmp_path, "base.yaml", "")
     p = write(tmp_path, "sweep.yaml", "name: s\nbase: base.yaml\n")
     sweep = load_sweep(p)
-    assert sweep.sampler == "tpe" and sweep.register is True
-    sweep = load_sweep(p, ["sampler=random", "register=false"])
-    assert sweep.sampler == "random" and sweep.register is False
+    assert sweep.sampler == "tpe" and sweep.registry is True
+    sweep = load_sweep(p, ["sampler=random", "registry=false"])
+    assert sweep.sampler == "random" and sweep.registry is False
     assert "sampler: Input should be 'tpe' or 'random' (got 'grid')" in error_of(load_sweep, p, ["sampler=grid"])
+
+
+def test_asha_grace_period_defaults_to_half_the_epochs(tmp_path):
+    from selfsup.tune.sweep import grace_period
+
+    write(tmp_path, "base.yaml", "")
+    p = write(tmp_path, "sweep.yaml", "name: s\nbase: base.yaml\n")
+    assert load_sweep(p).scheduler.grace_period is None
+    assert grace_period(load_sweep(p), 8) == 4 and grace_period(load_sweep(p), 1) == 1
+    assert grace_period(load_sweep(p, ["scheduler.grace_period=2"]), 8) == 2
+    assert grace_period(load_sweep(p, ["scheduler.grace_period=20"]), 8) == 8
 
 
 def test_cli_exits_2_with_one_line(tmp_path, capsys):

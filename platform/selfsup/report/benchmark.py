@@ -172,7 +172,7 @@ def markdown(cells: list[BenchCell], command: str, wall_s: float) -> str:
     for row in sorted(rule_table(candidates, cells), key=lambda r: (r["mean_regret"] is None, r["mean_regret"] or 0)):
         lines.append(f"| {row['rule']}{' (default)' if row['rule'] == DEFAULT else ''} | {_f(row['mean_regret'])} | {_f(row['worst'])} | {_f(row['tau'])} | "
                      f"{_f(row['rho'])} | {row['top3']}/{row['cells']} | {row['within1']}/{row['cells']} |")
-    lines += ["", *lodo_section(candidates, cells), "", *asha_section(cells)]
+    lines += ["", *lodo_section(candidates, cells), "", *distrust_section(cells), "", *asha_section(cells)]
     return "\n".join(lines) + "\n"
 
 
@@ -204,32 +204,58 @@ def lodo_section(candidates: dict[str, rules.Rule], cells: list[BenchCell]) -> l
     return lines
 
 
-def asha_section(cells: list[BenchCell]) -> list[str]:
-    metric = SELECTORS[DEFAULT].metric
-    variants = [(f"grace {GRACE}", GRACE, False), (f"grace {GRACE}, relative to epoch 1", GRACE, True)]
-    half = lambda c: max(GRACE, c.epochs // 2)  # noqa: E731
-    lines = [
-        "## ASHA driven by the default rule's metric, replayed",
+def distrust_section(cells: list[BenchCell]) -> list[str]:
+    """The default rule's regret where RankMe and LiDAR agree on the pick and where they do not: a
+    signal a sweep without labels can see."""
+    default, agree, disagree = SELECTORS[DEFAULT], [], []
+    for c in cells:
+        r, li = (rules.judge(SELECTORS[n], c.cell.trials).pick for n in ("rankme", "lidar"))
+        v = rules.judge(default, c.cell.trials)
+        if v.regret is not None and r is not None and li is not None:
+            (agree if r is li else disagree).append((c.name, v.regret))
+    mean = lambda xs: _f(float(np.mean([x for _, x in xs])) if xs else None)  # noqa: E731
+    worst = lambda xs: _f(max((x for _, x in xs), default=None))  # noqa: E731
+    return [
+        "## When to distrust the pick",
         "",
-        f"ASHA (reduction factor {RF:g}) replayed on each cell's logged `{metric}` per epoch, in the order the results arrived",
-        "(`selfsup.report.asha`). Oracle stopped: ASHA would have stopped the trial with the best final probe. Regret: the",
-        "default rule's pick among the trials ASHA lets finish (against the best of all trials), its pick among all trials",
-        "(the same trials without ASHA), and its pick among as many first-started trials as ASHA's epochs would have trained",
-        "to the end without ASHA (the same budget).",
+        "The default rule's regret on the cells where RankMe and LiDAR pick the same trial, and where they do not (a sweep",
+        "without labels can see this; its report says which it is).",
         "",
-        "| variant | oracle stopped | mean regret with ASHA | without ASHA, all trials | without ASHA, same budget | epochs trained | oracle stopped in |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| RankMe and LiDAR | cells | default's mean regret | worst |",
+        "| --- | --- | --- | --- |",
+        f"| agree | {len(agree)} | {mean(agree)} | {worst(agree)} |",
+        f"| disagree | {len(disagree)} | {mean(disagree)} | {worst(disagree)} |",
     ]
-    for label, grace, relative in [*variants, ("grace = half the epochs", None, False)]:
-        res = [r for c in cells if (r := asha_replay(c, metric, grace or half(c), RF, relative)) is not None]
-        if not res:
-            continue
-        reg = [r.regret_asha for r in res if r.regret_asha is not None]
-        full = [r.regret_full for r in res if r.regret_full is not None]
-        same = [r.regret_budget for r in res if r.regret_budget is not None]
-        mean = lambda xs: _f(float(np.mean(xs)) if xs else None)  # noqa: E731
-        lines.append(f"| {label} | {sum(r.oracle_stopped for r in res)}/{len(res)} | {mean(reg)} | {mean(full)} | {mean(same)} | "
-                     f"{100 * float(np.mean([r.epoch_share for r in res])):.0f}% | {', '.join(r.cell for r in res if r.oracle_stopped) or '-'} |")
+
+
+def asha_section(cells: list[BenchCell]) -> list[str]:
+    metrics = list(dict.fromkeys([SELECTORS[DEFAULT].metric, rules.RANKME]))
+    half = lambda c: max(GRACE, c.epochs // 2)  # noqa: E731
+    variants = [(f"grace {GRACE}", lambda c: GRACE, False), (f"grace {GRACE}, relative to epoch 1", lambda c: GRACE, True),
+                ("grace = half the epochs", half, False)]
+    lines = [
+        "## ASHA on a label-free objective, replayed",
+        "",
+        f"ASHA (reduction factor {RF:g}) replayed on each cell's logged objective per epoch, in the order the results arrived",
+        "(`selfsup.report.asha`), driven by the default rule's metric and by RankMe. Oracle stopped: ASHA would have stopped",
+        "every trial with the best final probe. Regret: the default rule's pick among the trials ASHA lets finish (against the",
+        "best of all trials), its pick among all trials (the same trials without ASHA), and its pick among as many",
+        "first-started trials as ASHA's epochs would have trained to the end without ASHA (the same budget).",
+        "",
+        "| objective | variant | oracle stopped | mean regret with ASHA | without ASHA, all trials | without ASHA, same budget | epochs trained | oracle stopped in |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    mean = lambda xs: _f(float(np.mean(xs)) if xs else None)  # noqa: E731
+    for metric in metrics:
+        for label, grace, relative in variants:
+            res = [r for c in cells if (r := asha_replay(c, metric, grace(c), RF, relative)) is not None]
+            if not res:
+                continue
+            reg = [r.regret_asha for r in res if r.regret_asha is not None]
+            full = [r.regret_full for r in res if r.regret_full is not None]
+            same = [r.regret_budget for r in res if r.regret_budget is not None]
+            lines.append(f"| {metric} | {label} | {sum(r.oracle_stopped for r in res)}/{len(res)} | {mean(reg)} | {mean(full)} | {mean(same)} | "
+                         f"{100 * float(np.mean([r.epoch_share for r in res])):.0f}% | {', '.join(r.cell for r in res if r.oracle_stopped) or '-'} |")
     return lines
 
 

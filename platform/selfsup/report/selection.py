@@ -19,6 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from selfsup.config import MASKED
 from selfsup.report import rules
 from selfsup.tracking import runs
 
@@ -50,6 +51,7 @@ class Report:
     objective: str
     verdicts: dict[str, rules.Verdict] = field(default_factory=dict)
     oracle: Row | None = None
+    method: str | None = None
 
 
 def rows(uri: str, exp_id: str, parent: str) -> tuple[list[Row], list[str]]:
@@ -80,8 +82,8 @@ def pick(table: list[Row], metric: str, mode: str = "max") -> Row | None:
     return (max if mode == "max" else min)(done, key=lambda r: r.metrics[metric])
 
 
-def build_report(table: list[Row], keys: list[str], objective: str = RANKME) -> Report:
-    report = Report(table, keys, objective)
+def build_report(table: list[Row], keys: list[str], objective: str = RANKME, method: str | None = None) -> Report:
+    report = Report(table, keys, objective, method=method)
     report.oracle = rules.oracle(finished(table))
     report.verdicts = {name: rules.judge(rule, finished(table)) for name, rule in SELECTORS.items()}
     return report
@@ -159,6 +161,11 @@ def warnings(report: Report) -> list[str]:
             f"WARNING: on this sweep {DEFAULT} ranks the trials weakly against probe accuracy (Kendall tau {v.tau:.2f} < {WEAK_TAU}):"
             " its pick is not much better than a random finished trial. Check a few picks with labels before trusting it."
         )
+    if report.method in MASKED:
+        out.append(
+            f"WARNING: {report.method} is a masked method: on the selection benchmark's JEPA cells no label-free selector ranked the"
+            " trials reliably (LiDAR, RankMe and alpha-ReQ ranked them against the probe; docs/selection.md). Treat the pick as unvalidated."
+        )
     collapsed = sum(r.collapsed for r in report.rows)
     if collapsed:
         out.append(f"{collapsed} of {len(report.rows)} trials collapsed and were pruned.")
@@ -198,7 +205,7 @@ def to_markdown(report: Report, sweep: str) -> str:
 
 def sweep_report(uri: str, exp_id: str, parent: str) -> Report:
     table, keys = rows(uri, exp_id, parent)
-    return build_report(table, keys)
+    return build_report(table, keys, method=runs.get_run(uri, parent).tags.get(runs.METHOD))
 
 
 def find_sweep(uri: str, sweep_name: str, experiment: str | None = None) -> tuple[str, str]:

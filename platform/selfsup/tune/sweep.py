@@ -122,6 +122,12 @@ def prepare(sweep: SweepConfig, source: str):
     return base_cfg, base_tree, space, space_file
 
 
+def grace_period(sweep: SweepConfig, epochs: int) -> int:
+    """ASHA's grace period: the configured one (at most ``epochs``), else half the epochs."""
+    grace = sweep.scheduler.grace_period
+    return min(grace, epochs) if grace is not None else max(1, epochs // 2)
+
+
 def concurrency(sweep: SweepConfig, cpus_per_trial: float, cluster_cpus: float) -> int:
     """Trials that fit at once: each holds ``trial_cpus`` for its function plus its workers'
     CPUs, so a limit above what the cluster holds would leave trials waiting on each other."""
@@ -179,7 +185,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
                 scheduler = ASHAScheduler(
                     time_attr="epoch",
                     max_t=base_cfg.train.epochs,
-                    grace_period=min(sweep.scheduler.grace_period, base_cfg.train.epochs),
+                    grace_period=grace_period(sweep, base_cfg.train.epochs),
                     reduction_factor=sweep.scheduler.reduction_factor,
                 )
             else:
@@ -214,7 +220,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
         return f"sweep {sweep.name!r} interrupted; continue it with: selfsup sweep {source} --resume"
     close_trials(t.uri, exp_id, parent, "sweep-ended")
     table = publish(t.uri, exp_id, parent, sweep.name, sweep.metric, sweep.mode)
-    if sweep.register:
+    if sweep.registry:
         table += "\n" + register(t.uri, exp_id, parent, sweep.name)
     runs.end_run(t.uri, parent, "FINISHED")
     return table
