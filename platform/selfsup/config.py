@@ -550,7 +550,8 @@ class SweepConfig(Section):
 
     ``base`` is an experiment YAML (relative to this file); ``search_space`` a YAML of dotted
     config paths -> distributions, by default ``search_spaces/<method>.yaml``. ``metric`` is Tune's
-    objective (default LiDAR, the default selection rule; any ``label_free/...`` metric). A trial whose
+    objective (default LiDAR, the default selection rule's metric; any ``label_free/...`` metric;
+    ``label_free/rankme`` is the RankMe paper's objective, Garrido et al. 2023). A trial whose
     backbone RankMe falls below ``collapse_rankme`` (1.5: one or two directions left), or whose loss
     is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).

@@ -3,6 +3,7 @@ sweeps on Ray with real MLflow, the summary and plots written, and a second call
 finished cells back instead of training them again."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load_benchmark():
     spec = importlib.util.spec_from_file_location("selection_benchmark", ROOT / "benchmarks" / "selection.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -39,7 +41,7 @@ def test_smoke_benchmark_runs_cells_writes_summary_and_reads_back(ray_cluster, w
     assert "| digits-vicreg | 3 / 3 | 2 |" in md and "| breast_cancer-simclr | 3 / 3 | 2 |" in md
     assert "## The default rule, chosen leave-one-dataset-out" in md and "| held-out dataset |" in md
     assert "## ASHA on a label-free objective, replayed" in md
-    for figure in ("cells.png", "regrets.png"):
+    for figure in ("cells.png", "regrets.png", "trials.json"):
         assert (workdir / "docs" / "selection" / figure).stat().st_size > 1000
     (bench_run,) = client.search_runs([exp.experiment_id], "tags.`selfsup.role` = 'benchmark'")
     logged = {a.path for a in client.list_artifacts(bench_run.info.run_id)}

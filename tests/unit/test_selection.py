@@ -58,7 +58,7 @@ def test_text_report_marks_picks_and_warns_when_the_default_is_weak():
     for r in rows:  # make the default rule rank the trials backwards
         r.metrics["label_free/lidar"] = -r.metrics[PROBE]
     assert "WARNING: on this sweep lidar ranks the trials weakly" in format_report(build_report(rows, ["optim.lr"]))
-    assert "masked method" not in text
+    assert "masked method" not in text and "On the selection benchmark (docs/selection.md" in text
     assert "WARNING: sjepa is a masked method" in format_report(build_report(rows, ["optim.lr"], method="sjepa"))
 
 

@@ -142,11 +142,13 @@ def markdown(cells: list[BenchCell], command: str, wall_s: float) -> str:
         "",
         f"`{command}`: {len(cells)} cells ({', '.join(sorted({c.method for c in cells}))} on "
         f"{', '.join(dict.fromkeys(c.dataset for c in cells))}), {min(n_trials)}-{max(n_trials)} trials each, "
-        f"sampled at random from `search_spaces/<method>.yaml` and trained to the end; {wall_s / 60:.0f} min wall on this machine "
-        f"(cells' own wall times: {sum(c.wall_s for c in cells if math.isfinite(c.wall_s)) / 60:.0f} min).",
+        f"sampled at random from `search_spaces/<method>.yaml` and trained to the end. The cells took "
+        f"{sum(c.wall_s for c in cells if math.isfinite(c.wall_s)) / 60:.0f} min of wall time on this machine "
+        f"({', '.join(f'{c.name} {c.wall_s:.0f} s' for c in cells)}); this call took {wall_s / 60:.0f} min (a cell that finished "
+        "before is read back from MLflow).",
         "Regret: the best trial's linear-probe accuracy minus the pick's, in points; tau, rho: Kendall and Spearman rank",
         "correlation of the rule's score with probe accuracy over the cell's finished trials; top-3: the best trial is among",
-        f"the rule's three best-scored. Noise: one binomial standard error of a probe accuracy on the cell's test set; a cell",
+        "the rule's three best-scored. Noise: one binomial standard error of a probe accuracy on the cell's test set; a cell",
         f"whose probe range is under {NOISE_SE:g} of them is *within noise*.",
         "",
         "## Cells",
@@ -197,7 +199,9 @@ def lodo_section(candidates: dict[str, rules.Rule], cells: list[BenchCell]) -> l
         "",
         f"Held-out regret: mean **{mean_held:.2f}** points, worst cell **{worst:.2f}** "
         f"(RankMe alone: mean {alone['rankme']:.2f}; LiDAR alone: mean {alone['lidar']:.2f}, both over all cells).",
-        f"Chosen on all datasets: **{chosen.name}** ({chosen.description}); the default rule is **{DEFAULT}**.",
+        f"Chosen on all datasets: **{chosen.name}** ({chosen.description}), mean regret {rules.mean_regret(chosen, [c.cell for c in cells]):.2f} "
+        f"on the cells it was chosen on; its held-out estimate is the mean above. The default rule is **{DEFAULT}** "
+        f"(mean regret {rules.mean_regret(SELECTORS[DEFAULT], [c.cell for c in cells]):.2f}, no parameter chosen on these cells).",
         "Target (issue 11): mean held-out regret <= 1 point, no cell above 2, below RankMe alone and LiDAR alone: "
         + ("met." if mean_held <= 1 and worst <= 2 and mean_held < min(alone.values()) else "**not met**."),
     ]
@@ -316,18 +320,20 @@ def results_json(cells: list[BenchCell]) -> str:
 
 
 def write_summary(cells: list[BenchCell], out: Path, command: str, wall_s: float) -> str:
-    """Write ``out/selection.md`` and ``out/selection/{cells,regrets}.png``, log them (and the
-    trials as JSON) on a ``benchmark`` run in the cells' experiment; return the Markdown."""
+    """Write ``out/selection.md``, ``out/selection/{cells,regrets}.png`` and every trial's final
+    metrics ``out/selection/trials.json``, log them on a ``benchmark`` run in the cells'
+    experiment; return the Markdown."""
     text = markdown(cells, command, wall_s)
     figures = out / "selection"
     figures.mkdir(parents=True, exist_ok=True)
     plot_cells(cells, figures / "cells.png")
     plot_regrets(cells, figures / "regrets.png")
+    (figures / "trials.json").write_text(results_json(cells))
     (out / "selection.md").write_text(text + "\n![cells](selection/cells.png)\n![regrets](selection/regrets.png)\n")
     uri, exp_id = cells[0].uri, cells[0].exp_id
     run = runs.start_run(uri, exp_id, "selection-benchmark", {runs.ROLE: "benchmark"})
     runs.log_text(uri, run, text, "selection.md")
-    runs.log_text(uri, run, results_json(cells), "trials.json")
+    runs.log_file(uri, run, str(figures / "trials.json"))
     runs.log_file(uri, run, str(figures / "cells.png"))
     runs.log_file(uri, run, str(figures / "regrets.png"))
     runs.set_tags(uri, run, {runs.NOTE: text})
