@@ -123,12 +123,12 @@ def asha_replay(cell: BenchCell, metric: str, grace: int, rf: float, relative: b
     survivors = [r for t, r in trials.items() if t not in result.stopped]
     default = SELECTORS[DEFAULT]
     full = rules.judge(default, list(trials.values()))
-    kept = rules.judge(default, survivors)
-    regret = 100 * (best.metrics[rules.PROBE] - kept.pick.metrics[rules.PROBE]) if kept.pick else None
+    regret_of = lambda trials: (  # noqa: E731  (the default's pick among ``trials``, against the best of all)
+        100 * (best.metrics[rules.PROBE] - v.pick.metrics[rules.PROBE]) if (v := rules.judge(default, trials)).pick else None)
+    regret = regret_of(survivors)
     share = result.epochs / max(1, len(trials) * cell.epochs)
     first = list(trials.values())[: max(1, round(share * len(trials)))]
-    budget = rules.judge(default, first)
-    regret_budget = 100 * (best.metrics[rules.PROBE] - budget.pick.metrics[rules.PROBE]) if budget.pick else None
+    regret_budget = regret_of(first)
     lost = max((r.metrics[rules.PROBE] for r in survivors if rules.finite(r.metrics.get(rules.PROBE))), default=-1.0) < best.metrics[rules.PROBE]
     return AshaResult(cell.name, lost, full.regret, regret, regret_budget, share)
 
