@@ -51,3 +51,23 @@ def read_bytes(path: str) -> bytes:
     fs, inner = filesystem(path)
     with fs.open_input_stream(inner) as f:
         return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    fs, inner = filesystem(path)
+    with fs.open_output_stream(inner) as f:
+        f.write(data)
+
+
+def subfolders(path: str) -> list[str]:
+    """Names of the folders directly under ``path`` (none if it does not exist)."""
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def move(src: str, dst: str) -> None:
+    fs, inner = filesystem(src)
+    fs.move(inner, filesystem(dst)[1])

@@ -13,7 +13,6 @@ sweep, with the trial's config and final metrics as version tags.
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -22,12 +21,11 @@ import yaml
 
 from selfsup import storage
 from selfsup.tracking import runs
+from selfsup.train import checkpoints
 
 
 def export_run(uri: str, run_id: str, out: str | Path) -> Path:
     """Write the run's trained encoder to ``out`` (``backbone.safetensors`` + ``backbone.json``)."""
-    import torch
-
     from selfsup.methods import METHODS
     from selfsup.models.backbones import build_backbone
     from selfsup.models.saved import backbone_kwargs, save_backbone
@@ -40,19 +38,21 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
         raise LookupError(f"run {run_id!r} not found in {uri}") from None
     where = run.tags.get(runs.CHECKPOINT)
     try:
-        found = bool(where) and storage.is_file(storage.join(where, "state.pt"))
+        found = bool(where) and storage.is_file(storage.join(where, checkpoints.STATE))
     except OSError as exc:  # an object store this machine cannot reach (endpoint, keys)
         raise FileNotFoundError(f"run {run_id}: cannot read {where}: {str(exc).strip().splitlines()[0]}") from None
     if not found:
         raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where or 'the run has no selfsup.checkpoint tag'})")
+    try:
+        state = checkpoints.read(where)["engine"]["method"]
+    except checkpoints.CheckpointError as exc:
+        raise FileNotFoundError(f"run {run_id}: {exc}") from None
     text = runs.read_text(uri, run_id, "config.yaml")
     if text is None or runs.INPUT_SHAPE not in run.tags:
         raise LookupError(f"run {run_id}: not a selfsup training run (no config.yaml or input shape)")
     cfg = yaml.safe_load(text)
     in_shape, groups = json.loads(run.tags[runs.INPUT_SHAPE]), json.loads(run.tags.get(runs.GROUPS, "null"))
     prefix = METHODS[cfg["method"]["name"]].encoder + "."
-    blob = io.BytesIO(storage.read_bytes(storage.join(where, "state.pt")))
-    state = torch.load(blob, map_location="cpu", weights_only=False)["engine"]["method"]
     net = build_backbone(**backbone_kwargs(cfg["model"], in_shape, groups))
     net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     source = {"run_id": run_id, "run_name": run.name, "checkpoint": where, "method": cfg["method"]["name"], "dataset": cfg["data"]["name"]}

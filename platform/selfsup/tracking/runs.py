@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,9 @@ PARENT = "mlflow.parentRunId"
 STOPPED = "selfsup.stopped_by"
 SEARCHED = "selfsup.searched"
 RESUMED = "selfsup.resumed_from_epoch"
+STARTS = "selfsup.starts"
+"""Every start of a run's worker loop, as the epoch it started after (JSON list): ``[0]`` never
+restarted, ``[0, 2]`` resumed once from the checkpoint of epoch 2, ``[0, 0]`` restarted from scratch."""
 NODES, TRIAL_NODE = "selfsup.nodes", "selfsup.trial_node"
 """The Ray node ids of a run's workers (JSON list, rank order) and of a trial's Tune function (and
 so its Train controller) since their latest (re)start."""
@@ -84,6 +88,13 @@ def log_params(uri: str, run_id: str, params: dict[str, object]) -> None:
 
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
     client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def add_start(uri: str, run_id: str, epoch: int) -> list[int]:
+    """Append ``epoch`` to the run's :data:`STARTS` record; returns the whole record."""
+    starts = [*json.loads(client(uri).get_run(run_id).data.tags.get(STARTS, "[]")), epoch]
+    set_tags(uri, run_id, {STARTS: json.dumps(starts)})
+    return starts
 
 
 def log_text(uri: str, run_id: str, text: str, name: str) -> None:

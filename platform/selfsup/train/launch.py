@@ -11,7 +11,9 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
+from selfsup import storage
 from selfsup.tracking import runs
+from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.worker import build, load_data, make_collate, train_loop
 
@@ -37,8 +39,11 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
 
 def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None) -> ray.train.Result:
     """Run ``cfg`` on ``scaling.num_workers`` Ray Train workers; a run ``name`` that already has
-    checkpoints under ``train.storage_path`` resumes from the latest one."""
+    checkpoints under ``train.storage_path`` resumes from the newest complete one."""
     s = cfg.scaling
+    warning = checkpoints.check_record(storage.join(cfg.train.storage_path, name))
+    if warning:
+        print(f"[selfsup] WARNING: {warning}", flush=True)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name},

@@ -7,8 +7,9 @@ Logging comes first so that MLflow holds every epoch Tune has seen, even when Tu
 on that report. An epoch that was logged but not checkpointed is replayed after a restart (with
 the same seeds) and not logged twice.
 
-Checkpoint ``state.pt``: the engine state (method weights incl. heads, optimizer, schedule step)
-and the epoch. The random state needs no saving: every epoch reseeds torch from
+Checkpoints (``train/checkpoints.py``): the engine state (method weights incl. heads, optimizer,
+schedule step) and the epoch, with a manifest that marks the checkpoint complete; a restart resumes
+from the newest complete one. The random state needs no saving: every epoch reseeds torch from
 ``(seed, epoch, rank)``, so resuming at an epoch restores exactly the RNG stream of that epoch.
 """
 
@@ -39,9 +40,9 @@ from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
 from selfsup.models.saved import backbone_kwargs
 from selfsup.tracking import runs
+from selfsup.train import checkpoints
 from selfsup.train.engine import Engine, build_optimizer
 
-STATE_FILE = "state.pt"
 COLLAPSED = "collapsed"
 LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
 """The label-free metrics of a diverged epoch: NaN (there is no embedding to measure)."""
@@ -192,20 +193,30 @@ def train_loop(config: dict) -> None:
     )
 
     start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=False)
+    run_dir = storage.join(cfg.train.storage_path, config["train_run"])
+    state, path, problems = checkpoints.newest_readable(run_dir, device)
+    if rank == 0 and run_id:
+        latest = runs.get_run(cfg.tracking.uri, run_id).tags.get(runs.CHECKPOINT)
+        if latest and latest != path and not storage.exists(latest):
+            problems.append(f"{latest}: missing (the run's latest checkpoint, as its {runs.CHECKPOINT} tag says)")
+    if rank == 0:
+        for problem in problems:
+            print(f"[selfsup] WARNING: checkpoint skipped: {problem}", flush=True)
+    if state is not None:
         engine.load_state_dict(state["engine"])
         start = state["epoch"]
         if rank == 0:
-            print(f"[selfsup] resumed from the checkpoint of epoch {start}", flush=True)
+            print(f"[selfsup] resumed from the checkpoint of epoch {start} ({path})", flush=True)
             if run_id:
                 runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     nodes = worker_nodes(world)
     if rank == 0 and run_id:
+        runs.add_start(cfg.tracking.uri, run_id, start)
+        if logged > start == 0:
+            print(f"[selfsup] WARNING: MLflow holds {logged} epoch(s) of this run but no readable checkpoint is left under "
+                  f"{run_dir}: training restarts from scratch (epochs already logged are not logged again)", flush=True)
         runs.set_tags(cfg.tracking.uri, run_id, {
             runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups), runs.NODES: json.dumps(nodes),
         })
@@ -249,22 +260,21 @@ def train_loop(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                torch.save({"engine": engine.state_dict(), "epoch": epoch}, Path(tmp) / STATE_FILE)
+                checkpoints.write(Path(tmp), {"engine": engine.state_dict()}, epoch)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
             last = collapsed or epoch == cfg.train.epochs
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
-            if rank == 0 and run_id and config.get("train_run"):
-                saved = storage.join(cfg.train.storage_path, config["train_run"], f"epoch-{epoch:05d}")
-                runs.set_tags(cfg.tracking.uri, run_id, {runs.CHECKPOINT: saved})
+            if rank == 0 and run_id:
+                runs.set_tags(cfg.tracking.uri, run_id, {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))})
             if rank == 0 and run_id and epoch > logged:
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)
                 if collapsed:
                     runs.set_tags(cfg.tracking.uri, run_id, {runs.COLLAPSED: "true"})
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{epoch:05d}")
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch))
         if collapsed:
             if rank == 0:
                 print(f"[selfsup] collapsed at epoch {epoch}: {'loss not finite' if diverged else f'RankMe below {threshold}'}; stopping", flush=True)

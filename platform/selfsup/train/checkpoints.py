@@ -1,0 +1,106 @@
+"""A run's checkpoints: ``epoch-NNNNN/`` folders under ``train.storage_path/<train run>``, each
+holding ``state.pt`` (the engine state and the epoch, tensors and plain values only) and
+``manifest.json`` (the epoch, and the size and SHA-256 of ``state.pt``).
+
+A checkpoint is complete only when its manifest is there and ``state.pt`` matches it: Ray Train
+copies a checkpoint's files into storage one by one, so a kill during the copy leaves a folder
+whose manifest is missing or does not match, never one that reads as complete. Reading never
+unpickles code (``torch.load(weights_only=True)``).
+
+Resuming (see :func:`newest_readable`) takes the newest complete checkpoint and says which newer
+ones it skipped and why; :func:`check_record` moves aside a Ray Train checkpoint record that is
+unreadable or names a folder that is gone, so that the run resumes from its folders instead of
+failing to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from selfsup import storage
+
+STATE, MANIFEST = "state.pt", "manifest.json"
+RECORD = "checkpoint_manager_snapshot.json"
+"""Ray Train's record of a run's reported checkpoints, in the run's storage folder."""
+_FOLDER = re.compile(r"^epoch-(\d{5,})$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder that is incomplete or unreadable (the message says which and why)."""
+
+
+def folder_name(epoch: int) -> str:
+    return f"epoch-{epoch:05d}"
+
+
+def write(folder: Path, state: dict, epoch: int) -> None:
+    """Write ``state`` (with ``epoch``) and, last, its manifest into the local ``folder``."""
+    blob = io.BytesIO()
+    torch.save({**state, "epoch": epoch}, blob)
+    data = blob.getvalue()
+    (folder / STATE).write_bytes(data)
+    manifest = {"epoch": epoch, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def read(path: str, map_location="cpu") -> dict:
+    """The state of the checkpoint folder ``path`` (local or a storage URI), verified against its
+    manifest; :class:`CheckpointError` if it is incomplete or damaged."""
+    try:
+        manifest = json.loads(storage.read_bytes(storage.join(path, MANIFEST)))
+        data = storage.read_bytes(storage.join(path, STATE))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete ({str(exc).strip().splitlines()[0]})") from None
+    if len(data) != manifest.get("bytes") or hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
+        raise CheckpointError(f"{path}: {STATE} does not match {MANIFEST} ({len(data)} bytes, manifest says {manifest.get('bytes')})")
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # a file that matches its manifest but is not a state (written by something else)
+        raise CheckpointError(f"{path}: {STATE} is not a selfsup state ({type(exc).__name__}: {exc})") from None
+
+
+def folders(run_dir: str) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every checkpoint folder under ``run_dir``, newest first."""
+    found = [(int(m.group(1)), storage.join(run_dir, name)) for name in storage.subfolders(run_dir) if (m := _FOLDER.match(name))]
+    return sorted(found, reverse=True)
+
+
+def newest_readable(run_dir: str, map_location="cpu") -> tuple[dict | None, str | None, list[str]]:
+    """``(state, path, problems)``: the newest complete checkpoint folder under ``run_dir``, or
+    ``(None, None, problems)`` if there is none; ``problems`` says which newer ones were skipped
+    and why. A folder newer than the last one Ray Train's controller took in (it polls its
+    workers) is complete all the same once its manifest matches, so it is used."""
+    problems: list[str] = []
+    for _, path in folders(run_dir):
+        try:
+            return read(path, map_location), path, problems
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return None, None, problems
+
+
+def check_record(run_dir: str) -> str | None:
+    """If Ray Train's checkpoint record in ``run_dir`` cannot be read or names a checkpoint folder
+    that is gone, move it aside (``.damaged-<time>``) and return a warning; else ``None``."""
+    record = storage.join(run_dir, RECORD)
+    if not storage.is_file(record):
+        return None
+    try:
+        text = storage.read_bytes(record).decode()
+        json.loads(text)
+        missing = sorted({n for n in re.findall(r"epoch-\d{5,}", text) if not storage.exists(storage.join(run_dir, n))})
+        problem = f"it names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} gone" if missing else None
+    except (OSError, ValueError) as exc:
+        problem = f"it is unreadable ({type(exc).__name__})"
+    if problem is None:
+        return None
+    aside = f"{record}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage.move(record, aside)
+    return f"Ray Train's checkpoint record {record} was moved to {aside}: {problem}; the run resumes from its newest readable checkpoint folder"

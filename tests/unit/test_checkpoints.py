@@ -1,0 +1,77 @@
+"""Checkpoints: complete only with a matching manifest, read without unpickling code, and a
+resume that skips damaged ones for the newest complete one."""
+
+import json
+
+import pytest
+import torch
+
+from selfsup import storage
+from selfsup.methods import METHODS, build_method
+from selfsup.train import checkpoints
+from selfsup.train.engine import Engine, build_optimizer
+from tests.unit.test_method_updates import PARAMS, backbone, batch
+
+
+def engine_state(name: str, opt: str = "adamw") -> dict:
+    torch.manual_seed(0)
+    method = build_method(name, backbone(name), **PARAMS[name])
+    engine = Engine(method, method, build_optimizer(method, opt, lr=1e-2), total_steps=4)
+    engine.train_step(batch(method))
+    return engine.state_dict()
+
+
+def save(run_dir, epoch: int, state: dict):
+    folder = run_dir / checkpoints.folder_name(epoch)
+    folder.mkdir(parents=True)
+    checkpoints.write(folder, {"engine": state}, epoch)
+    return folder
+
+
+@pytest.mark.parametrize("name,opt", [(n, "adamw") for n in sorted(METHODS)] + [("vicreg", "lars")])
+def test_every_methods_state_round_trips_with_weights_only(name, opt, tmp_path):
+    state = engine_state(name, opt)
+    folder = save(tmp_path, 3, state)
+    back = checkpoints.read(str(folder))
+    assert back["epoch"] == 3 and back["engine"]["step"] == state["step"]
+    assert all(torch.equal(back["engine"]["method"][k], v) for k, v in state["method"].items())
+    assert json.loads((folder / checkpoints.MANIFEST).read_text())["bytes"] == (folder / checkpoints.STATE).stat().st_size
+
+
+def test_damaged_checkpoints_are_named_and_skipped_for_the_newest_complete_one(tmp_path):
+    state = engine_state("vicreg")
+    for epoch in (1, 2, 3, 4):
+        save(tmp_path, epoch, state)
+    truncated = tmp_path / "epoch-00004" / checkpoints.STATE
+    truncated.write_bytes(truncated.read_bytes()[:1000])  # a kill mid-copy
+    (tmp_path / "epoch-00003" / checkpoints.MANIFEST).unlink()  # the copy never reached the manifest
+    with pytest.raises(checkpoints.CheckpointError, match="epoch-00004: state.pt does not match manifest.json"):
+        checkpoints.read(str(tmp_path / "epoch-00004"))
+    got, path, problems = checkpoints.newest_readable(str(tmp_path))
+    assert got["epoch"] == 2 and path.endswith("epoch-00002")
+    assert [p.split(": ")[0].rsplit("/", 1)[1] for p in problems] == ["epoch-00004", "epoch-00003"]
+    assert "incomplete" in problems[1]
+    assert checkpoints.newest_readable(str(tmp_path / "none")) == (None, None, [])
+
+
+def test_a_state_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "epoch-00001"
+    folder.mkdir()
+    checkpoints.write(folder, {"engine": {"evil": print}}, 1)  # pickles a callable
+    with pytest.raises(checkpoints.CheckpointError, match="not a selfsup state"):
+        checkpoints.read(str(folder))
+
+
+def test_a_damaged_ray_record_is_moved_aside(tmp_path):
+    save(tmp_path, 1, {"step": 1})
+    record = tmp_path / checkpoints.RECORD
+    assert checkpoints.check_record(str(tmp_path)) is None  # no record: nothing to do
+    record.write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "epoch-00001"}]}))
+    assert checkpoints.check_record(str(tmp_path)) is None and record.exists()
+    record.write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "epoch-00002"}]}))
+    warning = checkpoints.check_record(str(tmp_path))
+    assert "epoch-00002, which is gone" in warning and not record.exists()
+    record.write_text('{"checkpoint_res')
+    assert "unreadable" in checkpoints.check_record(str(tmp_path))
+    assert len(list(tmp_path.glob(f"{checkpoints.RECORD}.damaged-*"))) >= 1
+    assert storage.subfolders(str(tmp_path)) == ["epoch-00001"]
