@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ConfigError, DataError) as exc:
-        print(f"selfsup: error: {exc}", file=sys.stderr)
+        print("selfsup: error: " + str(exc).replace("\n", " "), file=sys.stderr)
         return EXIT_USAGE
 
 

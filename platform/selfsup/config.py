@@ -7,11 +7,17 @@ anything (Ray, MLflow, data) starts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+"""Run, sweep and experiment names: they become folder names under ``train.storage_path`` and the
+artifact location, so no ``/`` and no leading dot (``..`` cannot climb out of where they belong)."""
 
 
 class ConfigError(ValueError):
@@ -458,13 +464,13 @@ class TrackingConfig(Section):
 
     uri: str = "sqlite:///selfsup-mlflow.db"
     artifact_location: str | None = None
-    experiment: str | None = None
+    experiment: str | None = Field(None, min_length=1, pattern=NAME)
 
 
 class ExperimentConfig(Section):
     """One pretraining run: the whole YAML of ``selfsup train``."""
 
-    name: str = Field("selfsup", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("selfsup", min_length=1, pattern=NAME)
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -562,7 +568,7 @@ class SweepConfig(Section):
     the default rule's pick into the model registry under the sweep's name.
     """
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, pattern=NAME)
     base: str
     search_space: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -580,7 +586,8 @@ class SweepConfig(Section):
 
 
 def _loc(err: dict) -> str:
-    return ".".join(str(p) for p in err["loc"] if p not in METHOD_CONFIGS)
+    """The dotted key of a validation error; a key that is not a plain name is quoted (``'a\\nb'``)."""
+    return ".".join(str(p) if re.fullmatch(r"[\w-]+", str(p)) else repr(p) for p in err["loc"] if p not in METHOD_CONFIGS)
 
 
 def _one_line(source: str, exc: ValidationError) -> ConfigError:
