@@ -6,6 +6,7 @@ that indexes like one); labels ``(N,)`` int64 or ``None`` when the data has none
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,14 +224,25 @@ def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: i
     return SplitData(root.name, split(*train), split(*test))
 
 
-def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    import pickle
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds plain containers and numpy arrays and nothing else: a CIFAR batch
+    needs no more, and a file that names any other callable (a way to run code) is refused."""
 
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")} | {
+        ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}; only arrays and plain containers are read")
+
+
+def _unpickle(f: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     if not f.is_file():
         raise DataError(f"{f}: file not found (expected the CIFAR python pickles)")
     try:
         with open(f, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+            batch = _ArraysOnly(fh, encoding="bytes").load()
         x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(batch[label_key], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:

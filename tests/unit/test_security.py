@@ -1,0 +1,80 @@
+"""Security review, one test per point: no unpickling of code (checkpoints, user data), safe YAML
+only, no shell strings, servers on loopback by default, names that cannot climb out of the
+folders they name."""
+
+import ast
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfsup.cli import parser
+from selfsup.config import ConfigError, build_experiment, load_sweep
+from selfsup.data.datasets import DataError, cifar
+
+SOURCE = Path(__file__).resolve().parents[2] / "platform" / "selfsup"
+CODE = {p: p.read_text() for p in SOURCE.rglob("*.py")}
+
+
+def calls(pattern: str) -> list[str]:
+    return [f"{p.relative_to(SOURCE)}: {m.group(0)}" for p, text in CODE.items() for m in re.finditer(pattern, text)]
+
+
+def test_every_torch_load_refuses_code():
+    loads = [(p, node) for p, text in CODE.items() for node in ast.walk(ast.parse(text))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load"]
+    assert loads, "checkpoints are read somewhere"
+    for p, node in loads:
+        safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in node.keywords)
+        assert safe, f"{p.relative_to(SOURCE)}:{node.lineno}: {ast.unparse(node)}"
+
+
+def test_yaml_is_only_read_safely():
+    assert calls(r"yaml\.(load|unsafe_load|full_load|load_all)\(") == []
+    assert calls(r"Loader\s*=") == []
+
+
+def test_no_shell_strings():
+    assert calls(r"shell\s*=\s*True|os\.system\(|os\.popen\(|commands\.getoutput") == []
+
+
+def test_no_pickle_of_user_files_except_through_the_array_only_unpickler():
+    assert calls(r"pickle\.loads?\(") == []
+    assert calls(r"allow_pickle\s*=\s*True") == []
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_cifar_file_that_would_run_code_is_refused(tmp_path, capsys):
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"hook": Boom()}
+        (tmp_path / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR pickle .*asks for builtins\.print"):
+        cifar(str(tmp_path), 10)
+    assert "this ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", ["ui", "server"])
+def test_servers_bind_to_loopback_unless_told(verb):
+    args = parser().parse_args([verb] + (["--backend-store-uri", "sqlite:///x.db", "--artifacts", "/tmp/a"] if verb == "server" else []))
+    assert args.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("key,value", [("name", "../../x"), ("name", ".."), ("name", ".hidden"), ("name", "a/b"),
+                                       ("tracking.experiment", "../up"), ("tracking.experiment", "..")])
+def test_names_cannot_climb_out_of_their_folders(key, value):
+    section, _, leaf = key.rpartition(".")
+    tree = {section: {leaf: value}} if section else {leaf: value}
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        build_experiment(tree, "x.yaml")
+
+
+def test_a_sweep_name_cannot_climb_out(tmp_path):
+    (tmp_path / "sweep.yaml").write_text("name: ../../etc\nbase: base.yaml\n")
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: name: "):
+        load_sweep(tmp_path / "sweep.yaml")
