@@ -1,0 +1,277 @@
+"""Faults, measured: runs of `selfsup train` that lose a worker, some with their newest checkpoint
+damaged at the same moment, each checked against the same run without a fault.
+
+A real local Ray (Train V2) and a real sqlite MLflow store in a temporary directory; a small
+VICReg run on digits (a 16-wide CNN, `--epochs` epochs of 11 steps). First a reference run
+without a fault. Then:
+
+- worker kills (`--worker-kills N`, default 20): each run SIGKILLs its Ray Train worker at a random
+  moment of a random epoch (2 .. epochs-1): after the previous epoch's checkpoint folder appears,
+  a random fraction of an epoch's time later, so the kill lands at a random step (or in the
+  epoch's evaluation).
+- damaged checkpoints (`--damaged N`, default 6): the same kill (in epochs 3 .. epochs-1, so that
+  an older checkpoint exists), and in the same instant the run's newest checkpoint folder is
+  damaged, in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
+  whole folder deleted.
+
+Every run must finish, resume from a checkpoint (never from scratch, and past a damaged one, with
+a warning), hold every epoch in MLflow exactly once, and end with weights equal to the
+reference's. The
+tolerance is zero (bitwise equality): on the CPU with one thread per worker every kernel is
+deterministic, every epoch reseeds from (seed, epoch, rank), the data order is a function of
+(seed, epoch), and a checkpoint holds the exact optimizer state, so a resumed run repeats the
+reference's arithmetic exactly. (On a GPU, nondeterministic kernels would need a tolerance.)
+
+Ray's, Train's and the runs' own output go to a log file named first; then one line per run, a
+table, and last one summary line. Exits 1 if any run fails a check.
+
+    python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--seed 0] [--log FILE]
+
+With ``RAY_ADDRESS`` set it runs on that Ray instead of starting one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+DAMAGE = ("truncated state.pt", "deleted state.pt", "deleted folder")
+
+
+@dataclass
+class Outcome:
+    run: str
+    kill_epoch: int
+    into_epoch_s: float
+    damage: str
+    damaged_epoch: int | None
+    starts: list[int]
+    epochs: list[int]
+    max_diff: float | None
+    wall_s: float
+    status: str
+    warned: bool
+
+    def resumed(self) -> bool:
+        """Restarted at least once, every time from a checkpoint, and past the damaged one."""
+        later = self.starts[1:]
+        past = self.damaged_epoch is None or all(s < self.damaged_epoch for s in later)
+        return bool(later) and all(s >= 1 for s in later) and past
+
+    def lost(self, epochs: int) -> int:
+        return len(set(range(1, epochs + 1)) - set(self.epochs))
+
+    def doubled(self) -> int:
+        return len(self.epochs) - len(set(self.epochs))
+
+    def equal(self) -> bool:
+        return self.max_diff == 0.0
+
+
+def config(tmp: Path, name: str, epochs: int):
+    from selfsup.config import ExperimentConfig
+
+    return ExperimentConfig.model_validate({
+        "name": name,
+        "data": {"name": "digits", "views": "light"},
+        "model": {"backbone": "cnn", "embed_dim": 32, "width": 16, "depth": 2},
+        "method": {"name": "vicreg", "projector": [64, 64]},
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": epochs, "batch_size": 128, "storage_path": str(tmp / "runs" / name), "max_failures": 3},
+        "eval": {"subset_size": 256, "lidar_samples": 64, "lidar_views": 4, "probe_every": 0},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "artifact_location": str(tmp / "artifacts")},
+    })
+
+
+def the_run(uri: str, name: str):
+    from selfsup.tracking import runs
+
+    client = runs.client(uri)
+    exp = client.get_experiment_by_name(name)
+    (run,) = client.search_runs([exp.experiment_id])
+    return client, run
+
+
+def weights(path: str) -> dict:
+    from selfsup.train import checkpoints
+
+    return checkpoints.read(path)["engine"]["method"]
+
+
+def newest_folder(storage: Path) -> Path | None:
+    found = sorted(storage.glob("*/epoch-*"))
+    return found[-1] if found else None
+
+
+def wait_folder(storage: Path, epoch: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not list(storage.glob(f"*/epoch-{epoch:05d}")):
+        if time.time() > deadline:
+            raise TimeoutError(f"no checkpoint of epoch {epoch} under {storage} after {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def kill_worker() -> None:
+    from ray.util.state import list_actors
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        if alive:
+            os.kill(alive[0].pid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
+    raise TimeoutError("no live Ray Train worker to kill")
+
+
+def damage(folder: Path, how: str) -> None:
+    state = folder / "state.pt"
+    if how == "truncated state.pt":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif how == "deleted state.pt":
+        state.unlink()
+    else:
+        shutil.rmtree(folder)
+
+
+def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Random, reference: dict, how: str, log: Path) -> Outcome:
+    """One run of ``name``, its worker killed mid-epoch (its newest checkpoint damaged ``how``);
+    ``log`` is where the run's output goes (a damaged checkpoint must be warned about there)."""
+    from selfsup.tracking import runs
+    from selfsup.train.launch import train
+
+    cfg = config(tmp, name, epochs)
+    storage = Path(cfg.train.storage_path)
+    # a damaged run needs a checkpoint older than the one damaged to fall back to
+    kill_epoch, fraction = rng.randint(2 if how == "none" else 3, epochs - 1), rng.random()
+    errors: list[BaseException] = []
+    t0, seen = time.time(), log.stat().st_size
+
+    def target():
+        try:
+            train(cfg)
+        except BaseException as exc:  # reported in the table, not raised in this thread
+            errors.append(exc)
+
+    runner = threading.Thread(target=target)
+    runner.start()
+    wait_folder(storage, kill_epoch - 1)
+    time.sleep(fraction * epoch_s)
+    damaged_epoch = None
+    kill_worker()
+    if how != "none":
+        folder = newest_folder(storage)
+        damaged_epoch = int(folder.name.split("-")[1])
+        damage(folder, how)
+    runner.join(timeout=600)
+    wall = time.time() - t0
+    time.sleep(1.0)  # Ray forwards worker output to the driver asynchronously
+    with open(log, errors="replace") as f:
+        f.seek(seen)
+        warned = "[selfsup] WARNING: checkpoint skipped" in f.read()
+    client, run = the_run(cfg.tracking.uri, name)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+    starts = json.loads(run.data.tags.get(runs.STARTS, "[]"))
+    diff = None
+    if not errors and runs.CHECKPOINT in run.data.tags:
+        final = weights(run.data.tags[runs.CHECKPOINT])
+        diff = max(float((final[k].double() - v.double()).abs().max()) if v.numel() else 0.0 for k, v in reference.items())
+    status = run.info.status if not errors else f"{run.info.status}: {type(errors[0]).__name__}"
+    return Outcome(name, kill_epoch, fraction * epoch_s, how, damaged_epoch, starts, sorted(steps), diff, wall, status, warned)
+
+
+def table(rows: list[Outcome], epochs: int) -> str:
+    head = (f"{'run':10s} {'kill in epoch':>13s} {'+s':>5s}  {'damaged (epoch)':26s} {'warned':6s} {'starts':10s} {'lost':>4s} {'dup':>4s} "
+            f"{'max |dw|':>9s} {'wall s':>7s}  status")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        damaged = f"{r.damage} ({r.damaged_epoch})" if r.damaged_epoch else "-"
+        warned = ("yes" if r.warned else "NO") if r.damaged_epoch else "-"
+        diff = "-" if r.max_diff is None else f"{r.max_diff:.1e}" if r.max_diff else "0"
+        lines.append(f"{r.run:10s} {r.kill_epoch:>13d} {r.into_epoch_s:5.2f}  {damaged:26s} {warned:6s} {json.dumps(r.starts):10s} "
+                     f"{r.lost(epochs):>4d} {r.doubled():>4d} {diff:>9s} {r.wall_s:7.1f}  {r.status}")
+    return "\n".join(lines)
+
+
+def summary(kills: list[Outcome], damaged: list[Outcome], epochs: int) -> str:
+    def part(label: str, rows: list[Outcome]) -> str:
+        n = len(rows)
+        return (f"{label} {sum(r.resumed() for r in rows)}/{n} resumed, {sum(r.lost(epochs) for r in rows)} epochs lost, "
+                f"{sum(r.doubled() for r in rows)} doubled, {sum(r.equal() for r in rows)}/{n} weights equal")
+
+    parts = [part("worker kills", kills)] if kills else []
+    if damaged:
+        warned = f"{sum(r.warned for r in damaged)}/{len(damaged)} warned"
+        parts.append(part("damaged checkpoints", damaged).replace(" resumed,", f" resumed past the damage, {warned},"))
+    return "; ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker-kills", type=int, default=20, help="runs whose Train worker is SIGKILLed mid-epoch")
+    ap.add_argument("--damaged", type=int, default=6, help="runs whose newest checkpoint is damaged as the worker dies")
+    ap.add_argument("--epochs", type=int, default=6, help="epochs per run (at least 3)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    ap.add_argument("--log", help="file for Ray's, Train's and the runs' own output (default: a new file in the temp dir)")
+    args = ap.parse_args()
+    if args.epochs < 4:
+        ap.error("--epochs: at least 4 (a kill lands in epochs 2 .. epochs-1, 3 .. epochs-1 with damage)")
+
+    import ray
+
+    from selfsup.console import to_log
+    from selfsup.tracking import runs
+    from selfsup.train.cluster import init_ray
+    from selfsup.train.launch import train
+
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="flt", dir="/tmp"))
+    log = Path(args.log or tempfile.mkstemp(prefix="selfsup-faults-", suffix=".log")[1])
+    log.touch()
+    print(f"Ray's, Train's and each run's own output: {log}", flush=True)
+    rows: list[Outcome] = []
+    try:
+        with to_log(log) as console:
+            init_ray(str(tmp / "ray"))
+            print(f"reference run ({args.epochs} epochs, no fault) ...", file=console)
+            cfg = config(tmp, "reference", args.epochs)
+            train(cfg)
+            _, ref = the_run(cfg.tracking.uri, "reference")
+            reference = weights(ref.data.tags[runs.CHECKPOINT])
+            epoch_s = sum(v for _, v in runs.metric_history(cfg.tracking.uri, ref.info.run_id, "perf/epoch_s")) / args.epochs
+            plan = [(f"kill-{i + 1:02d}", "none") for i in range(args.worker_kills)]
+            plan += [(f"damage-{i + 1:02d}", DAMAGE[i % len(DAMAGE)]) for i in range(args.damaged)]
+            for name, how in plan:
+                rows.append(faulty_run(tmp, name, args.epochs, epoch_s, rng, reference, how, log))
+                r = rows[-1]
+                print(f"  {r.run}: killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
+                      f"starts {r.starts}, {r.status}", file=console)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    kills, damaged = [r for r in rows if r.damage == "none"], [r for r in rows if r.damage != "none"]
+    print()
+    print(table(rows, args.epochs))
+    print()
+    line = summary(kills, damaged, args.epochs)
+    print(line)
+    good = all(r.resumed() and r.equal() and not r.lost(args.epochs) and not r.doubled() for r in rows)
+    sys.exit(0 if good and all(r.warned for r in damaged) else 1)
+
+
+if __name__ == "__main__":
+    main()
