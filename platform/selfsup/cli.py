@@ -16,7 +16,7 @@ def _train(args) -> int:
     from selfsup.train.launch import train
 
     cfg = load_experiment(args.config, args.set)
-    train(cfg, args.config)
+    train(cfg, args.config, verbose=args.verbose)
     return 0
 
 
@@ -24,7 +24,7 @@ def _sweep(args) -> int:
     from selfsup.config import load_sweep
     from selfsup.tune.sweep import run_sweep
 
-    print(run_sweep(load_sweep(args.sweep, args.set), args.sweep, resume=args.resume))
+    print(run_sweep(load_sweep(args.sweep, args.set), args.sweep, resume=args.resume, verbose=args.verbose))
     return 0
 
 
@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         "train.storage_path reachable from every node (see cluster/README.md).")
     t.add_argument("config", help="experiment YAML (see examples/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    t.add_argument("--verbose", action="store_true", help="show Ray's and Train's own output here instead of only in the run's log")
     t.set_defaults(fn=_train)
 
     s = sub.add_parser(
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("sweep", help="sweep YAML (see examples/*_sweep.yaml)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    s.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output here instead of only in the sweep's log")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep YAML value (repeatable)")
     s.set_defaults(fn=_sweep)
 

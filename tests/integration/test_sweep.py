@@ -49,13 +49,25 @@ def trial_runs(tmp, name):
     return client, parent, children
 
 
-def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capsys):
+def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capsys, capfd):
     path = write_sweep(workdir, "tiny", num_samples=3, epochs=2)
     table = run_sweep(load_sweep(path), str(path))
     assert "label_free/lidar picks trial" in table and "best probe acc" in table
+    console = capfd.readouterr()
+    lines = (console.out + console.err).splitlines()
+    log = workdir / "runs" / "tiny" / "sweep.log"
+    assert lines[0].startswith("sweep tiny: 3 trials of vicreg on digits") and str(log) in lines[0]
+    assert sum("started" in ln for ln in lines) == 3 and sum("finished at epoch 2" in ln for ln in lines) == 3
+    assert len(lines) <= 12 and not any("core_worker" in ln or "INFO" in ln for ln in lines), lines
+    assert log.stat().st_size > 0, "Ray's and Tune's own output went to the sweep's log"
 
     client, parent, children = trial_runs(workdir, "tiny")
+    assert client.get_experiment_by_name("tiny").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["sweep/trials_finished"] == 3 and parent.data.metrics["sweep/trials_collapsed"] == 0
+    pick = parent.data.tags["selfsup.pick_run"]
+    assert parent.data.metrics["pick/probe/linear_acc"] == next(c for c in children if c.info.run_id == pick).data.metrics["probe/linear_acc"]
+    assert {"pick/regret_points", "pick/kendall_tau", "pick/label_free/lidar"} <= set(parent.data.metrics)
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     lrs = {c.data.params["optim.lr"] for c in children}
     assert len(lrs) == 3, "each trial has its own sampled hyperparameters"

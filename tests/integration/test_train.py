@@ -25,10 +25,16 @@ def only_run(uri):
     return client, run
 
 
-def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config):
+def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
     cfg = small_config(**{"scaling.num_workers": 2, "train.epochs": 4})
     metrics = train(cfg)
     assert metrics["epoch"] == 4
+    printed = capfd.readouterr()
+    lines = printed.out.splitlines()
+    assert lines[0].startswith("run t-") and "vicreg on digits, 4 epochs; Ray's and Train's output: " in lines[0]
+    bars = [ln for ln in lines if ln.startswith("epoch ")]
+    assert bars[-1].startswith("epoch 4/4 [####################] loss ") and "rankme" in bars[-1] and "lidar" in bars[-1], lines
+    assert len(bars) <= 4 and "core_worker" not in printed.out + printed.err and "INFO" not in printed.out + printed.err
     assert metrics["probe/linear_acc"] > CHANCE + 0.7
     assert metrics["probe/knn_acc"] > CHANCE + 0.6
     assert metrics["label_free/rankme"] > 8  # a collapsed embedding has RankMe ~ 1

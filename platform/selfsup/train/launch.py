@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 
 import ray
@@ -12,9 +14,11 @@ from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup import storage
+from selfsup.console import log_path, to_log
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
+from selfsup.train.progress import EpochProgress
 from selfsup.train.worker import build, load_data, make_collate, train_loop
 
 
@@ -85,15 +89,27 @@ def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, callbacks: list |
     return result
 
 
-def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None) -> dict:
-    """The ``selfsup train`` verb: one tracked run; returns the final metrics."""
+def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False) -> dict:
+    """The ``selfsup train`` verb: one tracked run; returns the final metrics. The console shows
+    a bar per epoch; Ray's and Train's own output goes to ``train.log`` beside the run's
+    checkpoints (a local storage path) or ``./selfsup-logs/`` (with ``verbose``: to the console)."""
     cfg = resolve_paths(cfg)
     preflight(cfg, source)
-    init_ray(ray_temp_dir)
-    check_cluster(cfg, source)
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
-    result = run_tracked(cfg, run_id, name)
+    log = log_path(cfg.train.storage_path, name, "train.log")
+    if verbose:
+        output = contextlib.nullcontext(sys.stdout)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
+              f"(--verbose shows it here)", flush=True)
+        output = to_log(log)
+    with output as console:
+        init_ray(ray_temp_dir)
+        check_cluster(cfg, source)
+        run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
+        with EpochProgress(console, cfg.tracking.uri, run_id, cfg.train.epochs):
+            result = run_tracked(cfg, run_id, name)
     metrics = dict(result.metrics or {})
     print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
     for key in sorted(k for k in metrics if "/" in k or k == "epoch"):

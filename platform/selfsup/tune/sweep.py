@@ -39,9 +39,11 @@ from selfsup.report.selection import DEFAULT, sweep_report
 from selfsup.tracking.registry import register_pick
 from selfsup.tracking import runs
 from selfsup import storage
+from selfsup.console import log_path, to_log
 from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.launch import fit, open_run, preflight
 from selfsup.train.worker import COLLAPSED
+from selfsup.tune.progress import LiveProgress
 from selfsup.tune.space import check_space, space_path, to_tune
 
 
@@ -137,15 +139,34 @@ def concurrency(sweep: SweepConfig, cpus_per_trial: float, cluster_cpus: float) 
     return min(sweep.max_concurrent_trials, fit)
 
 
-def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_dir: str | None = None) -> str:
-    """Run (or with ``resume`` continue) a sweep; returns the printed selection table."""
-    base_cfg, base_tree, space, space_file = prepare(sweep, source)
+def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_dir: str | None = None, verbose: bool = False) -> str:
+    """Run (or with ``resume`` continue) a sweep; returns the printed selection table. The console
+    shows :class:`LiveProgress`; Ray's and Tune's own output goes to ``sweep.log`` (see
+    :func:`selfsup.console.log_path`; with ``verbose``, to the console as it comes)."""
+    prepared = prepare(sweep, source)
+    base_cfg = prepared[0]
     root = base_cfg.train.storage_path
     sweep_dir = storage.join(root, sweep.name)
     if resume and not tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {root}")
     if not resume and storage.exists(sweep_dir):
         raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
+    if verbose:
+        return tracked_sweep(sweep, source, resume, ray_temp_dir, prepared)
+    log = log_path(root, sweep.name, "sweep.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"sweep {sweep.name}: {sweep.num_samples} trials of {base_cfg.method.name} on {base_cfg.data.name}, "
+          f"objective {sweep.metric} ({sweep.mode}); Ray's and Tune's output: {log} (--verbose shows it here)", flush=True)
+    with to_log(log):
+        return tracked_sweep(sweep, source, resume, ray_temp_dir, prepared)
+
+
+def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: str | None, prepared: tuple) -> str:
+    """The sweep itself, after :func:`run_sweep`'s checks (``prepared``: what :func:`prepare`
+    returned): Ray, the MLflow parent, Tune (its progress on the console), the report, the registry."""
+    base_cfg, base_tree, space, space_file = prepared
+    root = base_cfg.train.storage_path
+    sweep_dir = storage.join(root, sweep.name)
     init_ray(ray_temp_dir)
     check_cluster(base_cfg, source)
     per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
@@ -176,7 +197,11 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
             name=sweep.name,
             storage_path=root,
             failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-            callbacks=[TrialRunStatus(t.uri, exp_id, parent, base_cfg.train.epochs)],
+            callbacks=[
+                TrialRunStatus(t.uri, exp_id, parent, base_cfg.train.epochs),
+                LiveProgress(sweep.metric, sweep.mode, base_cfg.train.epochs, sweep.num_samples, limit),
+            ],
+            verbose=0,
         )
         if resume:
             tuner = tune.Tuner.restore(str(sweep_dir), trainable)
