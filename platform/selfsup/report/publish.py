@@ -24,6 +24,9 @@ def publish(uri: str, exp_id: str, parent: str, sweep: str, metric: str, mode: s
     runs.log_text(uri, parent, to_csv(report), "selection.csv")
     runs.log_text(uri, parent, summary, "selection.md")
     runs.set_tags(uri, parent, {runs.NOTE: summary})
+    metrics, tags = summary_record(report)
+    runs.log_metrics(uri, parent, metrics, step=0)
+    runs.set_tags(uri, parent, tags)
     with tempfile.TemporaryDirectory() as tmp:
         figures = [Path(tmp) / "selection_scatter.png", Path(tmp) / "selection_curves.png"]
         plots.scatter(report, str(figures[0]))
@@ -47,6 +50,29 @@ def publish(uri: str, exp_id: str, parent: str, sweep: str, metric: str, mode: s
         for f in figures:
             runs.log_file(uri, parent, str(f))
     return text
+
+
+def summary_record(report) -> tuple[dict[str, float], dict[str, str]]:
+    """The sweep's outcome as the parent run's metrics and tags, so that sweeps line up side by side
+    in MLflow's runs table: trials by how they ended; the default rule's pick, its metrics and, with
+    labels, its probe accuracy, regret (points) and the rule's rank correlation with the probe."""
+    ended = [r.status for r in report.rows]
+    metrics = {
+        "sweep/trials": len(report.rows),
+        "sweep/trials_finished": ended.count("FINISHED"),
+        "sweep/trials_stopped": ended.count("KILLED (scheduler)"),
+        "sweep/trials_collapsed": sum(r.collapsed for r in report.rows),
+        "sweep/trials_failed": ended.count("FAILED"),
+    }
+    verdict = report.verdicts[DEFAULT]
+    tags = {"selfsup.default_rule": DEFAULT}
+    if verdict.pick is not None:
+        tags.update({"selfsup.pick_trial": verdict.pick.trial, "selfsup.pick_run": verdict.pick.run_id})
+        metrics.update({f"pick/{k}": v for k, v in verdict.pick.metrics.items() if k.startswith(("label_free/", "probe/"))})
+    for key, value in (("pick/regret_points", verdict.regret), ("pick/kendall_tau", verdict.tau), ("pick/spearman_rho", verdict.rho)):
+        if value is not None:
+            metrics[key] = value
+    return metrics, tags
 
 
 def publish_latest(uri: str, sweep: str, experiment: str | None = None) -> str:

@@ -31,6 +31,9 @@ NODES, TRIAL_NODE = "selfsup.nodes", "selfsup.trial_node"
 so its Train controller) since their latest (re)start."""
 SPECTRUM = "spectrum.json"
 """Artifact of a run's last epoch: singular values of its backbone embeddings of the evaluation subset."""
+KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+"""MLflow's experiment kind: without it MLflow 3's UI opens an experiment on its GenAI pages
+(traces, evaluation runs); a model-training experiment opens on its runs table."""
 NOTE = "mlflow.note.content"
 """The tag MLflow's UI shows as a run's description."""
 COLLAPSED = "selfsup.collapsed"
@@ -46,18 +49,21 @@ def client(uri: str) -> MlflowClient:
 
 
 def experiment_id(uri: str, name: str, artifact_location: str | None) -> str:
-    """Get or create the experiment ``name``: artifacts under ``artifact_location/name``, or with
-    none given where the tracking server puts them (its proxied ``mlflow-artifacts:/``)."""
+    """Get or create the experiment ``name``, tagged a model-training experiment (:data:`KIND`):
+    artifacts under ``artifact_location/name``, or with none given where the tracking server puts
+    them (its proxied ``mlflow-artifacts:/``)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if exp.tags.get(KIND) != MODEL_TRAINING:
+            c.set_experiment_tag(exp.experiment_id, KIND, MODEL_TRAINING)
         return exp.experiment_id
     if artifact_location is None:
-        return c.create_experiment(name)
+        return c.create_experiment(name, tags={KIND: MODEL_TRAINING})
     location = artifact_location if "://" in artifact_location else f"file://{artifact_location}"
-    return c.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}")
+    return c.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}", tags={KIND: MODEL_TRAINING})
 
 
 def find_run(uri: str, exp_id: str, tags: dict[str, str]) -> str | None:
