@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install sweep test bench bench-cluster bench-selection
+.PHONY: install sweep test bench bench-cluster bench-selection bench-faults
 
 $(BIN)/selfsup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ bench-cluster: install
 # The label-free selection benchmark: 12 cells (5 methods x 4 datasets) x 12 trials; docs/selection.md.
 bench-selection: install
 	$(BIN)/python benchmarks/selection.py
+
+# Faults, measured: 20 runs whose Ray Train worker is killed mid-epoch, 6 with a damaged checkpoint too.
+bench-faults: install
+	$(BIN)/python benchmarks/faults.py
