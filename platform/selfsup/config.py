@@ -569,7 +569,7 @@ class SweepConfig(Section):
     """
 
     name: str = Field(min_length=1, pattern=NAME)
-    base: str
+    base: str = Field(min_length=1)
     search_space: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
@@ -610,6 +610,8 @@ def read_yaml(path: str | Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        raise ConfigError(f"{path}: cannot be read as YAML ({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

@@ -106,7 +106,11 @@ class CollapsePruningSearch(OptunaSearch):
 def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
     """The sweep's base experiment with its overrides applied, the sweep's collapse threshold and
     local paths made absolute."""
-    tree = apply_overrides(read_yaml(sweep.base), sweep.overrides, f"{source}: overrides")
+    try:
+        base = read_yaml(sweep.base)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: base: {exc}") from None
+    tree = apply_overrides(base, sweep.overrides, f"{source}: overrides")
     cfg = build_experiment(tree, sweep.base)
     cfg.eval.collapse_rankme = sweep.collapse_rankme
     return resolve_paths(cfg)
