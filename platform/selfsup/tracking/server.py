@@ -25,6 +25,15 @@ from selfsup import storage
 from selfsup.config import ConfigError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def runs_view(experiment_id: str | None = None) -> str:
+    """The UI path of the experiments list, or of one experiment's runs table. MLflow 3's UI shows
+    its GenAI pages (traces, evaluation runs) unless a link asks for its model-training view or the
+    user picks 'Model training' (top left) once; selfsup's links ask for it."""
+    return f"#/experiments{'/' + experiment_id if experiment_id else ''}?workflowType=machine_learning"
+
+
 STORES = ("postgresql", "mysql", "mssql", "sqlite")
 
 
@@ -60,7 +69,7 @@ def server_command(
 def serve(uri: str, artifact_location: str, host: str = "127.0.0.1", port: int = 5000) -> None:
     """``selfsup ui``: replace this process with an MLflow server over the local store."""
     cmd = server_command(uri, artifact_location, host, port)
-    print(f"MLflow UI: http://{host}:{port}  (store {uri})", flush=True)
+    print(f"MLflow UI: http://{host}:{port}/{runs_view()}  (store {uri})", flush=True)
     os.execv(cmd[0], cmd)
 
 

@@ -30,6 +30,7 @@ from selfsup.config import (
     apply_overrides,
     build_experiment,
     flatten,
+    is_server,
     load_space,
     read_yaml,
     resolve_paths,
@@ -37,6 +38,7 @@ from selfsup.config import (
 from selfsup.report.publish import publish
 from selfsup.report.selection import DEFAULT, sweep_report
 from selfsup.tracking.registry import register_pick
+from selfsup.tracking.server import runs_view
 from selfsup.tracking import runs
 from selfsup import storage
 from selfsup.console import log_path, to_log
@@ -251,6 +253,8 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
     table = publish(t.uri, exp_id, parent, sweep.name, sweep.metric, sweep.mode)
     if sweep.registry:
         table += "\n" + register(t.uri, exp_id, parent, sweep.name)
+    where = t.uri.rstrip("/") if is_server(t.uri) else "selfsup ui, then http://127.0.0.1:5000"
+    table += f"\nbrowse: {where}/{runs_view(exp_id)}"
     runs.end_run(t.uri, parent, "FINISHED")
     return table
 

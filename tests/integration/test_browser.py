@@ -1,0 +1,92 @@
+"""A person browsing a finished sweep in `selfsup ui`, with a real headless Chromium driven by
+Selenium: the link the sweep prints opens its experiment on the runs table (not MLflow's GenAI
+pages), the parent run's description shows the selection report and its outcome metrics, and its
+plots load. Chromium and chromedriver come from the system's packages (`.ci/run` installs them)."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.integration.test_ui import free_port, wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+
+
+def browser(profile):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def until(check, what, timeout=90):
+    deadline = time.time() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.time() > deadline:
+            raise TimeoutError(f"the page never showed {what}")
+        time.sleep(0.5)
+
+
+def test_the_sweep_opens_on_its_runs_with_its_report_and_plots(ray_cluster, workdir, monkeypatch):
+    from selfsup.config import load_sweep
+    from selfsup.tune.sweep import run_sweep
+    from tests.integration.test_sweep import write_sweep
+
+    monkeypatch.setenv("HOME", str(workdir))  # Chromium and Selenium keep nothing in the real home
+    monkeypatch.setenv("SE_CACHE_PATH", str(workdir / "selenium"))
+    path = write_sweep(workdir, "look", num_samples=2, epochs=2)
+    table = run_sweep(load_sweep(path), str(path))
+    link = next(line for line in table.splitlines() if line.startswith("browse: "))
+    view = link.split("http://127.0.0.1:5000/", 1)[1]
+    assert view.endswith("?workflowType=machine_learning")
+
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "selfsup.cli", "ui", "--tracking-uri", uri, "--artifacts", str(workdir / "artifacts"), "--port", str(port)],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    driver = None
+    try:
+        wait_for(base, server)
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=json.dumps({"experiment_ids": [view.split("/")[2].split("?")[0]]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        found = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
+        parent = next(r["info"] for r in found if r["info"]["run_name"] == "sweep-look")
+        driver = browser(workdir / "chromium")
+        text = lambda: driver.find_element("tag name", "body").text  # noqa: E731
+
+        driver.get(f"{base}/{view}")
+        until(lambda: "/runs" in driver.current_url and "sweep-look" in text(), "the runs table")
+        assert "workflowType=genai" not in driver.current_url
+
+        run_page = f"{base}/#/experiments/{parent['experiment_id']}/runs/{parent['run_id']}?workflowType=machine_learning"
+        driver.get(run_page)
+        until(lambda: "look: 2 trials, 2 finished" in text(), "the selection report as the run's description")
+        until(lambda: "sweep/trials_finished" in text() and "pick/regret_points" in text(), "the sweep's outcome metrics")
+
+        driver.get(run_page.replace("?", "/artifacts/selection_scatter.png?"))
+        widths = until(lambda: [w for w in driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)") if w > 500],
+                       "the selection plot")
+        assert widths
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
