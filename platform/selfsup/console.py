@@ -38,16 +38,19 @@ def to_log(path: str | Path) -> Iterator[TextIO]:
     (also :func:`current` meanwhile)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     console = os.fdopen(os.dup(1), "w", buffering=1)
     with open(path, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        # Python's streams too, for when they are not the descriptors (a test's capture, a notebook)
+        sys.stdout = sys.stderr = log
         _consoles.append(console)
         try:
             yield console
         finally:
             _consoles.pop()
+            sys.stdout, sys.stderr = streams
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

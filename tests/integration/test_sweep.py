@@ -49,7 +49,7 @@ def trial_runs(tmp, name):
     return client, parent, children
 
 
-def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capsys, capfd):
+def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, capfd):
     path = write_sweep(workdir, "tiny", num_samples=3, epochs=2)
     table = run_sweep(load_sweep(path), str(path))
     assert "label_free/lidar picks trial" in table and "best probe acc" in table
@@ -91,7 +91,7 @@ def test_sweep_records_every_trial_and_resume_adds_none(ray_cluster, workdir, ca
     assert f"trial {picked.data.tags['selfsup.trial_id']} registered as 'tiny' version 1" in table
 
     assert main(["report", str(path)]) == 0
-    assert table.split("\nmodel registry")[0].strip() in capsys.readouterr().out
+    assert table.split("\nmodel registry")[0].strip() in capfd.readouterr().out
 
     run_sweep(load_sweep(path), str(path), resume=True)
     assert len(trial_runs(workdir, "tiny")[2]) == 3

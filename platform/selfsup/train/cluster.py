@@ -65,7 +65,8 @@ def init_ray(temp_dir: str | None = None) -> None:
                 flush=True,
             )
     env = forwarded_env()
-    ray.init(address=address, _temp_dir=temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
+    # a temp dir names a local Ray's session folder; a running cluster has its own
+    ray.init(address=address, _temp_dir=None if address else temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
 
 
 def alive_nodes() -> list[dict]:

@@ -196,9 +196,12 @@ def train_loop(config: dict) -> None:
     run_dir = storage.join(cfg.train.storage_path, config["train_run"])
     state, path, problems = checkpoints.newest_readable(run_dir, device)
     if rank == 0 and run_id:
-        latest = runs.get_run(cfg.tracking.uri, run_id).tags.get(runs.CHECKPOINT)
+        tags = runs.get_run(cfg.tracking.uri, run_id).tags
+        latest = tags.get(runs.CHECKPOINT)
         if latest and latest != path and not storage.exists(latest):
             problems.append(f"{latest}: missing (the run's latest checkpoint, as its {runs.CHECKPOINT} tag says)")
+        if problems:
+            runs.set_tags(cfg.tracking.uri, run_id, {runs.SKIPPED: json.dumps([*json.loads(tags.get(runs.SKIPPED, "[]")), *problems])})
     if rank == 0:
         for problem in problems:
             print(f"[selfsup] WARNING: checkpoint skipped: {problem}", flush=True)
