@@ -8,22 +8,29 @@ The property is checked on the loaders the CLI runs first (``load_experiment``; 
 of the same mutations goes through the ``selfsup`` command itself for the exit status 2 and
 the absence of a traceback."""
 
+import atexit
 import copy
 import math
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from selfsup.config import BACKBONES, METHOD_CONFIGS, VIEWS, ConfigError, load_experiment, load_space, load_sweep
 from selfsup.tune.space import check_space, space_path
 from selfsup.tune.sweep import base_config
 
 REPO = Path(__file__).resolve().parents[2]
+HOME = tempfile.mkdtemp(prefix="hyp")  # Hypothesis's caches, which it would put in the working directory
+set_hypothesis_home_dir(HOME)
+atexit.register(shutil.rmtree, HOME, ignore_errors=True)
 EXPERIMENT = yaml.safe_load((REPO / "examples" / "digits_vicreg.yaml").read_text())
 SWEEP = yaml.safe_load((REPO / "examples" / "digits_vicreg_sweep.yaml").read_text())
 SETTINGS = settings(max_examples=300, deadline=None, database=None, derandomize=True,
