@@ -3,16 +3,12 @@ Selenium: the link the sweep prints opens its experiment on the runs table (not 
 pages), the parent run's description shows the selection report and its outcome metrics, and its
 plots load. Chromium and chromedriver come from the system's packages (`.ci/run` installs them)."""
 
-import json
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from tests.integration.test_ui import free_port, wait_for
+from tests.integration.test_ui import get, ui
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -56,37 +52,27 @@ def test_the_sweep_opens_on_its_runs_with_its_report_and_plots(ray_cluster, work
     assert view.endswith("?workflowType=machine_learning")
 
     uri = f"sqlite:///{workdir}/mlflow.db"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selfsup.cli", "ui", "--tracking-uri", uri, "--artifacts", str(workdir / "artifacts"), "--port", str(port)],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     driver = None
-    try:
-        wait_for(base, server)
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=json.dumps({"experiment_ids": [view.split("/")[2].split("?")[0]]}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        found = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
-        parent = next(r["info"] for r in found if r["info"]["run_name"] == "sweep-look")
-        driver = browser(workdir / "chromium")
-        text = lambda: driver.find_element("tag name", "body").text  # noqa: E731
+    with ui(workdir, uri, workdir / "artifacts") as base:
+        try:
+            found = get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [view.split("/")[2].split("?")[0]]})["runs"]
+            parent = next(r["info"] for r in found if r["info"]["run_name"] == "sweep-look")
+            driver = browser(workdir / "chromium")
+            text = lambda: driver.find_element("tag name", "body").text  # noqa: E731
 
-        driver.get(f"{base}/{view}")
-        until(lambda: "/runs" in driver.current_url and "sweep-look" in text(), "the runs table")
-        assert "workflowType=genai" not in driver.current_url
+            driver.get(f"{base}/{view}")
+            until(lambda: "/runs" in driver.current_url and "sweep-look" in text(), "the runs table")
+            assert "workflowType=genai" not in driver.current_url
 
-        run_page = f"{base}/#/experiments/{parent['experiment_id']}/runs/{parent['run_id']}?workflowType=machine_learning"
-        driver.get(run_page)
-        until(lambda: "look: 2 trials, 2 finished" in text(), "the selection report as the run's description")
-        until(lambda: "sweep/trials_finished" in text() and "pick/regret_points" in text(), "the sweep's outcome metrics")
+            run_page = f"{base}/#/experiments/{parent['experiment_id']}/runs/{parent['run_id']}?workflowType=machine_learning"
+            driver.get(run_page)
+            until(lambda: "look: 2 trials, 2 finished" in text(), "the selection report as the run's description")
+            until(lambda: "sweep/trials_finished" in text() and "pick/regret_points" in text(), "the sweep's outcome metrics")
 
-        driver.get(run_page.replace("?", "/artifacts/selection_scatter.png?"))
-        widths = until(lambda: [w for w in driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)") if w > 500],
-                       "the selection plot")
-        assert widths
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(timeout=30)
+            driver.get(run_page.replace("?", "/artifacts/selection_scatter.png?"))
+            widths = until(lambda: [w for w in driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)") if w > 500],
+                           "the selection plot")
+            assert widths
+        finally:
+            if driver is not None:
+                driver.quit()

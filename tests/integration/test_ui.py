@@ -1,5 +1,6 @@
 """`selfsup ui` serves the project's store through a real `mlflow server` on 127.0.0.1."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -33,6 +34,23 @@ def wait_for(base, server):
             time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def ui(workdir, uri, artifacts):
+    """`selfsup ui` over the store at ``uri`` on a free port: yields its base URL; stopped after."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "selfsup.cli", "ui", "--tracking-uri", uri, "--artifacts", str(artifacts), "--port", str(port)],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(base, server)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_ui_serves_runs_and_metrics(workdir):
     uri, artifacts = f"sqlite:///{workdir}/mlflow.db", str(workdir / "artifacts")
     exp_id = runs.experiment_id(uri, "browse", artifacts)
@@ -41,23 +59,13 @@ def test_ui_serves_runs_and_metrics(workdir):
     runs.log_metrics(uri, run_id, {"label_free/rankme": 20.0}, step=2)
     runs.end_run(uri, run_id, "FINISHED")
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selfsup.cli", "ui", "--tracking-uri", uri, "--artifacts", artifacts, "--port", str(port)],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(base, server)
+    with ui(workdir, uri, artifacts) as base:
         exps = get(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         assert "browse" in [e["name"] for e in exps]
         found = get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})["runs"]
         assert [r["info"]["run_name"] for r in found] == ["vicreg-abc"] and found[0]["info"]["status"] == "FINISHED"
         hist = get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=label_free/rankme")
         assert [(m["step"], m["value"]) for m in hist["metrics"]] == [(1, 12.5), (2, 20.0)]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_finished_sweep_reads_back_through_the_ui(ray_cluster, workdir):
@@ -70,14 +78,7 @@ def test_a_finished_sweep_reads_back_through_the_ui(ray_cluster, workdir):
     path = write_sweep(workdir, "browse", num_samples=2, epochs=2)
     run_sweep(load_sweep(path), str(path))
     uri = f"sqlite:///{workdir}/mlflow.db"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selfsup.cli", "ui", "--tracking-uri", uri, "--artifacts", str(workdir / "artifacts"), "--port", str(port)],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(base, server)
+    with ui(workdir, uri, workdir / "artifacts") as base:
         (exp,) = [e for e in get(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"] if e["name"] == "browse"]
         found = get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found}
@@ -98,6 +99,3 @@ def test_a_finished_sweep_reads_back_through_the_ui(ray_cluster, workdir):
             assert resp.read().decode().startswith("trial,")
         versions = get(f"{base}/api/2.0/mlflow/model-versions/search?filter=name%3D%27browse%27")["model_versions"]
         assert len(versions) == 1 and versions[0]["run_id"] in {t["info"]["run_id"] for t in trials}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
