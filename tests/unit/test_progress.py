@@ -18,7 +18,7 @@ def trial(tid, lr, error=None):
 
 
 def play(console, interval=0.0):
-    p = LiveProgress("label_free/lidar", "max", epochs=4, trials=3, concurrency=2, interval=interval, console=console)
+    p = LiveProgress("label_free/lidar", "max", epochs=4, trials=3, interval=interval, console=console)
     a, b, c = trial("a_00000", 1e-3), trial("b_00001", 3e-3), trial("c_00002", 1e-2, error="Traceback ...\nValueError: boom")
     p.on_trial_start(0, [], a)
     p.on_trial_start(0, [], b)
@@ -70,7 +70,7 @@ def test_a_pickled_progress_writes_to_the_console_of_the_process_that_restores_i
 
     from selfsup.console import to_log
 
-    restored = pickle.loads(pickle.dumps(LiveProgress("label_free/lidar", "max", 4, 3, 2, console=io.StringIO())))
+    restored = pickle.loads(pickle.dumps(LiveProgress("label_free/lidar", "max", 4, 3, console=io.StringIO())))
     assert restored.console is None
     with to_log(tmp_path / "log") as console:
         assert restored.out is console

@@ -42,11 +42,10 @@ class LiveProgress(tune.Callback):
     :func:`selfsup.console.current`, looked up when writing, so that a callback Tune pickled with
     the sweep and restores on ``--resume`` writes to the console of the process resuming it)."""
 
-    def __init__(self, metric: str, mode: str, epochs: int, trials: int, concurrency: int, interval: float = 30.0,
-                 console: TextIO | None = None):
+    def __init__(self, metric: str, mode: str, epochs: int, trials: int, interval: float = 30.0, console: TextIO | None = None):
         self.console, self.metric, self.mode = console, metric, mode
         self.short = metric.rsplit("/", 1)[-1]
-        self.epochs, self.trials, self.concurrency, self.interval = epochs, trials, concurrency, interval
+        self.epochs, self.trials, self.interval = epochs, trials, interval
         self.rows: dict[str, Row] = {}
         self.t0 = self.last_status = time.time()
         self.drawn = 0

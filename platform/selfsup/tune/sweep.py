@@ -205,7 +205,7 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
             failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
             callbacks=[
                 TrialRunStatus(t.uri, exp_id, parent, base_cfg.train.epochs),
-                LiveProgress(sweep.metric, sweep.mode, base_cfg.train.epochs, sweep.num_samples, limit),
+                LiveProgress(sweep.metric, sweep.mode, base_cfg.train.epochs, sweep.num_samples),
             ],
             verbose=0,
         )
