@@ -2,7 +2,8 @@
 
 :func:`to_log` sends everything the process writes to stdout and stderr (Python's streams and
 the file descriptors beneath them, so Ray's C++ core and the worker output Ray forwards too) to a
-log file, and hands back a stream to the real console for the lines meant for a person."""
+log file, and hands back a stream to the real console for the lines meant for a person;
+:func:`quiet` is how ``selfsup train`` and ``sweep`` use it (a header naming the log, ``--verbose``)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,16 @@ def to_log(path: str | Path) -> Iterator[TextIO]:
             for fd in saved:
                 os.close(fd)
             console.close()
+
+
+@contextlib.contextmanager
+def quiet(log: Path, header: str, verbose: bool = False) -> Iterator[TextIO]:
+    """A command's console: with ``verbose``, stdout as it is; else ``header`` (which should name
+    ``log``) is printed and everything else goes to ``log`` (:func:`to_log`). Yields the console."""
+    if verbose:
+        yield sys.stdout
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(header, flush=True)
+    with to_log(log) as console:
+        yield console

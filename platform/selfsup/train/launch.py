@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 
 import ray
@@ -14,7 +12,7 @@ from ray.train.torch import TorchTrainer
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup import storage
-from selfsup.console import log_path, to_log
+from selfsup.console import log_path, quiet
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
@@ -97,14 +95,9 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     preflight(cfg, source)
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")
-    if verbose:
-        output = contextlib.nullcontext(sys.stdout)
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
-              f"(--verbose shows it here)", flush=True)
-        output = to_log(log)
-    with output as console:
+    header = (f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
+              f"(--verbose shows it here)")
+    with quiet(log, header, verbose) as console:
         init_ray(ray_temp_dir)
         check_cluster(cfg, source)
         run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)

@@ -41,7 +41,7 @@ from selfsup.tracking.registry import register_pick
 from selfsup.tracking.server import runs_view
 from selfsup.tracking import runs
 from selfsup import storage
-from selfsup.console import log_path, to_log
+from selfsup.console import log_path, quiet
 from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.launch import fit, open_run, preflight
 from selfsup.train.worker import COLLAPSED
@@ -149,28 +149,24 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     """Run (or with ``resume`` continue) a sweep; returns the printed selection table. The console
     shows :class:`LiveProgress`; Ray's and Tune's own output goes to ``sweep.log`` (see
     :func:`selfsup.console.log_path`; with ``verbose``, to the console as it comes)."""
-    prepared = prepare(sweep, source)
-    base_cfg = prepared[0]
+    base_cfg, base_tree, space, space_file = prepare(sweep, source)
     root = base_cfg.train.storage_path
     sweep_dir = storage.join(root, sweep.name)
     if resume and not tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {root}")
     if not resume and storage.exists(sweep_dir):
         raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
-    if verbose:
-        return tracked_sweep(sweep, source, resume, ray_temp_dir, prepared)
     log = log_path(root, sweep.name, "sweep.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"sweep {sweep.name}: {sweep.num_samples} trials of {base_cfg.method.name} on {base_cfg.data.name}, "
-          f"objective {sweep.metric} ({sweep.mode}); Ray's and Tune's output: {log} (--verbose shows it here)", flush=True)
-    with to_log(log):
-        return tracked_sweep(sweep, source, resume, ray_temp_dir, prepared)
+    header = (f"sweep {sweep.name}: {sweep.num_samples} trials of {base_cfg.method.name} on {base_cfg.data.name}, "
+              f"objective {sweep.metric} ({sweep.mode}); Ray's and Tune's output: {log} (--verbose shows it here)")
+    with quiet(log, header, verbose):
+        return tracked_sweep(sweep, source, resume, ray_temp_dir, base_cfg, base_tree, space, space_file)
 
 
-def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: str | None, prepared: tuple) -> str:
-    """The sweep itself, after :func:`run_sweep`'s checks (``prepared``: what :func:`prepare`
-    returned): Ray, the MLflow parent, Tune (its progress on the console), the report, the registry."""
-    base_cfg, base_tree, space, space_file = prepared
+def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: str | None, base_cfg: ExperimentConfig,
+                  base_tree: dict, space: dict, space_file) -> str:
+    """The sweep itself, after :func:`run_sweep`'s checks: Ray, the MLflow parent, Tune (its
+    progress on the console), the report, the registry."""
     root = base_cfg.train.storage_path
     sweep_dir = storage.join(root, sweep.name)
     init_ray(ray_temp_dir)
