@@ -72,6 +72,9 @@ class DataConfig(Section):
 
     ``stream`` (``folder``, ``wfdb``) keeps the images or records on disk and decodes them on
     access, for ImageNet-scale folders and large ECG collections; ``loader_workers`` DataLoader processes decode and augment in parallel.
+    A streamed file that cannot be read mid-run fails the run (``on_bad_file: fail``, naming the
+    file) or is skipped (``skip``): each skip is printed once and counted per epoch in the
+    ``data/skipped_files`` metric.
     """
 
     name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "wfdb", "table", "csv", "parquet"] = "digits"
@@ -98,6 +101,7 @@ class DataConfig(Section):
     leads: list[str] | None = Field(None, min_length=1)
     labels: str | None = None
     stream: bool = False
+    on_bad_file: Literal["fail", "skip"] = "fail"
     loader_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -124,6 +128,8 @@ class DataConfig(Section):
             raise ValueError(f"data.views {self.views!r} is not for images ({self.name!r})")
         if self.stream and self.name not in ("folder", "wfdb"):
             raise ValueError(f"data.stream applies to image folders and WFDB records only, not {self.name!r}")
+        if self.on_bad_file == "skip" and not self.stream:
+            raise ValueError("data.on_bad_file: skip applies to streamed data (data.stream: true); data read into memory fails on its first unreadable file, before training")
         wfdb_keys = [k for k in ("signal_length", "sampling_rate", "leads", "labels") if getattr(self, k) is not None]
         if wfdb_keys and self.name != "wfdb":
             raise ValueError(f"data.{wfdb_keys[0]} applies to WFDB records (data.name: wfdb), not {self.name!r}")

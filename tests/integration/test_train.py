@@ -48,11 +48,13 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
     assert "vicreg" in open(config_yaml).read()
 
 
-def test_streamed_folder_with_loader_workers_and_multicrop(ray_cluster, small_config, workdir):
-    write_images(workdir / "images", ["a", "b"], n=24, size=16)
+def test_streamed_folder_with_loader_workers_and_multicrop_skips_an_unreadable_file(ray_cluster, small_config, workdir):
+    write_images(workdir / "images" / "train", ["a", "b"], n=16, size=16)
+    write_images(workdir / "images" / "val", ["a", "b"], n=8, size=16)
+    (workdir / "images" / "train" / "b" / "0.png").write_bytes(b"\x89PNG truncated")  # 32 files, 2 full batches
     cfg = small_config(**{
         "data": {"name": "folder", "path": str(workdir / "images"), "image_size": 16, "stream": True, "loader_workers": 1,
-                 "views": "dino", "local_crops": 2, "crop_scale": [0.5, 1.0]},
+                 "views": "dino", "local_crops": 2, "crop_scale": [0.5, 1.0], "on_bad_file": "skip"},
         "method": {"name": "dino", "hidden": 64, "bottleneck": 32, "prototypes": 64, "head_batch_norm": True},
         "train.epochs": 2, "train.batch_size": 16, "eval.subset_size": 32, "eval.probe_size": 16,
     })
@@ -60,6 +62,10 @@ def test_streamed_folder_with_loader_workers_and_multicrop(ray_cluster, small_co
     assert metrics["epoch"] == 2 and metrics["train/loss"] > 0 and 0.0 <= metrics["probe/linear_acc"] <= 1.0
     client, run = only_run(cfg.tracking.uri)
     assert run.info.status == "FINISHED" and run.data.params["data.stream"] == "True"
+    # the broken file is met once per epoch, counted each time, and named (once) in the run's log
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "data/skipped_files")] == [(1, 1.0), (2, 1.0)]
+    (log,) = [f.read_text() for f in (workdir / "runs").glob("*/train.log")]
+    assert log.count("skipped an unreadable file") == 1 and "0.png: not a readable image" in log
 
 
 def test_signal_jepa_on_streamed_wfdb_records_with_two_workers(ray_cluster, small_config, workdir):

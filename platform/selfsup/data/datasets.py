@@ -1,7 +1,7 @@
 """Built-in and user datasets, returned as float tensors with a fixed train/test split.
 
 Images are ``(N, C, H, W)`` float32 tensors (or, for a streamed folder, an :class:`ImageFiles`
-that indexes like one); labels ``(N,)`` int64 or ``None`` when the data has none.
+that indexes like one, see :class:`StreamedFiles`); labels ``(N,)`` int64 or ``None`` when the data has none.
 """
 
 from __future__ import annotations
@@ -156,29 +156,74 @@ def _read_images(files, image_size: int) -> np.ndarray:
     return out
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Images decoded on access, for folders too large to hold decoded in memory (``data.stream``).
+@dataclass(frozen=True)
+class Skipped:
+    """Stands in for a streamed sample whose file could not be read (``data.on_bad_file: skip``):
+    the collate function drops it and counts ``file``."""
 
-    ``ds[i]`` -> ``(3, S, S)``; ``ds[slice]`` or ``ds[indices]`` -> ``(K, 3, S, S)``; ``len(ds)``
-    and ``ds.shape`` as for a tensor. Decoding runs in the DataLoader's worker processes when
-    ``data.loader_workers > 0``.
+    file: str
+    reason: str
+
+
+class StreamedFiles(torch.utils.data.Dataset):
+    """Samples read from their files on access, for data too large to hold in memory
+    (``data.stream``). ``ds[i]`` -> one sample; ``ds[slice]`` or ``ds[indices]`` -> ``(K, ...)``;
+    ``len(ds)`` and ``ds.shape`` as for a tensor. Reading runs in the DataLoader's worker processes
+    when ``data.loader_workers > 0``.
+
+    A file that cannot be read raises its one-line :class:`DataError` (``on_bad_file="fail"``) or,
+    with ``on_bad_file="skip"``, ``ds[i]`` returns a :class:`Skipped` in its place and
+    :meth:`take` leaves it out; a stacked ``ds[indices]`` always fails on it, since it must return
+    every row it was asked for.
     """
 
-    def __init__(self, files, image_size: int):
-        self.files, self.image_size = list(files), image_size
+    def __init__(self, files, sample_shape: tuple[int, ...], on_bad_file: str = "fail"):
+        self.files, self.sample_shape, self.on_bad_file = list(files), tuple(sample_shape), on_bad_file
+
+    def read(self, f) -> np.ndarray:
+        """One file -> one float32 sample of ``sample_shape``, or a :class:`DataError`."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.files)
 
     @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.files), 3, self.image_size, self.image_size)
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.files), *self.sample_shape)
+
+    def _one(self, i: int):
+        try:
+            return torch.from_numpy(self.read(self.files[i]))
+        except DataError as exc:
+            if self.on_bad_file != "skip":
+                raise
+            return Skipped(str(self.files[i]), str(exc))
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
-            return torch.from_numpy(_decode(self.files[int(index)], self.image_size))
+            return self._one(int(index))
         picked = range(len(self.files))[index] if isinstance(index, slice) else [int(i) for i in index]
-        return torch.from_numpy(_read_images([self.files[i] for i in picked], self.image_size))
+        return torch.stack([torch.from_numpy(self.read(self.files[i])) for i in picked])
+
+    def take(self, indices) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
+        """The readable samples among ``indices`` ``(K, ...)``, the positions in ``indices`` they
+        came from ``(K,)``, and what was skipped."""
+        samples = [self._one(int(i)) for i in indices]
+        kept = [k for k, s in enumerate(samples) if torch.is_tensor(s)]
+        if not kept:
+            raise DataError(f"{samples[0].file}: none of the {len(samples)} files asked for could be read ({samples[0].reason})")
+        return torch.stack([samples[k] for k in kept]), torch.tensor(kept), [s for s in samples if isinstance(s, Skipped)]
+
+
+class ImageFiles(StreamedFiles):
+    """Image files decoded on access to ``(3, S, S)`` (see :class:`StreamedFiles`)."""
+
+    def __init__(self, files, image_size: int, on_bad_file: str = "fail"):
+        super().__init__(files, (3, image_size, image_size), on_bad_file)
+        self.image_size = image_size
+
+    def read(self, f) -> np.ndarray:
+        return _decode(f, self.image_size)
 
 
 def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
@@ -197,10 +242,13 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False) -> SplitData:
+def folder(
+    path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False, on_bad_file: str = "fail"
+) -> SplitData:
     """Images in class subfolders (ImageNet layout), decoded with PIL, RGB, resized to
     ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split.
-    With ``stream`` the images stay on disk and are decoded on access (:class:`ImageFiles`)."""
+    With ``stream`` the images stay on disk and are decoded on access (:class:`ImageFiles`,
+    which skips unreadable files with ``on_bad_file="skip"``)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
@@ -218,7 +266,7 @@ def folder(path: str, image_size: int, test_fraction: float = 0.2, split_seed: i
     def split(files: np.ndarray, y: np.ndarray | None) -> Split:
         labels = None if y is None else torch.as_tensor(y, dtype=torch.int64)
         if stream:
-            return Split(ImageFiles(files, image_size), labels)
+            return Split(ImageFiles(files, image_size, on_bad_file), labels)
         return Split(torch.from_numpy(_read_images(files, image_size)), labels)
 
     return SplitData(root.name, split(*train), split(*test))
@@ -283,11 +331,13 @@ def load_dataset(
     columns: dict | None = None,
     missing: str = "error",
     signal: dict | None = None,
+    on_bad_file: str = "fail",
 ) -> SplitData:
     """Load a dataset by its config name (see :data:`DATASETS`, ``signals.SIGNAL_DATASETS`` and
     ``tables.TABLE_DATASETS``), images resized to ``image_size`` if given; ``columns`` (numerical,
     categorical, label) and ``missing`` describe a CSV/Parquet table; ``signal`` (length, rate,
-    leads, labels) shapes WFDB records."""
+    leads, labels) shapes WFDB records; ``on_bad_file`` (fail | skip) is what a streamed dataset
+    does with a file it cannot read."""
     from selfsup.data import signals, tables
 
     if name == "digits":
@@ -295,7 +345,7 @@ def load_dataset(
     elif name == "npz":
         data = npz(path, test_fraction, split_seed)
     elif name == "folder":
-        return folder(path, image_size or 32, test_fraction, split_seed, stream)
+        return folder(path, image_size or 32, test_fraction, split_seed, stream, on_bad_file)
     elif name in ("cifar10", "cifar100"):
         data = cifar(path, int(name.removeprefix("cifar")))
     elif name == "mnist1d":
@@ -305,7 +355,7 @@ def load_dataset(
     elif name == "signal_npz":
         return signals.signal_npz(path, test_fraction, split_seed)
     elif name == "wfdb":
-        return signals.wfdb_folder(path, **(signal or {}), test_fraction=test_fraction, split_seed=split_seed, stream=stream)
+        return signals.wfdb_folder(path, **(signal or {}), test_fraction=test_fraction, split_seed=split_seed, stream=stream, on_bad_file=on_bad_file)
     elif name == "table":
         return tables.bundled(path, test_fraction, split_seed)
     elif name in ("csv", "parquet"):

@@ -25,7 +25,7 @@ import numpy as np
 
 import torch
 
-from selfsup.data.datasets import DataError, Split, SplitData, read_npz, split_arrays, to_split
+from selfsup.data.datasets import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 
 SIGNAL_DATASETS = {
     "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
@@ -90,25 +90,15 @@ def read_record(record: Path, leads: list[str] | None, length: int, rate: float 
     return out
 
 
-class WFDBRecords(torch.utils.data.Dataset):
-    """WFDB records read on access (``data.stream``): ``ds[i]`` -> ``(C, T)``, ``ds[indices]`` ->
-    ``(K, C, T)``, ``len(ds)`` and ``ds.shape`` as for a tensor."""
+class WFDBRecords(StreamedFiles):
+    """WFDB records read on access to ``(C, T)`` (``data.stream``; see :class:`StreamedFiles`)."""
 
-    def __init__(self, records, leads: list[str] | None, channels: int, length: int, rate: float | None):
-        self.records, self.leads, self.channels, self.length, self.rate = list(records), leads, channels, length, rate
+    def __init__(self, records, leads: list[str] | None, channels: int, length: int, rate: float | None, on_bad_file: str = "fail"):
+        super().__init__(records, (channels, length), on_bad_file)
+        self.leads, self.length, self.rate = leads, length, rate
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self.records), self.channels, self.length)
-
-    def __getitem__(self, index):
-        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
-            return torch.from_numpy(read_record(self.records[int(index)], self.leads, self.length, self.rate))
-        picked = range(len(self.records))[index] if isinstance(index, slice) else [int(i) for i in index]
-        return torch.stack([self[i] for i in picked])
+    def read(self, record) -> np.ndarray:
+        return read_record(record, self.leads, self.length, self.rate)
 
 
 def _labels(path: str, root: Path, names: list[str]) -> np.ndarray:
@@ -138,6 +128,7 @@ def wfdb_folder(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     stream: bool = False,
+    on_bad_file: str = "fail",
 ) -> SplitData:
     """The WFDB records under ``path`` (see the module docstring)."""
     import wfdb
@@ -155,6 +146,10 @@ def wfdb_folder(
         except Exception as exc:  # wfdb raises many types for malformed headers
             raise DataError(f"{record}.hea: not a WFDB header ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
         names = list(head.sig_name or [])
+        if len(names) != head.n_sig or not head.n_sig:
+            raise DataError(f"{record}.hea: not a WFDB header (declares {head.n_sig} signals, describes {len(names)})")
+        if not head.sig_len and length is None:
+            raise DataError(f"{record}.hea: the header declares no signal length; set data.signal_length")
         absent = [lead for lead in leads or [] if lead not in names]
         if absent:
             raise DataError(f"{record}.hea: no lead {absent[0]!r} (leads: {', '.join(names)})")
@@ -172,7 +167,7 @@ def wfdb_folder(
     (train, y_train), (test, y_test) = split_arrays(np.asarray(records, dtype=object), y, test_fraction, split_seed)
 
     def split(files: np.ndarray, y: np.ndarray | None) -> Split:
-        ds = WFDBRecords(files, leads, channels, length, rate)
+        ds = WFDBRecords(files, leads, channels, length, rate, on_bad_file)
         if not stream:
             return to_split(np.stack([read_record(f, leads, length, rate) for f in files]), y)
         return Split(ds, None if y is None else torch.as_tensor(y, dtype=torch.int64))

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from selfsup.data.datasets import DataError, Skipped
+
 RECIPES = {
     "light": "batched crop, flip, noise (tiny grey images)",
     "simclr": "SimCLR: crop, flip, strong colour jitter, grayscale, blur",
@@ -235,14 +237,22 @@ def build_views(
 
 class ViewCollate:
     """``collate_fn``: stacks samples ``x`` or ``(x, ...)`` into ``(B, C, H, W)`` and returns
-    ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE)."""
+    ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE).
+    Samples a streamed dataset could not read (:class:`~selfsup.data.datasets.Skipped`) are left
+    out of the batch and listed under ``"skipped"``."""
 
     def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]], masks: Callable[[int], dict] | None = None):
         self.views, self.masks = views, masks
 
     def __call__(self, samples: list) -> dict:
+        skipped = [s for s in samples if isinstance(s, Skipped)]
+        samples = [s for s in samples if not isinstance(s, Skipped)]
+        if not samples:
+            raise DataError(f"{skipped[0].file}: every file of a batch of {len(skipped)} was unreadable ({skipped[0].reason})")
         x = torch.stack([s if torch.is_tensor(s) else s[0] for s in samples])
         batch = {"views": self.views(x)}
+        if skipped:
+            batch["skipped"] = skipped
         if self.masks is not None:
             batch.update(self.masks(len(samples)))
         return batch

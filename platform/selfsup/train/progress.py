@@ -11,7 +11,7 @@ from typing import TextIO
 from selfsup.tracking import runs
 
 SHOWN = (("train/loss", "loss"), ("label_free/rankme", "rankme"), ("label_free/lidar", "lidar"), ("label_free/alpha_req", "alpha"),
-         ("probe/linear_acc", "probe"))
+         ("probe/linear_acc", "probe"), ("data/skipped_files", "skipped files"))
 
 
 def bar(epoch: int, epochs: int, width: int = 20) -> str:

@@ -52,13 +52,33 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**31)
 
 
+def sum_ranks(value: float, device) -> float:
+    """The sum of ``value`` over the workers (one collective call on every rank)."""
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([float(value)], device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
 def any_rank(flag: bool, device) -> bool:
     """True on every worker if ``flag`` is true on any (so that all stop at the same step)."""
-    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return sum_ranks(float(flag), device) > 0
+
+
+class SkippedFiles:
+    """The streamed files this worker could not read (``data.on_bad_file: skip``): each printed
+    once, counted per epoch (``count``, reset by the caller)."""
+
+    def __init__(self, rank: int):
+        self.rank, self.seen, self.count = rank, set(), 0
+
+    def __call__(self, skipped) -> None:
+        self.count += len(skipped)
+        for s in skipped:
+            if s.file not in self.seen:
+                self.seen.add(s.file)
+                print(f"[selfsup] WARNING: skipped an unreadable file (data.on_bad_file: skip; worker {self.rank}): {s.reason}", flush=True)
 
 
 def worker_nodes(world: int) -> list[str]:
@@ -76,16 +96,29 @@ def eval_subset(n_train: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).permutation(n_train)[: min(size, n_train)])
 
 
-def probe_sets(data, size: int | None, seed: int):
+def readable(x, idx: torch.Tensor, skipped=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of ``x`` and the indices they are: all of them for a tensor; for a streamed
+    dataset, those it could read (what it skipped goes to ``skipped``, a :class:`SkippedFiles`)."""
+    if torch.is_tensor(x):
+        return x[idx], idx
+    rows, kept, missed = x.take(idx)
+    if skipped is not None:
+        skipped(missed)
+    return rows, idx[kept]
+
+
+def probe_sets(data, size: int | None, seed: int, skipped=None):
     """``(x_train, y_train, x_test, y_test)`` for the probes: all of each split, or a fixed seeded
-    subset of at most ``size`` of each (decoded once, so a streamed folder is read once)."""
+    subset of at most ``size`` of each (decoded once, so a streamed folder is read once; files it
+    cannot read are left out with their labels when ``data.on_bad_file`` is skip)."""
     out = []
     for split in (data.train, data.test):
         idx = eval_subset(len(split.x), size or len(split.x), seed)
         if size is None and torch.is_tensor(split.x):
             out += [split.x, split.y]
         else:
-            out += [split.x[idx], split.y[idx]]
+            x, kept = readable(split.x, idx, skipped)
+            out += [x, split.y[kept]]
     return tuple(out)
 
 
@@ -94,7 +127,7 @@ def load_data(cfg: ExperimentConfig):
     d = cfg.data
     columns = d.columns.model_dump() if d.columns else None
     signal = {"length": d.signal_length, "rate": d.sampling_rate, "leads": d.leads, "labels": d.labels}
-    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing, signal)
+    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing, signal, d.on_bad_file)
 
 
 def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None) -> nn.Module:
@@ -223,10 +256,11 @@ def train_loop(config: dict) -> None:
         runs.set_tags(cfg.tracking.uri, run_id, {
             runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups), runs.NODES: json.dumps(nodes),
         })
-    eval_x = data.train.x[eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed)]
+    skipped = SkippedFiles(rank)
+    eval_x, _ = readable(data.train.x, eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed), skipped)
     lidar_x = eval_x[: cfg.eval.lidar_samples] if cfg.eval.lidar_samples >= 2 else None
     view, aug_view = lidar_view(cfg, data), lidar_aug_view(cfg, data)
-    probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed) if data.has_labels else None
+    probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed, skipped) if data.has_labels else None
 
     threshold = cfg.eval.collapse_rankme
     for epoch in range(start + 1, cfg.train.epochs + 1):
@@ -235,7 +269,9 @@ def train_loop(config: dict) -> None:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         diverged = False
+        skipped.count = 0
         for batch in loader:
+            skipped(batch.pop("skipped", ()))
             logs = engine.train_step(batch)
             if any_rank(not math.isfinite(logs["loss"]), device):
                 if threshold is None:
@@ -247,6 +283,8 @@ def train_loop(config: dict) -> None:
         t1 = time.perf_counter()
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
         metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
+        if cfg.data.on_bad_file == "skip":
+            metrics["data/skipped_files"] = sum_ranks(skipped.count, device)
         if diverged:
             metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})
         else:
