@@ -14,6 +14,12 @@ without a fault. Then:
   damaged, in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
   whole folder deleted.
 
+Then the sweep faults of `benchmarks/sweep_faults.py` (see there): `--driver-kills N` sweeps whose
+`selfsup sweep` process is SIGKILLed during its trials, its report and its registration in turn,
+then resumed (default 3); `--outages N` sweeps whose tracking server is down `--outage-s` seconds
+(default 1 of 30 s), plus one run whose server stays down; `--leak-trials N`, an ASHA sweep whose
+leftovers and driver memory are measured (default 30; 0 skips it).
+
 Every run must finish, resume from a checkpoint (never from scratch, and past a damaged one, with
 a warning: printed, and recorded on the run as `selfsup.skipped_checkpoints`), hold every epoch in
 MLflow exactly once, and end with weights equal to the reference's. The
@@ -25,7 +31,8 @@ reference's arithmetic exactly. (On a GPU, nondeterministic kernels would need a
 Ray's, Train's and the runs' own output go to a log file named first; then one line per run, a
 table, and last one summary line. Exits 1 if any run fails a check.
 
-    python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--seed 0] [--log FILE]
+    python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--driver-kills 3] [--outages 1]
+                                [--outage-s 30] [--leak-trials 30] [--seed 0] [--log FILE]
 
 With ``RAY_ADDRESS`` set it runs on that Ray instead of starting one.
 """
@@ -203,6 +210,49 @@ def table(rows: list[Outcome], epochs: int) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(drivers, outages, leaks) -> str:
+    head = f"{'sweep fault':34s} {'exit':>4s} {'parent':9s} {'runs':>4s} {'lost':>4s} {'dup':>4s} {'versions':>8s} {'report':6s} {'wall s':>7s}  notes"
+    lines = [head, "-" * len(head)]
+
+    def row(label, c, wall, notes):
+        lines.append(f"{label:34s} {c.exit_code:>4d} {c.parent_status:9s} {c.runs:>4d} {c.epochs_lost:>4d} {c.epochs_doubled:>4d} "
+                     f"{c.versions:>8d} {'whole' if c.report_whole else 'NO':6s} {wall:7.1f}  {notes}")
+
+    for d in drivers:
+        row(f"driver killed: {d.phase}", d.check, d.wall_s, f"{d.moment}{'' if d.killed else ' (ended before the kill)'}")
+    for o in outages:
+        row(f"server down {o.outage_s:g} s", o.check, o.wall_s, f"{'waited' if o.waited else 'NO wait reported'}; down for good: exit "
+            f"{o.down_exit}, checkpoint of epoch {o.checkpoint_epoch} readable: {o.down_line[:90]}")
+    for lk in leaks:
+        rss = ", ".join(f"{n}: {mb:.0f}" for n, mb in lk.rss_mb[:: max(1, len(lk.rss_mb) // 6)])
+        row(f"ASHA sweep, {lk.trials} trials", lk.check, lk.wall_s, f"left: {lk.actors} actors, {lk.groups} placement groups, "
+            f"{lk.children} child processes; driver MB by trials ended: {rss}")
+    return "\n".join(lines)
+
+
+def down_ok(o) -> bool:
+    return o.down_exit == 1 and o.checkpoint_epoch is not None and "unreachable" in o.down_line and o.down_line.startswith("selfsup: error:")
+
+
+def sweep_summary(drivers, outages, leaks, trials: int) -> list[str]:
+    parts = []
+    if drivers:
+        phases = ", ".join(d.phase for d in drivers if d.killed)
+        parts.append(f"driver kills {sum(d.killed and d.check.good(trials) for d in drivers)}/{len(drivers)} resumed ({phases}), "
+                     f"{sum(d.check.runs - trials for d in drivers)} duplicate runs, {sum(d.check.parent_status == 'FINISHED' for d in drivers)}/"
+                     f"{len(drivers)} parents FINISHED, {sum(d.check.versions == 1 for d in drivers)}/{len(drivers)} one registry version, "
+                     f"{sum(d.check.report_whole for d in drivers)}/{len(drivers)} reports whole")
+    if outages:
+        parts.append(f"tracking outages {sum(o.check.good(trials) and o.waited for o in outages)}/{len(outages)} sweeps finished "
+                     f"({outages[0].outage_s:g} s down), {sum(o.check.epochs_lost for o in outages)} epochs lost, "
+                     f"{sum(o.check.epochs_doubled for o in outages)} doubled, server gone for good {sum(map(down_ok, outages))}/{len(outages)} "
+                     f"failed in one line with checkpoints intact")
+    for lk in leaks:
+        parts.append(f"leaks after {lk.trials} ASHA trials: {lk.actors} actors, {lk.groups} placement groups, {lk.children} child "
+                     f"processes left, driver memory {lk.growth_per_10():+.1f} MB per 10 trials")
+    return parts
+
+
 def summary(kills: list[Outcome], damaged: list[Outcome], epochs: int) -> str:
     def part(label: str, rows: list[Outcome]) -> str:
         n = len(rows)
@@ -221,6 +271,11 @@ def main() -> None:
     ap.add_argument("--worker-kills", type=int, default=20, help="runs whose Train worker is SIGKILLed mid-epoch")
     ap.add_argument("--damaged", type=int, default=6, help="runs whose newest checkpoint is damaged as the worker dies")
     ap.add_argument("--epochs", type=int, default=6, help="epochs per run (at least 3)")
+    ap.add_argument("--driver-kills", type=int, default=3, help="sweeps whose driver is SIGKILLed (phases in turn: trials, report, registration)")
+    ap.add_argument("--outages", type=int, default=1, help="sweeps whose tracking server goes down mid-sweep")
+    ap.add_argument("--outage-s", type=float, default=30.0, help="how long the server is down")
+    ap.add_argument("--leak-trials", type=int, default=30, help="trials of the ASHA sweep whose leftovers are counted (0: none)")
+    ap.add_argument("--sweep-trials", type=int, default=3, help="trials of each driver-kill and outage sweep")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     ap.add_argument("--log", help="file for Ray's, Train's and the runs' own output (default: a new file in the temp dir)")
     args = ap.parse_args()
@@ -229,6 +284,7 @@ def main() -> None:
 
     import ray
 
+    import sweep_faults
     from selfsup.console import to_log
     from selfsup.tracking import runs
     from selfsup.train.cluster import init_ray
@@ -240,33 +296,53 @@ def main() -> None:
     log.touch()
     print(f"Ray's, Train's and each run's own output: {log}", flush=True)
     rows: list[Outcome] = []
+    drivers, outages, leaks = [], [], []
     try:
         with to_log(log) as console:
             init_ray(str(tmp / "ray"))
-            print(f"reference run ({args.epochs} epochs, no fault) ...", file=console)
-            cfg = config(tmp, "reference", args.epochs)
-            train(cfg)
-            _, ref = the_run(cfg.tracking.uri, "reference")
-            reference = weights(ref.data.tags[runs.CHECKPOINT])
-            epoch_s = sum(v for _, v in runs.metric_history(cfg.tracking.uri, ref.info.run_id, "perf/epoch_s")) / args.epochs
             plan = [(f"kill-{i + 1:02d}", "none") for i in range(args.worker_kills)]
             plan += [(f"damage-{i + 1:02d}", DAMAGE[i % len(DAMAGE)]) for i in range(args.damaged)]
+            if plan:
+                print(f"reference run ({args.epochs} epochs, no fault) ...", file=console)
+                cfg = config(tmp, "reference", args.epochs)
+                train(cfg)
+                _, ref = the_run(cfg.tracking.uri, "reference")
+                reference = weights(ref.data.tags[runs.CHECKPOINT])
+                epoch_s = sum(v for _, v in runs.metric_history(cfg.tracking.uri, ref.info.run_id, "perf/epoch_s")) / args.epochs
             for name, how in plan:
                 rows.append(faulty_run(tmp, name, args.epochs, epoch_s, rng, reference, how))
                 r = rows[-1]
                 print(f"  {r.run}: killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
                       f"starts {r.starts}, {r.status}", file=console)
+            sweep_epochs = 3
+            for i in range(args.driver_kills):
+                phase = sweep_faults.PHASES[i % len(sweep_faults.PHASES)]
+                print(f"sweep, driver killed during its {phase} ...", file=console)
+                drivers.append(sweep_faults.driver_kill(tmp / f"d{i}", phase, args.sweep_trials, sweep_epochs, rng, sys.stdout))
+            for i in range(args.outages):
+                print(f"sweep, tracking server down {args.outage_s:g} s ...", file=console)
+                outages.append(sweep_faults.outage(tmp / f"o{i}", args.sweep_trials, sweep_epochs + 1, args.outage_s, sys.stdout))
+            if args.leak_trials:
+                print(f"ASHA sweep of {args.leak_trials} trials (leaks) ...", file=console)
+                leaks.append(sweep_faults.leaks(tmp / "leaks", args.leak_trials, sweep_epochs + 1, sys.stdout))
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     kills, damaged = [r for r in rows if r.damage == "none"], [r for r in rows if r.damage != "none"]
+    if rows:
+        print()
+        print(table(rows, args.epochs))
+    if drivers or outages or leaks:
+        print()
+        print(sweep_table(drivers, outages, leaks))
     print()
-    print(table(rows, args.epochs))
-    print()
-    line = summary(kills, damaged, args.epochs)
+    line = "; ".join(p for p in [summary(kills, damaged, args.epochs), *sweep_summary(drivers, outages, leaks, args.sweep_trials)] if p)
     print(line)
-    good = all(r.resumed() and r.equal() and not r.lost(args.epochs) and not r.doubled() for r in rows)
-    sys.exit(0 if good and all(r.warned for r in damaged) else 1)
+    good = all(r.resumed() and r.equal() and not r.lost(args.epochs) and not r.doubled() for r in rows) and all(r.warned for r in damaged)
+    good &= all(d.killed and d.check.good(args.sweep_trials) for d in drivers)
+    good &= all(o.check.good(args.sweep_trials) and o.waited and down_ok(o) for o in outages)
+    good &= all(not (lk.actors or lk.groups or lk.children) and lk.check.exit_code == 0 for lk in leaks)
+    sys.exit(0 if good else 1)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print("selfsup: error: " + str(exc).replace("\n", " "), file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from selfsup.tracking.runs import TrackingUnreachable
+
+        if not isinstance(exc, TrackingUnreachable):
+            raise
+        print(f"selfsup: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

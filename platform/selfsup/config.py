@@ -466,11 +466,14 @@ class TrackingConfig(Section):
     """MLflow store. ``experiment`` defaults to the run (or sweep) name. ``uri``: a local store
     (``sqlite:///FILE``, one machine) or a tracking server (``http://HOST:PORT``, see
     ``selfsup server``). ``artifact_location``: with a local store, where artifacts go (default
-    ``./selfsup-artifacts``); with a server, unset: the server proxies them (``mlflow-artifacts:/``)."""
+    ``./selfsup-artifacts``); with a server, unset: the server proxies them (``mlflow-artifacts:/``).
+    ``patience_s``: how long a run or sweep waits out a store it cannot reach (a server restarting),
+    retrying every 2 s, before it fails naming the store; nothing it logs is lost or doubled."""
 
     uri: str = "sqlite:///selfsup-mlflow.db"
     artifact_location: str | None = None
     experiment: str | None = Field(None, min_length=1, pattern=NAME)
+    patience_s: float = Field(300.0, gt=0.0)
 
 
 class ExperimentConfig(Section):

@@ -25,7 +25,8 @@ def publish(uri: str, exp_id: str, parent: str, sweep: str, metric: str, mode: s
     runs.log_text(uri, parent, summary, "selection.md")
     runs.set_tags(uri, parent, {runs.NOTE: summary})
     metrics, tags = summary_record(report)
-    runs.log_metrics(uri, parent, metrics, step=0)
+    # stamped with the parent's start: publishing again (a resumed sweep, `selfsup report`) adds no entries
+    runs.log_metrics(uri, parent, metrics, step=0, timestamp_ms=runs.client(uri).get_run(parent).info.start_time)
     runs.set_tags(uri, parent, tags)
     with tempfile.TemporaryDirectory() as tmp:
         figures = [Path(tmp) / "selection_scatter.png", Path(tmp) / "selection_curves.png"]

@@ -61,10 +61,14 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
 
 def register_pick(uri: str, run_id: str, model_name: str, description: str = "") -> str:
     """Export ``run_id``'s encoder, log it on the run as ``backbone/`` and register it under
-    ``model_name``; returns the new version number."""
+    ``model_name``; returns the new version number, or the version that already holds this run
+    (registering again after an interruption adds none)."""
     from mlflow.exceptions import MlflowException
 
     c = runs.client(uri)
+    done = c.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if done:
+        return str(max(int(v.version) for v in done))
     with tempfile.TemporaryDirectory() as tmp:
         export_run(uri, run_id, Path(tmp) / "backbone")
         c.log_artifacts(run_id, str(Path(tmp) / "backbone"), "backbone")

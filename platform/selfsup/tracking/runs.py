@@ -7,16 +7,25 @@
   its tag ``selfsup.trial_id`` so that a resumed trial continues its run instead of adding one.
 - Params: the flattened config (``optim.lr``, ...). Metrics: every epoch, ``step = epoch``, names as
   in DESIGN.md. Artifact: ``config.yaml``. Status: FINISHED, FAILED or KILLED as it really ended.
+- A store that cannot be reached (a tracking server down or restarting) is waited out: every call
+  made through :func:`client` is retried every :data:`RETRY_S` seconds for up to
+  ``tracking.patience_s`` (:func:`set_patience`), then fails with :class:`TrackingUnreachable`,
+  one line naming the store. Retried writes land once: a metric is keyed by (key, step,
+  timestamp, value), a tag or param by its key, and a run is created only after a search for its
+  key found none.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from selfsup import console
 
 ROLE, TRIAL_ID, SWEEP, METHOD, DATASET = "selfsup.role", "selfsup.trial_id", "selfsup.sweep", "selfsup.method", "selfsup.dataset"
 PARENT = "mlflow.parentRunId"
@@ -44,10 +53,83 @@ CHECKPOINT = "selfsup.checkpoint"
 INPUT_SHAPE, GROUPS = "selfsup.input_shape", "selfsup.table_groups"
 """One sample's shape and a table's column widths (JSON): what rebuilding the backbone needs."""
 _BATCH = 100
+RETRY_S = 2.0
+_patience_s = 300.0
 
 
-def client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri)
+class TrackingUnreachable(RuntimeError):
+    """The tracking store stayed unreachable for longer than ``tracking.patience_s``."""
+
+
+def set_patience(seconds: float) -> None:
+    """How long calls wait out an unreachable store in this process (``tracking.patience_s``)."""
+    global _patience_s
+    _patience_s = float(seconds)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached (as opposed to refusing the request)."""
+    text = str(exc)
+    return (
+        "failed with exception" in text  # MLflow's REST client: connection refused, reset, timed out
+        or any(f"error code {code}" in text for code in (502, 503, 504))  # a proxy in front of a restarting server
+        or "database is locked" in text  # sqlite under heavy concurrent writes
+    )
+
+
+_down_since: float | None = None
+"""When this process found the store unreachable (``None``: it is reachable): said once per outage."""
+
+
+def patiently(uri: str, what: str, call):
+    """``call()``, retried while the store at ``uri`` is :func:`unreachable`; after the patience
+    runs out, :class:`TrackingUnreachable`. The console hears once when an outage begins and ends."""
+    global _down_since
+    first = None
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            now = time.monotonic()
+            first = first or now
+            if _down_since is None:
+                _down_since = now
+                print(f"[selfsup] WARNING: MLflow tracking store {uri} unreachable ({what}); retrying every {RETRY_S:g} s "
+                      f"for up to {_patience_s:g} s", file=console.current(), flush=True)
+            if now - first >= _patience_s:
+                reason = str(exc).split(" (Caused by")[0].splitlines()[0]
+                raise TrackingUnreachable(f"MLflow tracking store {uri}: unreachable for {now - first:.0f} s ({what}: {reason}); "
+                                          f"checkpoints are kept: resume once it is back (tracking.patience_s sets the wait)") from None
+            time.sleep(RETRY_S)
+            continue
+        if _down_since is not None:
+            print(f"[selfsup] MLflow tracking store {uri} reachable again after {time.monotonic() - _down_since:.0f} s",
+                  file=console.current(), flush=True)
+            _down_since = None
+        return result
+
+
+class PatientClient:
+    """An :class:`MlflowClient` whose every call goes through :func:`patiently`."""
+
+    def __init__(self, uri: str):
+        self.uri, self.inner = uri, MlflowClient(tracking_uri=uri)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: patiently(self.uri, name, lambda: attr(*args, **kwargs))
+
+
+def client(uri: str) -> PatientClient:
+    # MLflow's own retries (7, backoff up to minutes) would hide an outage from the patience above:
+    # a few quick ones, then ours at a steady pace (an explicit setting of these wins).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    return PatientClient(uri)
 
 
 def experiment_id(uri: str, name: str, artifact_location: str | None) -> str:
@@ -76,12 +158,18 @@ def find_run(uri: str, exp_id: str, tags: dict[str, str]) -> str | None:
 
 
 def start_run(uri: str, exp_id: str, run_name: str, tags: dict[str, str], key: dict[str, str] | None = None) -> str:
-    """Create a run, or reopen (status RUNNING) the newest run matching ``key`` tags."""
-    c = client(uri)
+    """Create a run, or reopen (status RUNNING) the newest run matching ``key`` tags. With a
+    ``key``, a retried create looks for its run first (a reply lost after the create was done)."""
+    inner = client(uri).inner
+
+    def create() -> str:
+        found = find_run(uri, exp_id, key) if key else None
+        return found or inner.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
     run_id = find_run(uri, exp_id, key) if key else None
     if run_id is None:
-        return c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
-    c.update_run(run_id, status="RUNNING")
+        return patiently(uri, "create_run", create)
+    client(uri).update_run(run_id, status="RUNNING")
     return run_id
 
 
@@ -126,8 +214,10 @@ def read_text(uri: str, run_id: str, name: str) -> str | None:
         return Path(client(uri).download_artifacts(run_id, name, tmp)).read_text()
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
-    now = int(time.time() * 1000)
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+    """Log ``metrics`` at ``step`` (at ``timestamp_ms``, default now: logging the same values again
+    at the same step and timestamp adds nothing)."""
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     c = client(uri)
     for i in range(0, len(items), _BATCH):

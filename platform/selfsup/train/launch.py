@@ -100,6 +100,7 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     with quiet(log, header, verbose) as console:
         init_ray(ray_temp_dir)
         check_cluster(cfg, source)
+        runs.set_patience(cfg.tracking.patience_s)
         run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
         with EpochProgress(console, cfg.tracking.uri, run_id, cfg.train.epochs):
             result = run_tracked(cfg, run_id, name)

@@ -185,6 +185,7 @@ def train_loop(config: dict) -> None:
     # LoggingConfig(log_level="WARNING") does not reach; the root logger's level does.
     logging.getLogger().setLevel(logging.WARNING)
     run_id = config.get("run_id")
+    runs.set_patience(cfg.tracking.patience_s)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(math.ceil(cfg.scaling.cpus_per_worker))
@@ -256,6 +257,12 @@ def train_loop(config: dict) -> None:
         runs.set_tags(cfg.tracking.uri, run_id, {
             runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups), runs.NODES: json.dumps(nodes),
         })
+    if start >= cfg.train.epochs:
+        # Trained to the end already: a sweep restored from a snapshot taken before this trial ended
+        # runs it again. Tell Tune the final result once more (from MLflow); nothing is retrained.
+        final = runs.get_run(cfg.tracking.uri, run_id).metrics if rank == 0 and run_id else {}
+        ray.train.report({**final, "epoch": start})
+        return
     skipped = SkippedFiles(rank)
     eval_x, _ = readable(data.train.x, eval_subset(len(data.train.x), cfg.eval.subset_size, cfg.data.split_seed), skipped)
     lidar_x = eval_x[: cfg.eval.lidar_samples] if cfg.eval.lidar_samples >= 2 else None

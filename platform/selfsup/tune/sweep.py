@@ -54,6 +54,7 @@ def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: 
     trial_id = tune.get_context().get_trial_id()
     cfg = build_experiment(apply_overrides(base_tree, flatten(params)), f"trial {trial_id}")
     cfg.train.storage_path = train_storage
+    runs.set_patience(cfg.tracking.patience_s)
     tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id, runs.COLLAPSED: "false"}
     key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
     run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
@@ -175,6 +176,7 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
     limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
 
     t = base_cfg.tracking
+    runs.set_patience(t.patience_s)
     experiment = t.experiment or sweep.name
     exp_id = runs.experiment_id(t.uri, experiment, t.artifact_location)
     parent_key = {runs.ROLE: "sweep", runs.SWEEP: sweep.name}
