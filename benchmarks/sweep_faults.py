@@ -344,6 +344,7 @@ def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
     sweep = write_sweep(where, "leaks", trials, epochs, uri, scheduler="asha")
     env = environment()
     before = {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
+    before |= {g.placement_group_id for g in list_placement_groups() if g.state != "REMOVED"}  # Ray's own, or an earlier test's
     t0 = time.time()
     log.write(f"\n$ selfsup sweep {sweep}  (leaks)\n")
     log.flush()
@@ -368,6 +369,6 @@ def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
             proc.kill()
     time.sleep(5)  # Ray reaps the job's actors once its driver has gone
     actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.actor_id not in before]
-    groups = [g for g in list_placement_groups() if g.state != "REMOVED"]
+    groups = [g for g in list_placement_groups() if g.state != "REMOVED" and g.placement_group_id not in before]
     alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     return Leaks(trials, len(actors), len(groups), len(alive), samples, check_sweep(uri, "leaks", trials, epochs, code), time.time() - t0)

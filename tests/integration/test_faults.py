@@ -21,3 +21,19 @@ def test_fault_harness_small_n(ray_cluster, tmp_path):
     assert lines[-1] == ("worker kills 1/1 resumed, 0 epochs lost, 0 doubled, 1/1 weights equal; damaged checkpoints 3/3 resumed "
                          "past the damage, 3/3 warned, 0 epochs lost, 0 doubled, 3/3 weights equal")
     assert len(lines) < 20, "the console shows the harness's lines, not Ray's"
+
+
+def test_sweep_fault_harness_small_n(ray_cluster, tmp_path):
+    """`selfsup sweep` killed in its trials, its report and its registration, each resumed; its
+    tracking server down 10 s mid-sweep, then gone for good under a run; a 4-trial ASHA sweep's
+    leftovers counted."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "0", "--driver-kills", "3",
+           "--sweep-trials", "2", "--outages", "1", "--outage-s", "10", "--leak-trials", "4", "--log", str(tmp_path / "faults.log")]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-6000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("driver kills 3/3 resumed (trials, report, registration), 0 duplicate runs, 3/3 parents FINISHED, "
+                           "3/3 one registry version, 3/3 reports whole; tracking outages 1/1 sweeps finished (10 s down), 0 epochs "
+                           "lost, 0 doubled, server gone for good 1/1 failed in one line with checkpoints intact; leaks after 4 ASHA "
+                           "trials: 0 actors, 0 placement groups, 0 child processes left, driver memory "), last
