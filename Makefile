@@ -33,6 +33,7 @@ bench-cluster: install
 bench-selection: install
 	$(BIN)/python benchmarks/selection.py
 
-# Faults, measured: 20 runs whose Ray Train worker is killed mid-epoch, 6 with a damaged checkpoint too.
+# Faults, measured: 20 runs whose Ray Train worker is killed mid-epoch, 6 with a damaged checkpoint too;
+# sweeps whose driver is killed (then resumed), whose tracking server goes down 30 s; leaks of a 30-trial sweep.
 bench-faults: install
 	$(BIN)/python benchmarks/faults.py
