@@ -147,6 +147,16 @@ class DataConfig(Section):
     def modality(self) -> str:
         return "signal" if self.is_signal else "table" if self.is_table else "image"
 
+    def load_args(self) -> dict:
+        """The keyword arguments of ``selfsup.data.datasets.load_dataset`` for this section: what
+        loading the data depends on (two runs with equal ``load_args`` can share one loaded copy)."""
+        return {
+            "name": self.name, "path": self.path, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
+            "image_size": self.image_size, "stream": self.stream, "columns": self.columns.model_dump() if self.columns else None,
+            "missing": self.missing, "on_bad_file": self.on_bad_file,
+            "signal": {"length": self.signal_length, "rate": self.sampling_rate, "leads": self.leads, "labels": self.labels},
+        }
+
 
 SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz", "wfdb")
 TABLE_DATASETS = ("table", "csv", "parquet")

@@ -34,7 +34,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from selfsup.data.datasets import DataError, Skipped
 
@@ -164,6 +163,8 @@ class SampleViews:
 
 
 def _crop(size: int, scale, ratio, flip: bool) -> list:
+    from torchvision.transforms import v2  # here: runs on signals and tables do not pay for its import
+
     out = [v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)]
     return out + [v2.RandomHorizontalFlip()] if flip else out
 
@@ -171,6 +172,8 @@ def _crop(size: int, scale, ratio, flip: bool) -> list:
 def _colour(channels: int, size: int, strength: float, jitter, blur_p: float, solarize_p: float = 0.0) -> list:
     """Colour jitter ``strength * jitter`` (brightness, contrast, saturation, hue) with p=0.8 and
     grayscale p=0.2 (RGB only), then blur and solarize with the given probabilities."""
+    from torchvision.transforms import v2
+
     out = []
     if strength > 0:
         b, c, s, h = (strength * j for j in jitter)
@@ -219,6 +222,8 @@ def build_views(
         return SignalViews(scale, amplitude, noise_std, channel_dropout, n_views)
     if recipe == "light":
         return RandomViews(scale, crop_ratio, flip, noise_std, n_views)
+    from torchvision.transforms import v2
+
     crop = _crop(size, scale, crop_ratio, flip)
     if recipe in ("crop", "mae"):
         return SampleViews([v2.Compose(crop)] * n_views)

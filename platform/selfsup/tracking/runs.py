@@ -186,13 +186,6 @@ def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
     client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def add_start(uri: str, run_id: str, epoch: int) -> list[int]:
-    """Append ``epoch`` to the run's :data:`STARTS` record; returns the whole record."""
-    starts = [*json.loads(client(uri).get_run(run_id).data.tags.get(STARTS, "[]")), epoch]
-    set_tags(uri, run_id, {STARTS: json.dumps(starts)})
-    return starts
-
-
 def log_text(uri: str, run_id: str, text: str, name: str) -> None:
     client(uri).log_text(run_id, text, name)
 
@@ -214,14 +207,16 @@ def read_text(uri: str, run_id: str, name: str) -> str | None:
         return Path(client(uri).download_artifacts(run_id, name, tmp)).read_text()
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None,
+                tags: dict[str, str] | None = None) -> None:
     """Log ``metrics`` at ``step`` (at ``timestamp_ms``, default now: logging the same values again
-    at the same step and timestamp adds nothing)."""
+    at the same step and timestamp adds nothing), and ``tags`` in the same request."""
     now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    extra = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     c = client(uri)
-    for i in range(0, len(items), _BATCH):
-        c.log_batch(run_id, metrics=items[i : i + _BATCH])
+    for i in range(0, max(len(items), 1), _BATCH):
+        c.log_batch(run_id, metrics=items[i : i + _BATCH], tags=extra if i == 0 else [])
 
 
 def end_run(uri: str, run_id: str, status: str) -> None:

@@ -22,9 +22,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from selfsup import storage
 from selfsup.config import ConfigError, ExperimentConfig, is_server
 
-FORWARDED = ("MLFLOW_TRACKING_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS")
+FORWARDED = ("MLFLOW_TRACKING_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "RAY_TRAIN_")
 """Variables (by prefix) that every worker of the job needs as the driver has them: the MLflow
-server's credentials and the object store's endpoint and keys."""
+server's credentials, the object store's endpoint and keys, and Ray Train's settings."""
+RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+"""Ray Train settings selfsup changes unless the environment sets them: no preemption watcher (an
+actor process more per run, started before training, whose only use is to report a preempted
+node; a lost worker is restarted from its checkpoint either way)."""
 JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
@@ -53,6 +57,8 @@ def init_ray(temp_dir: str | None = None) -> None:
     free their CPUs and the sweep can stall. Sharing one Ray (``RAY_ADDRESS``) avoids it."""
     if ray.is_initialized():
         return
+    for key, value in RAY_TRAIN_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")

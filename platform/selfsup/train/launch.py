@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import ray
-import torch
 import yaml
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup import storage
@@ -17,12 +17,16 @@ from selfsup.tracking import runs
 from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.progress import EpochProgress
-from selfsup.train.worker import build, load_data, make_collate, train_loop
 
 
-def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
+def preflight(cfg: ExperimentConfig, source: str = "config"):
     """Everything that can be checked before Ray starts: the data loads, a global batch fits in
-    the train split, and the model runs on one sample batch. Raises a one-line error."""
+    the train split, and the model runs on one sample batch. Raises a one-line error; returns the
+    loaded dataset (for :func:`fit` to share)."""
+    import torch
+
+    from selfsup.train.worker import build, load_data, make_collate
+
     data = load_data(cfg)
     n = len(data.train.x)
     if cfg.train.batch_size > n:
@@ -37,18 +41,38 @@ def preflight(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
     if "loss" not in out:
         raise ConfigError(f"{source}: method.name: {cfg.method.name} returned no 'loss'")
+    return data
 
 
-def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None) -> ray.train.Result:
+class Trainer(TorchTrainer):
+    """A ``TorchTrainer`` that starts no Ray Data ``DatasetManager`` actor when it is given no Ray
+    Dataset (selfsup's workers load their data themselves): one process start less per run, on the
+    path to its first step. Overrides a private method of Ray Train V2: Ray is pinned (==2.60.0)."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+
+def train_loop(config: dict) -> None:
+    """What each Ray Train worker runs: ``selfsup.train.worker.train_loop``, imported there, so that
+    the process that launches a run (a sweep's trial) does not import the model and data stack."""
+    from selfsup.train.worker import train_loop as loop
+
+    loop(config)
+
+
+def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None, data=None) -> ray.train.Result:
     """Run ``cfg`` on ``scaling.num_workers`` Ray Train workers; a run ``name`` that already has
-    checkpoints under ``train.storage_path`` resumes from the newest complete one."""
+    checkpoints under ``train.storage_path`` resumes from the newest complete one. ``data``: the
+    dataset ``cfg`` loads, in Ray's object store (an ``ObjectRef``), or None for each worker to load it."""
     s = cfg.scaling
     warning = checkpoints.check_record(storage.join(cfg.train.storage_path, name))
     if warning:
         print(f"[selfsup] WARNING: {warning}", flush=True)
-    trainer = TorchTrainer(
+    trainer = Trainer(
         train_loop,
-        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name},
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name, "data": data, "launched": time.time()},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(
             name=name,
@@ -73,10 +97,10 @@ def open_run(cfg: ExperimentConfig, run_name: str, tags: dict[str, str], experim
     return run_id
 
 
-def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, callbacks: list | None = None) -> ray.train.Result:
+def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None) -> ray.train.Result:
     """:func:`fit` with the MLflow run ended truthfully: FINISHED, FAILED, or KILLED on Ctrl-C."""
     try:
-        result = fit(cfg, run_id, name, callbacks)
+        result = fit(cfg, run_id, name, data=data)
     except KeyboardInterrupt:
         runs.end_run(cfg.tracking.uri, run_id, "KILLED")
         raise
@@ -92,7 +116,7 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     a bar per epoch; Ray's and Train's own output goes to ``train.log`` beside the run's
     checkpoints (a local storage path) or ``./selfsup-logs/`` (with ``verbose``: to the console)."""
     cfg = resolve_paths(cfg)
-    preflight(cfg, source)
+    data = preflight(cfg, source)
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")
     header = (f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
@@ -103,7 +127,7 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
         runs.set_patience(cfg.tracking.patience_s)
         run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
         with EpochProgress(console, cfg.tracking.uri, run_id, cfg.train.epochs):
-            result = run_tracked(cfg, run_id, name)
+            result = run_tracked(cfg, run_id, name, ray.put(data))
     metrics = dict(result.metrics or {})
     print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
     for key in sorted(k for k in metrics if "/" in k or k == "epoch"):

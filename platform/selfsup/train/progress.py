@@ -5,7 +5,6 @@ terminal the bar is redrawn on one line; elsewhere each epoch is a line."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import TextIO
 
 from selfsup.tracking import runs

@@ -124,10 +124,7 @@ def probe_sets(data, size: int | None, seed: int, skipped=None):
 
 def load_data(cfg: ExperimentConfig):
     """The run's dataset, as its ``data:`` section says."""
-    d = cfg.data
-    columns = d.columns.model_dump() if d.columns else None
-    signal = {"length": d.signal_length, "rate": d.sampling_rate, "leads": d.leads, "labels": d.labels}
-    return load_dataset(d.name, d.path, d.test_fraction, d.split_seed, d.image_size, d.stream, columns, d.missing, signal, d.on_bad_file)
+    return load_dataset(**cfg.data.load_args())
 
 
 def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None) -> nn.Module:
@@ -179,7 +176,11 @@ def lidar_aug_view(cfg: ExperimentConfig, data):
 
 def train_loop(config: dict) -> None:
     """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run,
-    "train_run": the Train run's name}`` (its checkpoints land in ``train.storage_path/train_run``)."""
+    "train_run": the Train run's name, "data": the loaded dataset in Ray's object store or None}``
+    (its checkpoints land in ``train.storage_path/train_run``). The driver loads the dataset once
+    (it checks it before Ray starts) and shares it with every worker of every trial that loads the
+    same (``DataConfig.load_args``); without it, each worker loads its own."""
+    entered = time.time()
     cfg = ExperimentConfig.model_validate(config["experiment"])
     # Ray 2.60 logs every report at INFO through a logger named by its file path, which the run's
     # LoggingConfig(log_level="WARNING") does not reach; the root logger's level does.
@@ -191,7 +192,7 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(math.ceil(cfg.scaling.cpus_per_worker))
     device = ray.train.torch.get_device()
 
-    data = load_data(cfg)
+    data = ray.get(config["data"]) if config.get("data") is not None else load_data(cfg)
     method = build(cfg, data.shape, data.groups)
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -229,32 +230,29 @@ def train_loop(config: dict) -> None:
     start = 0
     run_dir = storage.join(cfg.train.storage_path, config["train_run"])
     state, path, problems = checkpoints.newest_readable(run_dir, device)
-    if rank == 0 and run_id:
-        tags = runs.get_run(cfg.tracking.uri, run_id).tags
-        latest = tags.get(runs.CHECKPOINT)
-        if latest and latest != path and not storage.exists(latest):
-            problems.append(f"{latest}: missing (the run's latest checkpoint, as its {runs.CHECKPOINT} tag says)")
-        if problems:
-            runs.set_tags(cfg.tracking.uri, run_id, {runs.SKIPPED: json.dumps([*json.loads(tags.get(runs.SKIPPED, "[]")), *problems])})
+    tags = runs.get_run(cfg.tracking.uri, run_id).tags if rank == 0 and run_id else {}
+    latest = tags.get(runs.CHECKPOINT)
+    if latest and latest != path and not storage.exists(latest):
+        problems.append(f"{latest}: missing (the run's latest checkpoint, as its {runs.CHECKPOINT} tag says)")
+    record = {runs.SKIPPED: json.dumps([*json.loads(tags.get(runs.SKIPPED, "[]")), *problems])} if problems else {}
     if rank == 0:
         for problem in problems:
             print(f"[selfsup] WARNING: checkpoint skipped: {problem}", flush=True)
     if state is not None:
         engine.load_state_dict(state["engine"])
         start = state["epoch"]
+        record[runs.RESUMED] = start
         if rank == 0:
             print(f"[selfsup] resumed from the checkpoint of epoch {start} ({path})", flush=True)
-            if run_id:
-                runs.set_tags(cfg.tracking.uri, run_id, {runs.RESUMED: start})
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     nodes = worker_nodes(world)
     if rank == 0 and run_id:
-        runs.add_start(cfg.tracking.uri, run_id, start)
         if logged > start == 0:
             print(f"[selfsup] WARNING: MLflow holds {logged} epoch(s) of this run but no readable checkpoint is left under "
                   f"{run_dir}: training restarts from scratch (epochs already logged are not logged again)", flush=True)
         runs.set_tags(cfg.tracking.uri, run_id, {
+            **record, runs.STARTS: json.dumps([*json.loads(tags.get(runs.STARTS, "[]")), start]),
             runs.INPUT_SHAPE: json.dumps(list(data.shape)), runs.GROUPS: json.dumps(data.groups), runs.NODES: json.dumps(nodes),
         })
     if start >= cfg.train.epochs:
@@ -270,6 +268,9 @@ def train_loop(config: dict) -> None:
     probe = probe_sets(data, cfg.eval.probe_size, cfg.data.split_seed, skipped) if data.has_labels else None
 
     threshold = cfg.eval.collapse_rankme
+    # what this start cost before its first epoch: Train's controller, worker group and process
+    # group and this module's imports (launch), then data, model, checkpoint and MLflow (setup)
+    startup = {"perf/launch_s": entered - config.get("launched", entered), "perf/setup_s": time.time() - entered}
     for epoch in range(start + 1, cfg.train.epochs + 1):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         sampler.set_epoch(epoch)
@@ -290,6 +291,8 @@ def train_loop(config: dict) -> None:
         t1 = time.perf_counter()
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
         metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
+        if epoch == start + 1:
+            metrics.update(startup)
         if cfg.data.on_bad_file == "skip":
             metrics["data/skipped_files"] = sum_ranks(skipped.count, device)
         if diverged:
@@ -315,11 +318,10 @@ def train_loop(config: dict) -> None:
             last = collapsed or epoch == cfg.train.epochs
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
             if rank == 0 and run_id:
-                runs.set_tags(cfg.tracking.uri, run_id, {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))})
+                tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch)), **({runs.COLLAPSED: "true"} if collapsed else {})}
+                # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
+                runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=tags)
             if rank == 0 and run_id and epoch > logged:
-                runs.log_metrics(cfg.tracking.uri, run_id, metrics, step=epoch)
-                if collapsed:
-                    runs.set_tags(cfg.tracking.uri, run_id, {runs.COLLAPSED: "true"})
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch))

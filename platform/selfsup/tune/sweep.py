@@ -19,7 +19,6 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -43,23 +42,11 @@ from selfsup.tracking import runs
 from selfsup import storage
 from selfsup.console import log_path, quiet
 from selfsup.train.cluster import check_cluster, init_ray
-from selfsup.train.launch import fit, open_run, preflight
+from selfsup.train.launch import preflight
 from selfsup.train.worker import COLLAPSED
+from selfsup.tune.trial import run_trial
 from selfsup.tune.progress import LiveProgress
 from selfsup.tune.space import check_space, space_path, to_tune
-
-
-def run_trial(params: dict, *, base_tree: dict, sweep_name: str, parent_run_id: str, experiment: str, train_storage: str) -> None:
-    """One Tune trial: the base config with the sampled ``params`` applied, run on Ray Train."""
-    trial_id = tune.get_context().get_trial_id()
-    cfg = build_experiment(apply_overrides(base_tree, flatten(params)), f"trial {trial_id}")
-    cfg.train.storage_path = train_storage
-    runs.set_patience(cfg.tracking.patience_s)
-    tags = {runs.ROLE: "trial", runs.TRIAL_ID: trial_id, runs.SWEEP: sweep_name, runs.PARENT: parent_run_id, runs.COLLAPSED: "false"}
-    key = {runs.TRIAL_ID: trial_id, runs.PARENT: parent_run_id}
-    run_id = open_run(cfg, f"{cfg.method.name}-{trial_id}", tags, experiment, key=key)
-    runs.set_tags(cfg.tracking.uri, run_id, {runs.TRIAL_NODE: ray.get_runtime_context().get_node_id()})
-    fit(cfg, run_id, trial_id, callbacks=[TuneReportCallback()])
 
 
 class TrialRunStatus(tune.Callback):
@@ -121,14 +108,15 @@ def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
 
 def prepare(sweep: SweepConfig, source: str):
     """Validate everything a sweep needs before Ray starts: base config, overrides, search space,
-    data and model. Returns ``(base_cfg, base_tree, space, space_file)`` with absolute paths."""
+    data and model. Returns ``(base_cfg, base_tree, space, space_file, data)`` with absolute paths
+    and the base config's loaded dataset."""
     base_cfg = base_config(sweep, source)
     base_tree = base_cfg.model_dump(mode="json")
     space_file = space_path(sweep.search_space, base_cfg.method.name)
     space = load_space(space_file)
     check_space(space, base_tree, str(space_file))
-    preflight(base_cfg, sweep.base)
-    return base_cfg, base_tree, space, space_file
+    data = preflight(base_cfg, sweep.base)
+    return base_cfg, base_tree, space, space_file, data
 
 
 def grace_period(sweep: SweepConfig, epochs: int) -> int:
@@ -150,7 +138,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     """Run (or with ``resume`` continue) a sweep; returns the printed selection table. The console
     shows :class:`LiveProgress`; Ray's and Tune's own output goes to ``sweep.log`` (see
     :func:`selfsup.console.log_path`; with ``verbose``, to the console as it comes)."""
-    base_cfg, base_tree, space, space_file = prepare(sweep, source)
+    base_cfg, base_tree, space, space_file, data = prepare(sweep, source)
     root = base_cfg.train.storage_path
     sweep_dir = storage.join(root, sweep.name)
     if resume and not tune.Tuner.can_restore(sweep_dir):
@@ -161,13 +149,14 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     header = (f"sweep {sweep.name}: {sweep.num_samples} trials of {base_cfg.method.name} on {base_cfg.data.name}, "
               f"objective {sweep.metric} ({sweep.mode}); Ray's and Tune's output: {log} (--verbose shows it here)")
     with quiet(log, header, verbose):
-        return tracked_sweep(sweep, source, resume, ray_temp_dir, base_cfg, base_tree, space, space_file)
+        return tracked_sweep(sweep, source, resume, ray_temp_dir, base_cfg, base_tree, space, space_file, data)
 
 
 def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: str | None, base_cfg: ExperimentConfig,
-                  base_tree: dict, space: dict, space_file) -> str:
+                  base_tree: dict, space: dict, space_file, data) -> str:
     """The sweep itself, after :func:`run_sweep`'s checks: Ray, the MLflow parent, Tune (its
-    progress on the console), the report, the registry."""
+    progress on the console), the report, the registry. ``data`` (the base config's dataset) goes
+    into Ray's object store once, for every trial."""
     root = base_cfg.train.storage_path
     sweep_dir = storage.join(root, sweep.name)
     init_ray(ray_temp_dir)
@@ -194,6 +183,7 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
                 parent_run_id=parent,
                 experiment=experiment,
                 train_storage=storage.join(sweep_dir, "trials"),
+                data=ray.put(data),
             ),
             {"cpu": sweep.trial_cpus},
         )
