@@ -318,9 +318,9 @@ def train_loop(config: dict) -> None:
             last = collapsed or epoch == cfg.train.epochs
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
             if rank == 0 and run_id:
-                tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch)), **({runs.COLLAPSED: "true"} if collapsed else {})}
+                epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch)), **({runs.COLLAPSED: "true"} if collapsed else {})}
                 # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
-                runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=tags)
+                runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=epoch_tags)
             if rank == 0 and run_id and epoch > logged:
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
