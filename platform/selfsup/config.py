@@ -429,12 +429,22 @@ class OptimConfig(Section):
 
 
 class TrainConfig(Section):
-    """Epochs, global batch size, precision, clipping, checkpoints and fault tolerance."""
+    """Epochs, global batch size, precision, clipping, step speed, checkpoints and fault tolerance.
+
+    ``compile``: run the step through ``torch.compile`` (``auto``: on CUDA workers, where it pays
+    for its compile time; a model that cannot compile falls back to eager with a one-line reason).
+    ``channels_last``: NHWC convolutions (``auto``: on CUDA for models with 2-D convolutions).
+    ``grad_checkpointing``: recompute transformer blocks in the backward pass instead of storing
+    their activations (large ViTs on small GPUs). AdamW is fused on CUDA.
+    """
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=2)
     precision: Literal["fp32", "bf16"] = "fp32"
     grad_clip: float | None = Field(None, gt=0.0)
+    compile: bool | Literal["auto"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    grad_checkpointing: bool = False
     max_failures: int = Field(2, ge=0)
     checkpoints_to_keep: int = Field(2, ge=1)
     storage_path: str = "./selfsup-runs"

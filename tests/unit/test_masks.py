@@ -53,6 +53,9 @@ def test_targets_are_rectangles_before_truncation():
 def test_same_amount_masked_across_the_batch():
     context, targets = MultiBlockMasks(GRID)(batch_size=16, generator=torch.Generator().manual_seed(1))
     assert context.dim() == 2 and all(t.shape[0] == 16 and t.dim() == 2 for t in targets)
+    # every block is cut to the batch's shortest block (the reference collator), so the n_pred
+    # blocks stack into one predictor batch
+    assert len({t.shape[1] for t in targets}) == 1
 
 
 def test_impossible_min_keep_is_a_clear_error():

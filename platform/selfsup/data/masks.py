@@ -13,8 +13,10 @@ reference ``MaskCollator`` in facebookresearch/ijepa ``src/masks/multiblock.py``
 - one context block of scale ``enc_scale`` (0.85-1.0) and aspect ratio 1, from which every target
   patch is removed, so context and targets never overlap;
 - one block size per batch (so every sample masks the same amount), positions per sample; the
-  index lists are cut to the shortest in the batch so that they stack into ``(B, K)`` tensors, and a
-  context keeps at least ``min_keep`` patches (a sample is redrawn until it does).
+  index lists are cut to the shortest in the batch (contexts to the shortest context, target blocks
+  to the shortest target block, as the reference collator does) so that they stack into ``(B, K)``
+  tensors and all ``n_pred`` blocks go through the predictor as one batch; a context keeps at
+  least ``min_keep`` patches (a sample is redrawn until it does).
 """
 
 from __future__ import annotations
@@ -77,10 +79,8 @@ class MultiBlockMasks:
         samples = [self._sample(pred_hw, enc_hw, generator) for _ in range(batch_size)]
         keep_ctx = min(len(c) for c, _ in samples)
         context = torch.stack([c[:keep_ctx] for c, _ in samples])
-        targets = []
-        for i in range(self.n_pred):
-            keep = min(len(t[i]) for _, t in samples)
-            targets.append(torch.stack([t[i][:keep] for _, t in samples]))
+        keep_pred = min(len(block) for _, t in samples for block in t)
+        targets = [torch.stack([t[i][:keep_pred] for _, t in samples]) for i in range(self.n_pred)]
         return context, targets
 
 

@@ -140,7 +140,9 @@ class DINO(Method):
         with torch.no_grad():
             _, teacher = self._by_resolution(self.teacher, crops[:2])
         feats, student = self._by_resolution(self, crops)
-        loss = dino_loss(student, teacher, self.center, self.student_temp, self.current_teacher_temp())
+        # a copy of the centre: the buffer is updated in place below, and a compiler that recomputes
+        # P_t from its inputs in the backward pass (Inductor does) must see the value the loss used
+        loss = dino_loss(student, teacher, self.center.clone(), self.student_temp, self.current_teacher_temp())
         logs = {"dino": loss.detach()}
         if self.koleo_weight > 0:
             koleo = sum(koleo_loss(f.float()) for f in feats[:2])

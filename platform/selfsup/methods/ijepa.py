@@ -5,7 +5,7 @@ target blocks of patches (``selfsup.data.masks.MultiBlockMasks``, made at collat
 
     s_y = LayerNorm(target_encoder(x))            # all patches, EMA weights, no gradient
     s_x = context_encoder(x, keep=context)        # only the context patches enter the ViT
-    for each target block B_i:
+    for each target block B_i:                  # one predictor call over all M blocks, batch M * B
         s_hat = predictor(s_x, context, B_i)      # mask tokens at B_i's positions
         loss += mean_{j in B_i} ||s_hat_j - s_y_j||^2 / M
 
@@ -85,7 +85,8 @@ class IJEPA(Method):
             s_y = self.target.tokens(x).float()
             s_y = F.layer_norm(s_y, s_y.shape[-1:])
         s_x = self.backbone.tokens(x, keep=context)
-        predictions = [self.predictor(s_x, context, block).float() for block in blocks]
+        m = len(blocks)  # the blocks share one length (MultiBlockMasks): predict them as one batch
+        predictions = self.predictor(s_x.repeat(m, 1, 1), context.repeat(m, 1), torch.cat(blocks)).float().chunk(m)
         loss = ijepa_loss(predictions, [select(s_y, block) for block in blocks])
         return {"loss": loss}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.models.backbones import select
+from selfsup.models.backbones import run_blocks, select
 
 
 def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -48,11 +48,12 @@ class MaskedPredictor(nn.Module):
         self.blocks = nn.Sequential(*[Block(dim, num_heads, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, out_dim)
+        self.grad_checkpointing = False
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, query_idx: torch.Tensor) -> torch.Tensor:
         pos = self.pos.expand(context.shape[0], -1, -1)
         visible = self.embed(context) + select(pos, context_idx)
         queries = self.mask_token + select(pos, query_idx)
-        x = self.norm(self.blocks(torch.cat([visible, queries], dim=1)))
+        x = self.norm(run_blocks(self.blocks, torch.cat([visible, queries], dim=1), self.grad_checkpointing))
         return self.out(x[:, context.shape[1]:])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.models.backbones import select
+from selfsup.models.backbones import run_blocks, select
 from selfsup.models.predictor import sincos_pos_embed
 
 
@@ -43,13 +43,14 @@ class _TokenEncoder(nn.Module):
         self.blocks = _blocks(dim, depth, heads)
         self.norm = nn.LayerNorm(dim)
         self.embed_dim = dim
+        self.grad_checkpointing = False
 
     def encode(self, t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         if keep is not None:
             t = select(t, keep)
         n = self.registers.shape[1]
         t = torch.cat([self.registers.expand(t.shape[0], -1, -1), t], dim=1)
-        return self.norm(self.blocks(t))[:, n:]
+        return self.norm(run_blocks(self.blocks, t, self.grad_checkpointing))[:, n:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens(x).mean(dim=1)

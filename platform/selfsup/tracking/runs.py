@@ -50,6 +50,8 @@ SKIPPED = "selfsup.skipped_checkpoints"
 """Checkpoints a restart found damaged or missing and skipped, with why (JSON list)."""
 CHECKPOINT = "selfsup.checkpoint"
 """The run's latest checkpoint directory (``state.pt``), updated every epoch."""
+COMPILE = "selfsup.compile"
+"""Whether the run's step is compiled (``train.compile``): ``on``, ``off``, or ``fallback: <reason>``."""
 INPUT_SHAPE, GROUPS = "selfsup.input_shape", "selfsup.table_groups"
 """One sample's shape and a table's column widths (JSON): what rebuilding the backbone needs."""
 _BATCH = 100

@@ -37,11 +37,11 @@ from selfsup.data.datasets import load_dataset
 from selfsup.data.views import ViewCollate, build_views
 from selfsup.methods import Method, build_method
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
-from selfsup.models.backbones import build_backbone
+from selfsup.models.backbones import build_backbone, enable_grad_checkpointing
 from selfsup.models.saved import backbone_kwargs
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
-from selfsup.train.engine import Engine, build_optimizer
+from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last
 
 COLLAPSED = "collapsed"
 LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
@@ -120,6 +120,13 @@ def probe_sets(data, size: int | None, seed: int, skipped=None):
             x, kept = readable(split.x, idx, skipped)
             out += [x, split.y[kept]]
     return tuple(out)
+
+
+def compile_state(engine: Engine) -> str:
+    """The run's ``selfsup.compile`` tag: ``on``, ``off`` or ``fallback: <reason>``."""
+    if engine.compile_fallback:
+        return f"fallback: {engine.compile_fallback}"
+    return "on" if engine.compiled is not None else "off"
 
 
 def load_data(cfg: ExperimentConfig):
@@ -208,7 +215,14 @@ def train_loop(config: dict) -> None:
     )
     steps_per_epoch = len(loader)
 
-    if world > 1 and device.type == "cuda":
+    on_gpu = device.type == "cuda"
+    t = cfg.train
+    channels_last = has_conv2d(method) and (on_gpu if t.channels_last == "auto" else t.channels_last)
+    if channels_last:
+        to_channels_last(method)
+    if t.grad_checkpointing and not enable_grad_checkpointing(method) and rank == 0:
+        print(f"[selfsup] WARNING: train.grad_checkpointing: {cfg.model.backbone} has no transformer blocks to checkpoint", flush=True)
+    if world > 1 and on_gpu:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters})
     method = model.module if hasattr(model, "module") else model
@@ -225,6 +239,8 @@ def train_loop(config: dict) -> None:
         grad_clip=cfg.train.grad_clip,
         device=device,
         weight_decay_end=o.weight_decay_end,
+        compile=on_gpu if t.compile == "auto" else t.compile,
+        channels_last=channels_last,
     )
 
     start = 0
@@ -289,6 +305,8 @@ def train_loop(config: dict) -> None:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
         t1 = time.perf_counter()
+        if epoch == start + 1 and engine.compile_fallback and rank == 0:
+            print(f"[selfsup] WARNING: torch.compile failed; training eagerly: {engine.compile_fallback}", flush=True)
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
         metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
         if epoch == start + 1:
@@ -319,6 +337,8 @@ def train_loop(config: dict) -> None:
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
             if rank == 0 and run_id:
                 epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch)), **({runs.COLLAPSED: "true"} if collapsed else {})}
+                if epoch == start + 1:
+                    epoch_tags[runs.COMPILE] = compile_state(engine)
                 # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=epoch_tags)
             if rank == 0 and run_id and epoch > logged:
