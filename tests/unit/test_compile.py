@@ -50,6 +50,19 @@ def test_compiled_step_matches_eager(name):
     assert close(compiled, eager, 1e-4)
 
 
+def test_dino_compiles_once_through_its_teacher_temperature_warmup():
+    """The teacher temperature changes every step: read as a Python float it recompiled the step
+    every step (and gave up compiling after Dynamo's recompile limit)."""
+    torch._dynamo.reset()  # the DINO instances compiled by other tests share forward's code object
+    torch.manual_seed(0)
+    method = build_method("dino", backbone("dino"), **PARAMS["dino"], teacher_temp=0.07, teacher_temp_warmup=1.0)
+    engine = Engine(method, method, build_optimizer(method), total_steps=4, compile=True, compile_backend="aot_eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(4):
+            engine.train_step(batch(method))
+    assert engine.compile_fallback is None and float(method.current_teacher_temp()) == pytest.approx(0.07)
+
+
 def failing_backend(gm, example_inputs):
     raise RuntimeError("this backend cannot compile anything\nsecond line of a long compiler report")
 

@@ -113,13 +113,22 @@ class DINO(Method):
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.teacher_temp_warmup, self.center_momentum, self.base_momentum = teacher_temp_warmup, center_momentum, base_momentum
         self.freeze_last_layer, self.koleo_weight = freeze_last_layer, koleo_weight
+        self._sync_frozen()
+        self.register_load_state_dict_post_hook(self._sync_frozen)
 
-    def current_teacher_temp(self) -> float:
-        """Linear warmup from ``warmup_teacher_temp`` to ``teacher_temp`` over the first ``teacher_temp_warmup`` of training."""
-        p = float(self.progress)
-        if p >= self.teacher_temp_warmup:
+    def current_teacher_temp(self) -> torch.Tensor | float:
+        """Linear warmup from ``warmup_teacher_temp`` to ``teacher_temp`` over the first
+        ``teacher_temp_warmup`` of training: a 0-d tensor computed from the progress buffer, so a
+        compiled step neither breaks its graph to read it nor recompiles as it changes."""
+        if self.teacher_temp_warmup <= 0:
             return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * p / self.teacher_temp_warmup
+        ramp = (self.progress / self.teacher_temp_warmup).clamp(max=1.0)
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * ramp
+
+    def _sync_frozen(self, *_) -> None:
+        """The last layer is frozen while progress < ``freeze_last_layer``: a Python flag (the
+        frozen step gives the prototypes no gradient at all), set after every step and on load."""
+        self.head.frozen = float(self.progress) < self.freeze_last_layer
 
     def _by_resolution(self, net, crops: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone features and head outputs of each crop, one forward per crop size."""
@@ -136,7 +145,6 @@ class DINO(Method):
 
     def forward(self, batch):
         crops = batch["views"]
-        self.head.frozen = float(self.progress) < self.freeze_last_layer
         with torch.no_grad():
             _, teacher = self._by_resolution(self.teacher, crops[:2])
         feats, student = self._by_resolution(self, crops)
@@ -163,6 +171,7 @@ class DINO(Method):
 
     def after_step(self, progress: float) -> None:
         self.progress.fill_(progress)
+        self._sync_frozen()
         momentum = cosine_momentum(self.base_momentum, progress)
         ema_update(self.teacher.backbone, self.backbone, momentum)
         ema_update(self.teacher.head, self.head, momentum)
