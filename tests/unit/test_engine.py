@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.train.engine import LARS, Engine, build_optimizer, ema_update, lr_factor
+from selfsup.train.engine import LARS, Engine, build_optimizer, ema_update, lr_factor, param_groups
 
 
 class Quadratic(nn.Module):
@@ -51,6 +51,21 @@ def test_no_weight_decay_on_biases_and_norms():
 
 def run(engine, batches):
     return [engine.train_step({"x": b})["loss"] for b in batches]
+
+
+def test_lars_foreach_kernels_step_as_the_per_parameter_loop():
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [LARS(param_groups(net, 0.1), lr=0.5, momentum=0.9, eta=0.02, foreach=f) for net, f in zip(nets, (False, True))]
+    for _ in range(3):
+        x = torch.randn(8, 5)
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("opt_name", ["adamw", "lars"])
