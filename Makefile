@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install sweep test bench bench-cluster bench-selection bench-faults
+.PHONY: install sweep test bench bench-gpu bench-cluster bench-selection bench-faults
 
 $(BIN)/selfsup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: install
 # Platform overhead of a sweep: share of each trial's wall time spent in training steps.
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
+
+# Step throughput of every method at its paper configuration on one GPU: compiled engine vs eager bf16 vs eager fp32.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu_throughput.py
 
 # The main sweep on a 3-node Ray cluster (ray job submit, MLflow on PostgreSQL, S3 checkpoints) vs the embedded default.
 bench-cluster: install
