@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.util.state import list_actors
 
-from selfsup.tracking.runs import RESUMED
+from selfsup.tracking.runs import COMPILE, RESUMED
 from tests.unit.test_image_data import write_images
 from tests.unit.test_signals import write_records
 from selfsup.train.launch import train
@@ -68,18 +68,20 @@ def test_streamed_folder_with_loader_workers_and_multicrop_skips_an_unreadable_f
     assert log.count("skipped an unreadable file") == 1 and "0.png: not a readable image" in log
 
 
-def test_signal_jepa_on_streamed_wfdb_records_with_two_workers(ray_cluster, small_config, workdir):
+def test_signal_jepa_on_streamed_wfdb_records_with_two_workers_compiled(ray_cluster, small_config, workdir):
     labels = write_records(workdir / "ecg", n=24, fs=100, seconds=1)
     cfg = small_config(**{
         "data": {"name": "wfdb", "path": str(workdir / "ecg"), "labels": str(labels), "stream": True, "loader_workers": 1, "views": "none"},
         "model": {"backbone": "vit1d", "patch_size": 10, "embed_dim": 32, "depth": 1, "heads": 2},
         "method": {"name": "sjepa", "predictor_dim": 16, "predictor_depth": 1, "predictor_heads": 2, "min_block": 2},
         "train.epochs": 2, "train.batch_size": 8, "eval.subset_size": 16, "eval.probe_size": 8, "scaling.num_workers": 2,
+        "train.compile": True, "train.grad_checkpointing": True,  # the GPU defaults' paths, on the CPU under DDP
     })
     metrics = train(cfg)
     assert metrics["epoch"] == 2 and metrics["train/loss"] > 0 and 0.0 <= metrics["probe/linear_acc"] <= 1.0
     client, run = only_run(cfg.tracking.uri)
     assert run.info.status == "FINISHED" and run.data.params["method.name"] == "sjepa" and run.data.params["data.name"] == "wfdb"
+    assert run.data.tags[COMPILE] == "on"
 
 
 def test_export_rebuilds_the_trained_backbone(ray_cluster, small_config, workdir, capsys):
