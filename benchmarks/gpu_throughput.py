@@ -260,7 +260,6 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else (2 if args.smoke else 4)
     steps = args.steps if args.steps is not None else (2 if args.smoke else 10)
     backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     started = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = matmul_peak(device, args.smoke)

@@ -75,6 +75,11 @@ class DataConfig(Section):
     A streamed file that cannot be read mid-run fails the run (``on_bad_file: fail``, naming the
     file) or is skipped (``skip``): each skip is printed once and counted per epoch in the
     ``data/skipped_files`` metric.
+
+    ``augment_on``: ``loader`` makes the views in the DataLoader (per sample, torchvision, in
+    ``loader_workers`` CPU processes); ``device`` makes them on the training device from the decoded
+    batch, with the same recipes as batched tensor ops (``selfsup.data.batch_views``): for GPUs
+    that the loader's CPUs cannot feed. Images only.
     """
 
     name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "wfdb", "table", "csv", "parquet"] = "digits"
@@ -103,6 +108,7 @@ class DataConfig(Section):
     stream: bool = False
     on_bad_file: Literal["fail", "skip"] = "fail"
     loader_workers: int = Field(0, ge=0)
+    augment_on: Literal["loader", "device"] = "loader"
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -126,6 +132,8 @@ class DataConfig(Section):
                 raise ValueError(f"data.name {self.name!r} needs data.columns (numerical, categorical, label)")
         elif self.views in ("signal", "scarf"):
             raise ValueError(f"data.views {self.views!r} is not for images ({self.name!r})")
+        if self.augment_on == "device" and (self.is_signal or self.is_table):
+            raise ValueError(f"data.augment_on: device makes image views; {self.name!r} is not image data")
         if self.stream and self.name not in ("folder", "wfdb"):
             raise ValueError(f"data.stream applies to image folders and WFDB records only, not {self.name!r}")
         if self.on_bad_file == "skip" and not self.stream:

@@ -48,13 +48,13 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
     assert "vicreg" in open(config_yaml).read()
 
 
-def test_streamed_folder_with_loader_workers_and_multicrop_skips_an_unreadable_file(ray_cluster, small_config, workdir):
+def test_streamed_folder_with_multicrop_made_on_the_device_skips_an_unreadable_file(ray_cluster, small_config, workdir):
     write_images(workdir / "images" / "train", ["a", "b"], n=16, size=16)
     write_images(workdir / "images" / "val", ["a", "b"], n=8, size=16)
     (workdir / "images" / "train" / "b" / "0.png").write_bytes(b"\x89PNG truncated")  # 32 files, 2 full batches
     cfg = small_config(**{
         "data": {"name": "folder", "path": str(workdir / "images"), "image_size": 16, "stream": True, "loader_workers": 1,
-                 "views": "dino", "local_crops": 2, "crop_scale": [0.5, 1.0], "on_bad_file": "skip"},
+                 "views": "dino", "local_crops": 2, "crop_scale": [0.5, 1.0], "on_bad_file": "skip", "augment_on": "device"},
         "method": {"name": "dino", "hidden": 64, "bottleneck": 32, "prototypes": 64, "head_batch_norm": True},
         "train.epochs": 2, "train.batch_size": 16, "eval.subset_size": 32, "eval.probe_size": 16,
     })

@@ -126,3 +126,22 @@ def test_signal_jepa_learns_on_mnist1d():
     assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.02 and after["probe/linear_acc"] > 0.45
     assert after["probe/knn_acc"] > before["probe/knn_acc"] + 0.02
     assert after["label_free/rankme"] > 2
+
+
+def test_simclr_learns_with_its_paper_views_made_as_batched_ops():
+    """``data.augment_on: device``: SimCLR's own recipe (crop, flip, jitter, blur) made per batch by
+    the batched ops, after the loader, as a GPU worker makes it on the device."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = digits()
+    method = build_method("simclr", build_backbone("cnn", data.shape, 64, 16, 2), **PARAMS["simclr"])
+    views = build_views("simclr", data.shape, 2, crop_scale=(0.5, 1.0), batched=True)
+    probe = (data.train.x, data.train.y, data.test.x, data.test.y)
+    loader = DataLoader(TensorDataset(data.train.x), batch_size=128, shuffle=True, drop_last=True, collate_fn=ViewCollate(lambda x: [x]))
+    engine = Engine(method, method, build_optimizer(method, lr=3e-3, weight_decay=1e-4), total_steps=6 * len(loader), warmup_steps=len(loader))
+    for _ in range(6):
+        for batch in loader:
+            engine.train_step({"views": views(batch["views"][0])})
+    after = evaluate(method, data.train.x[:512], "cpu", probe)
+    assert after["probe/linear_acc"] > 0.9  # chance is 0.1
+    assert after["label_free/rankme"] > 12 and after["label_free/rankme_projector"] > 20

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.batch_views import BatchViews, Pipeline
 from selfsup.data.datasets import DataError, Skipped
 
 RECIPES = {
@@ -162,31 +163,55 @@ class SampleViews:
         return [torch.stack([p(xi) for xi in x]) for p in self.pipelines]
 
 
-def _crop(size: int, scale, ratio, flip: bool) -> list:
+def blur_kernel(size: int) -> int:
+    """10% of the image side, odd, at least 3 (SimCLR's blur)."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def paper_pipelines(
+    recipe: str, size: int, n_views: int, scale, ratio, flip: bool, color_strength: float,
+    local_crops: int = 0, local_scale=(0.05, 0.4), local_size: int | None = None,
+) -> list[Pipeline]:
+    """The per-view recipes of ``simclr``, ``byol``, ``dino``, ``crop`` and ``mae`` (see the module
+    docstring): what :func:`torchvision_pipeline` and :class:`~selfsup.data.batch_views.BatchViews` build."""
+    crop = dict(size=size, scale=tuple(scale), ratio=tuple(ratio), flip=flip)
+    if recipe in ("crop", "mae"):
+        return [Pipeline(**crop)] * n_views
+
+    def jitter(strengths):
+        return tuple(color_strength * j for j in strengths) if color_strength > 0 else None
+
+    if recipe == "simclr":
+        return [Pipeline(**crop, jitter=jitter((0.8, 0.8, 0.8, 0.2)), blur_p=0.5, blur_kernel=blur_kernel(size))] * n_views
+    byol = jitter((0.4, 0.4, 0.2, 0.1))
+    first = Pipeline(**crop, jitter=byol, blur_p=1.0, blur_kernel=blur_kernel(size))
+    second = Pipeline(**crop, jitter=byol, blur_p=0.1, blur_kernel=blur_kernel(size), solarize_p=0.2)
+    pipelines = [(first, second)[i % 2] for i in range(n_views)]
+    if recipe == "dino" and local_crops:
+        small = local_size or max(4, round(size * 96 / 224))
+        local = Pipeline(small, tuple(local_scale), tuple(ratio), flip, byol, blur_p=0.5, blur_kernel=blur_kernel(small))
+        pipelines += [local] * local_crops
+    return pipelines
+
+
+def torchvision_pipeline(p: Pipeline, channels: int):
+    """``p`` as a torchvision v2 pipeline applied to one sample ``(C, H, W)``."""
     from torchvision.transforms import v2  # here: runs on signals and tables do not pay for its import
 
-    out = [v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)]
-    return out + [v2.RandomHorizontalFlip()] if flip else out
-
-
-def _colour(channels: int, size: int, strength: float, jitter, blur_p: float, solarize_p: float = 0.0) -> list:
-    """Colour jitter ``strength * jitter`` (brightness, contrast, saturation, hue) with p=0.8 and
-    grayscale p=0.2 (RGB only), then blur and solarize with the given probabilities."""
-    from torchvision.transforms import v2
-
-    out = []
-    if strength > 0:
-        b, c, s, h = (strength * j for j in jitter)
+    out = [v2.RandomResizedCrop(p.size, scale=p.scale, ratio=p.ratio, antialias=True)]
+    if p.flip:
+        out.append(v2.RandomHorizontalFlip())
+    if p.jitter is not None:
+        b, c, s, h = p.jitter
         rgb = channels == 3
-        out.append(v2.RandomApply([v2.ColorJitter(b, c, s if rgb else 0, min(h, 0.5) if rgb else 0)], p=0.8))
+        out.append(v2.RandomApply([v2.ColorJitter(b, c, s if rgb else 0, min(h, 0.5) if rgb else 0)], p=p.jitter_p))
         if rgb:
-            out.append(v2.RandomGrayscale(p=0.2))
-    if blur_p > 0:
-        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
-        out.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p))
-    if solarize_p > 0:
-        out.append(v2.RandomSolarize(0.5, p=solarize_p))
-    return out
+            out.append(v2.RandomGrayscale(p=p.gray_p))
+    if p.blur_p > 0:
+        out.append(v2.RandomApply([v2.GaussianBlur(p.blur_kernel, sigma=(0.1, 2.0))], p=p.blur_p))
+    if p.solarize_p > 0:
+        out.append(v2.RandomSolarize(0.5, p=p.solarize_p))
+    return v2.Compose(out)
 
 
 def build_views(
@@ -205,10 +230,13 @@ def build_views(
     channel_dropout: float = 0.0,
     pool: torch.Tensor | None = None,
     corruption_rate: float = 0.6,
+    batched: bool = False,
 ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
     """The view maker of ``recipe`` for images ``(C, H, W)``, signals ``(C, T)`` (``signal``) or
     table rows ``(F,)`` (``scarf``, which draws replacements from ``pool``, the training rows): a
-    batch -> list of views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``)."""
+    batch -> list of views, ``n_views`` of the full size (plus ``local_crops`` small ones for ``dino``).
+    ``batched``: the paper recipes as batched tensor ops that run on the batch's device
+    (:mod:`selfsup.data.batch_views`) instead of torchvision per sample."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown view recipe {recipe!r}; available: {', '.join(RECIPES)}")
     if recipe == "none":
@@ -222,22 +250,10 @@ def build_views(
         return SignalViews(scale, amplitude, noise_std, channel_dropout, n_views)
     if recipe == "light":
         return RandomViews(scale, crop_ratio, flip, noise_std, n_views)
-    from torchvision.transforms import v2
-
-    crop = _crop(size, scale, crop_ratio, flip)
-    if recipe in ("crop", "mae"):
-        return SampleViews([v2.Compose(crop)] * n_views)
-    if recipe == "simclr":
-        return SampleViews([v2.Compose(crop + _colour(channels, size, color_strength, (0.8, 0.8, 0.8, 0.2), 0.5))] * n_views)
-    byol = (0.4, 0.4, 0.2, 0.1)
-    first = v2.Compose(crop + _colour(channels, size, color_strength, byol, 1.0))
-    second = v2.Compose(crop + _colour(channels, size, color_strength, byol, 0.1, 0.2))
-    pipelines = [(first, second)[i % 2] for i in range(n_views)]
-    if recipe == "dino" and local_crops:
-        small = local_size or max(4, round(size * 96 / 224))
-        local = v2.Compose(_crop(small, local_scale, crop_ratio, flip) + _colour(channels, small, color_strength, byol, 0.5))
-        pipelines += [local] * local_crops
-    return SampleViews(pipelines)
+    pipelines = paper_pipelines(recipe, size, n_views, scale, crop_ratio, flip, color_strength, local_crops, local_scale, local_size)
+    if batched:
+        return BatchViews(pipelines)
+    return SampleViews([torchvision_pipeline(p, channels) for p in pipelines])
 
 
 class ViewCollate:

@@ -25,7 +25,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
     loaded dataset (for :func:`fit` to share)."""
     import torch
 
-    from selfsup.train.worker import build, load_data, make_collate
+    from selfsup.train.worker import build, load_data, make_collate, training_views
 
     data = load_data(cfg)
     n = len(data.train.x)
@@ -34,6 +34,8 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
     try:
         method = build(cfg, data.shape, data.groups)
         batch = make_collate(cfg, method, data)([(x,) for x in data.train.x[:2]])
+        if cfg.data.augment_on == "device":
+            batch["views"] = training_views(cfg, data)(batch["views"][0])
         with torch.no_grad():
             out = method.train()(batch)
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:

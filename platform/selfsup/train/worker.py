@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
-from selfsup.data.views import ViewCollate, build_views
+from selfsup.data.views import Unchanged, ViewCollate, build_views
 from selfsup.methods import Method, build_method
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone, enable_grad_checkpointing
@@ -143,21 +143,28 @@ def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None
     return build_method(cfg.method.name, backbone, **params)
 
 
-def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, recipe: str | None = None):
+def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, recipe: str | None = None, batched: bool = False):
     """The configured (or the method's) view recipe, or ``recipe``; ``data``'s training rows are
-    the marginals SCARF's corruption draws from."""
+    the marginals SCARF's corruption draws from; ``batched``: made on the batch's device."""
     d = cfg.data
     pool = data.train.x if d.is_table else None
     return build_views(
         recipe or views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
-        local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate,
+        local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate, batched,
     )
 
 
-def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
-    """The ``collate_fn`` of the run: the view recipe plus the method's masks."""
+def training_views(cfg: ExperimentConfig, data):
+    """The view maker of the training batches (one view and masks for the masked methods)."""
     n_views = 1 if cfg.method.name in MASKED else 2
-    return ViewCollate(view_maker(cfg, data, n_views, cfg.data.local_crops), method.masks())
+    return view_maker(cfg, data, n_views, cfg.data.local_crops, batched=cfg.data.augment_on == "device")
+
+
+def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
+    """The ``collate_fn`` of the run: the view recipe plus the method's masks (with
+    ``data.augment_on: device``, the decoded batch alone: the worker makes the views)."""
+    views = Unchanged(1) if cfg.data.augment_on == "device" else training_views(cfg, data)
+    return ViewCollate(views, method.masks())
 
 
 def lidar_view(cfg: ExperimentConfig, data):
@@ -214,6 +221,7 @@ def train_loop(config: dict) -> None:
         pin_memory=device.type == "cuda",
     )
     steps_per_epoch = len(loader)
+    device_views = training_views(cfg, data) if cfg.data.augment_on == "device" else None
 
     on_gpu = device.type == "cuda"
     t = cfg.train
@@ -296,6 +304,8 @@ def train_loop(config: dict) -> None:
         skipped.count = 0
         for batch in loader:
             skipped(batch.pop("skipped", ()))
+            if device_views is not None:
+                batch["views"] = device_views(batch["views"][0].to(device, non_blocking=True))
             logs = engine.train_step(batch)
             if any_rank(not math.isfinite(logs["loss"]), device):
                 if threshold is None:
