@@ -5,18 +5,28 @@ the signal JEPA's blocks of time patches.
 I-JEPA multi-block masks:
 
 Assran et al., "Self-Supervised Learning from Images with a Joint-Embedding Predictive
-Architecture", CVPR 2023, https://arxiv.org/abs/2301.08243, sec. 3 and Appendix C (and the
-reference ``MaskCollator`` in facebookresearch/ijepa ``src/masks/multiblock.py``):
+Architecture", CVPR 2023, https://arxiv.org/abs/2301.08243, sec. 3 and Appendix C, drawn as the
+reference ``MaskCollator`` (facebookresearch/ijepa ``src/masks/multiblock.py``) draws them:
 
-- ``n_pred`` target blocks, each covering a fraction ``pred_scale`` (0.15-0.2) of the grid with
-  aspect ratio in ``aspect_ratio`` (0.75-1.5); targets may overlap each other;
-- one context block of scale ``enc_scale`` (0.85-1.0) and aspect ratio 1, from which every target
-  patch is removed, so context and targets never overlap;
-- one block size per batch (so every sample masks the same amount), positions per sample; the
-  index lists are cut to the shortest in the batch (contexts to the shortest context, target blocks
-  to the shortest target block, as the reference collator does) so that they stack into ``(B, K)``
-  tensors and all ``n_pred`` blocks go through the predictor as one batch; a context keeps at
-  least ``min_keep`` patches (a sample is redrawn until it does).
+- one block size per batch for the targets and one for the context (so every sample masks the same
+  amount), positions per sample. A size takes ONE uniform draw ``u``: scale ``s = lo + u (hi - lo)``
+  and aspect ratio ``r = lo + u (hi - lo)`` move together; the block covers ``n = floor(s H W)``
+  patches as ``h = round(sqrt(n r))`` by ``w = round(sqrt(n / r))``, each side kept below the
+  grid's (``h < H``, ``w < W``: on 14x14 a context block is at most 13x13, never the whole image),
+  and its top-left corner is uniform over ``[0, H - h) x [0, W - w)``;
+- ``n_pred`` target blocks (scale ``pred_scale`` 0.15-0.2, aspect ``aspect_ratio`` 0.75-1.5; they
+  may overlap each other), then one context block (scale ``enc_scale`` 0.85-1.0, aspect 1) with
+  every target patch removed; a context must keep more than ``min_keep`` patches: its position is
+  redrawn, and after every 20 failed draws one more target is no longer removed from it (the
+  reference's relaxation, so a context may then overlap the last targets; on the paper's grid and
+  settings this is rare);
+- the index lists are cut to the shortest in the batch (contexts to the shortest context, target
+  blocks to the shortest target block) so that they stack into ``(B, K)`` tensors, and all
+  ``n_pred`` blocks go through the predictor as one batch.
+
+On the 14x14 grid with the paper's settings (batches of 64) a context keeps 82 patches on average
+(30-134), 54 after the batch's cut, a target block has 33 (30-40) and the four targets cover 87;
+``tests/unit/test_masks.py`` pins these statistics, measured on the reference collator.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ class MultiBlockMasks:
     """``masks(batch_size, generator) -> (context (B, Kc), [target (B, Kt)] * n_pred)``, patch
     indices in ``[0, H * W)`` of a row-major ``(H, W)`` grid, sorted within each row."""
 
+    relax_after = 20
+    """Failed context draws after which one more target is no longer removed from the context."""
+
     def __init__(
         self,
         grid: tuple[int, int],
@@ -38,45 +51,59 @@ class MultiBlockMasks:
         aspect_ratio: tuple[float, float] = (0.75, 1.5),
         n_pred: int = 4,
         min_keep: int = 4,
-        max_tries: int = 50,
     ):
         self.height, self.width = grid
         self.enc_scale, self.pred_scale, self.aspect_ratio = enc_scale, pred_scale, aspect_ratio
-        self.n_pred, self.min_keep, self.max_tries = n_pred, min_keep, max_tries
+        self.n_pred, self.min_keep = n_pred, min_keep
 
     def block_size(self, scale: tuple[float, float], aspect: tuple[float, float], generator=None) -> tuple[int, int]:
-        """``(h, w)`` of a block with area ``~ U(scale) * H * W`` and ``h / w ~ U(aspect)``, fitted in the grid."""
-        u = torch.rand(2, generator=generator)
-        area = (scale[0] + (scale[1] - scale[0]) * float(u[0])) * self.height * self.width
-        ratio = aspect[0] + (aspect[1] - aspect[0]) * float(u[1])
-        h = max(1, min(self.height, round(math.sqrt(area * ratio))))
-        w = max(1, min(self.width, round(math.sqrt(area / ratio))))
-        return h, w
+        """``(h, w)`` of a block: one uniform draw sets its scale and its aspect ratio ``h / w``."""
+        u = float(torch.rand(1, generator=generator))
+        n = int(self.height * self.width * (scale[0] + u * (scale[1] - scale[0])))
+        ratio = aspect[0] + u * (aspect[1] - aspect[0])
+        h = min(round(math.sqrt(n * ratio)), self.height - 1)
+        w = min(round(math.sqrt(n / ratio)), self.width - 1)
+        return max(1, h), max(1, w)
 
     def _place(self, h: int, w: int, generator=None) -> torch.Tensor:
         """A boolean ``(H, W)`` mask of one ``h x w`` block at a random position."""
-        top = int(torch.randint(0, self.height - h + 1, (1,), generator=generator))
-        left = int(torch.randint(0, self.width - w + 1, (1,), generator=generator))
+        top = int(torch.randint(0, max(1, self.height - h), (1,), generator=generator))
+        left = int(torch.randint(0, max(1, self.width - w), (1,), generator=generator))
         mask = torch.zeros(self.height, self.width, dtype=torch.bool)
         mask[top : top + h, left : left + w] = True
         return mask
 
-    def _sample(self, pred_hw, enc_hw, generator=None):
-        for _ in range(self.max_tries):
-            targets = [self._place(*pred_hw, generator=generator) for _ in range(self.n_pred)]
-            covered = torch.stack(targets).any(dim=0)
-            context = self._place(*enc_hw, generator=generator) & ~covered
-            if int(context.sum()) >= self.min_keep:
-                return context.flatten().nonzero().squeeze(1), [t.flatten().nonzero().squeeze(1) for t in targets]
-        raise RuntimeError(
-            f"no context of at least {self.min_keep} patches left after {self.max_tries} tries on a "
-            f"{self.height}x{self.width} grid; lower min_keep or pred_scale"
-        )
+    def _context(self, enc_hw, targets: list[torch.Tensor], generator=None) -> torch.Tensor:
+        """A context block without the target patches, redrawn until it keeps more than ``min_keep``."""
+        dropped, failures = 0, 0
+        while True:
+            context = self._place(*enc_hw, generator=generator)
+            for target in targets[: max(0, len(targets) - dropped)]:
+                context &= ~target
+            if int(context.sum()) > self.min_keep:
+                return context
+            failures += 1
+            if failures == self.relax_after:
+                dropped, failures = dropped + 1, 0
 
-    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Per sample, before the batch's cut: ``(context indices, [target block indices] * n_pred)``."""
         pred_hw = self.block_size(self.pred_scale, self.aspect_ratio, generator)
         enc_hw = self.block_size(self.enc_scale, (1.0, 1.0), generator)
-        samples = [self._sample(pred_hw, enc_hw, generator) for _ in range(batch_size)]
+        if enc_hw[0] * enc_hw[1] <= self.min_keep:
+            raise RuntimeError(
+                f"no context of at least {self.min_keep + 1} patches fits a {enc_hw[0]}x{enc_hw[1]} context block on a "
+                f"{self.height}x{self.width} grid; lower min_keep or raise enc_scale"
+            )
+        samples = []
+        for _ in range(batch_size):
+            targets = [self._place(*pred_hw, generator=generator) for _ in range(self.n_pred)]
+            context = self._context(enc_hw, targets, generator)
+            samples.append((context.flatten().nonzero().squeeze(1), [t.flatten().nonzero().squeeze(1) for t in targets]))
+        return samples
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        samples = self.draw(batch_size, generator)
         keep_ctx = min(len(c) for c, _ in samples)
         context = torch.stack([c[:keep_ctx] for c, _ in samples])
         keep_pred = min(len(block) for _, t in samples for block in t)
