@@ -49,19 +49,25 @@ def _uniform(lo: float, hi: float, b: int, device) -> torch.Tensor:
     return (lo + (hi - lo) * torch.rand(b, device=device)).view(b, 1, 1, 1)
 
 
-def resized_crop(x: torch.Tensor, size: int, scale, ratio, flip: bool) -> torch.Tensor:
-    """A random resized crop (and flip) of every image, to ``(B, C, size, size)``."""
-    b, dev = x.shape[0], x.device
-    u = torch.rand(b, 5, device=dev)
+def crop_theta(u: torch.Tensor, scale, ratio, flip: bool) -> torch.Tensor:
+    """Affine matrices ``(B, 2, 3)`` mapping output to input coordinates in [-1, 1] from uniform
+    draws ``u`` ``(B, 5)``: area fraction, log aspect ratio, centre x and y, flip."""
     area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
     aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1])
     w = torch.sqrt(area * aspect).clamp(max=1.0)
     h = torch.sqrt(area / aspect).clamp(max=1.0)
-    theta = torch.zeros(b, 2, 3, device=dev)
+    theta = torch.zeros(u.shape[0], 2, 3, device=u.device)
     theta[:, 0, 0] = w * torch.where((u[:, 4] < 0.5) & flip, -1.0, 1.0)
     theta[:, 0, 2] = (1 - w) * (2 * u[:, 2] - 1)
     theta[:, 1, 1] = h
     theta[:, 1, 2] = (1 - h) * (2 * u[:, 3] - 1)
+    return theta
+
+
+def resized_crop(x: torch.Tensor, size: int, scale, ratio, flip: bool) -> torch.Tensor:
+    """A random resized crop (and flip) of every image, to ``(B, C, size, size)``."""
+    b = x.shape[0]
+    theta = crop_theta(torch.rand(b, 5, device=x.device), scale, ratio, flip)
     grid = F.affine_grid(theta.to(x.dtype), [b, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

@@ -29,13 +29,12 @@ worker reseeds every epoch, so a resumed run replays the same views.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from selfsup.data.batch_views import BatchViews, Pipeline
+from selfsup.data.batch_views import BatchViews, Pipeline, crop_theta
 from selfsup.data.datasets import DataError, Skipped
 
 RECIPES = {
@@ -78,21 +77,7 @@ class RandomViews:
 
     def crop_params(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Affine matrices ``(B, 2, 3)`` mapping output to input coordinates in [-1, 1]."""
-        u = torch.rand(batch, 5, generator=generator)
-        area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
-        log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * u[:, 1]
-        aspect = torch.exp(log_r)
-        w = torch.sqrt(area * aspect).clamp(max=1.0)
-        h = torch.sqrt(area / aspect).clamp(max=1.0)
-        cx = (1 - w) * (2 * u[:, 2] - 1)
-        cy = (1 - h) * (2 * u[:, 3] - 1)
-        sign = torch.where((u[:, 4] < 0.5) & self.flip, -1.0, 1.0)
-        theta = torch.zeros(batch, 2, 3)
-        theta[:, 0, 0] = w * sign
-        theta[:, 0, 2] = cx
-        theta[:, 1, 1] = h
-        theta[:, 1, 2] = cy
-        return theta
+        return crop_theta(torch.rand(batch, 5, generator=generator), self.scale, self.ratio, self.flip)
 
     def view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         theta = self.crop_params(x.shape[0], generator).to(x.device, x.dtype)
