@@ -483,11 +483,16 @@ class EvalConfig(Section):
 
 
 class ScalingConfig(Section):
-    """Ray Train workers. ``num_workers`` data-parallel processes, gloo on CPU and nccl on GPU."""
+    """Ray Train workers. ``num_workers`` data-parallel processes, gloo on CPU and nccl on GPU.
+    ``strategy``: ``ddp`` (every worker holds the whole model; gradients all-reduced) or ``fsdp``
+    (each worker holds ``1/num_workers`` of the weights, gradients and optimizer state, gathered
+    one transformer block at a time: models that do not fit DDP, ViT-L/H; see
+    ``train/sharding.py``). Checkpoints are the same full state either way."""
 
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
 
 class TrackingConfig(Section):

@@ -84,6 +84,42 @@ def test_signal_jepa_on_streamed_wfdb_records_with_two_workers_compiled(ray_clus
     assert run.data.tags[COMPILE] == "on"
 
 
+def test_fsdp_run_of_a_vit_learns_resumes_after_a_lost_worker_and_exports(ray_cluster, small_config, workdir):
+    """scaling.strategy: fsdp on two gloo workers: I-JEPA's ViT, predictor and EMA target sharded,
+    a worker killed after epoch 2 and the run resumed from the full-state checkpoint, every epoch
+    logged once, and the checkpoint exported as an ordinary backbone."""
+    import torch
+
+    from selfsup.cli import main
+    from selfsup.models.saved import load_backbone
+
+    epochs = 8
+    cfg = small_config(**{
+        "data": {"views": "crop", "image_size": 16, "crop_scale": [0.6, 1.0]},
+        "model": {"backbone": "timm", "timm_name": "vit_tiny_patch16_224", "patch_size": 4,
+                  "timm_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 4, "class_token": False, "global_pool": "avg", "fc_norm": False}},
+        "method": {"name": "ijepa", "predictor_dim": 32, "predictor_depth": 1, "predictor_heads": 2, "n_pred": 4, "min_keep": 4,
+                   "enc_scale": [0.85, 1.0], "pred_scale": [0.15, 0.2]},
+        "optim.lr": 1e-3, "train.epochs": epochs, "train.max_failures": 2, "scaling.num_workers": 2, "scaling.strategy": "fsdp",
+        "eval.probe_every": epochs,
+    })
+    metrics = train_killing_a_worker(cfg)
+    assert metrics["epoch"] == epochs and metrics["probe/linear_acc"] > CHANCE + 0.4 and metrics["label_free/rankme"] > 1.5
+    client, run = only_run(cfg.tracking.uri)
+    assert run.info.status == "FINISHED" and run.data.params["scaling.strategy"] == "fsdp"
+    assert 1 <= int(run.data.tags[RESUMED]) < epochs, "restarted from a checkpoint, not from scratch"
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    assert [step for step, _ in loss] == list(range(1, epochs + 1)) and loss[-1][1] < 0.5 * loss[0][1]
+
+    assert main(["export", run.info.run_id, "--out", str(workdir / "exported"), "--tracking-uri", cfg.tracking.uri]) == 0
+    state = torch.load(f"{run.data.tags['selfsup.checkpoint']}/state.pt", map_location="cpu", weights_only=True)
+    weights = state["engine"]["method"]
+    assert weights["target.model.blocks.0.attn.qkv.weight"].shape == (192, 64)  # full tensors, not one worker's shard
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert load_backbone(workdir / "exported")(x).shape == (3, 64)
+
+
 def test_export_rebuilds_the_trained_backbone(ray_cluster, small_config, workdir, capsys):
     import torch
 
@@ -109,9 +145,9 @@ def test_export_rebuilds_the_trained_backbone(ray_cluster, small_config, workdir
     assert "export: run 'nope' not found" in capsys.readouterr().err
 
 
-def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
-    epochs = 30
-    cfg = small_config(**{"train.epochs": epochs, "train.max_failures": 2})
+def train_killing_a_worker(cfg) -> dict:
+    """Train ``cfg``, SIGKILLing one Ray Train worker once the checkpoint of epoch 2 is stored;
+    returns the final metrics."""
     out = {}
     runner = threading.Thread(target=lambda: out.update(metrics=train(cfg)))
     runner.start()
@@ -126,11 +162,18 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
     while "epoch-00002" not in checkpoints() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(3)  # the Train controller takes in reports when it polls its workers (every 2 s)
-    assert f"epoch-{epochs:05d}" not in checkpoints(), "the kill must land mid-run"
-    os.kill(workers[0].pid, signal.SIGKILL)
+    assert f"epoch-{cfg.train.epochs:05d}" not in checkpoints(), "the kill must land mid-run"
+    os.kill(workers[-1].pid, signal.SIGKILL)
     runner.join(timeout=300)
+    return out["metrics"]
 
-    assert out["metrics"]["epoch"] == epochs
+
+def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
+    epochs = 30
+    cfg = small_config(**{"train.epochs": epochs, "train.max_failures": 2})
+    metrics = train_killing_a_worker(cfg)
+
+    assert metrics["epoch"] == epochs
     client, run = only_run(cfg.tracking.uri)
     assert run.info.status == "FINISHED"
     assert 1 <= int(run.data.tags[RESUMED]) < epochs, "restarted from a checkpoint, not from scratch"

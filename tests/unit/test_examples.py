@@ -39,7 +39,7 @@ CLUSTER = sorted(p for p in (ROOT / "examples" / "cluster").glob("*.yaml") if no
 
 def test_every_method_has_a_cluster_config():
     configs = [load_experiment(p) for p in CLUSTER]
-    assert sorted(c.method.name for c in configs) == sorted(METHODS)
+    assert {c.method.name for c in configs} == set(METHODS)
     for cfg in configs:
         assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and (cfg.data.stream or cfg.data.is_table)
         assert cfg.tracking.uri.startswith("http") and cfg.tracking.artifact_location is None  # works from every node

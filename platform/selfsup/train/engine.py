@@ -15,6 +15,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from selfsup.train import sharding
+
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and Layer-wise Adaptive Rate Scaling (You, Gitman & Ginsburg, 2017).
@@ -179,6 +181,10 @@ class Engine:
     holds the one-line reason (also logged as a warning). An error the eager step raises too is
     the model's own and propagates. With ``channels_last`` 4-D inputs are moved to the device in
     that layout (convert the model with :func:`to_channels_last`).
+
+    A method sharded by :func:`selfsup.train.sharding.shard` (FSDP) is both ``model`` and
+    ``method``; its :meth:`state_dict` is then the full state on rank 0 (a collective: call it on
+    every rank) and :meth:`load_state_dict` shards a full state again.
     """
 
     def __init__(
@@ -210,6 +216,7 @@ class Engine:
         self.channels_last = channels_last
         self.compiled = torch.compile(model, backend=compile_backend) if compile else None
         self.compile_fallback: str | None = None
+        self.sharded = sharding.is_sharded(method)
 
     def autocast(self):
         if self.precision == "bf16":
@@ -250,7 +257,7 @@ class Engine:
             out = self._forward_backward(self.model, batch)
         logs = {k: float(v.detach()) for k, v in out.items()}
         if self.grad_clip is not None:
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+            logs["grad_norm"] = float(sharding.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)))
         self.optimizer.step()
         self.step_count += 1
         self.method.after_step(min(1.0, self.step_count / max(1, self.total_steps)))
@@ -265,14 +272,17 @@ class Engine:
         return out
 
     def state_dict(self) -> dict:
-        return {
-            "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step_count,
-        }
+        if self.sharded:
+            weights, optim_state = sharding.full_state(self.method, self.optimizer)
+        else:
+            weights, optim_state = self.method.state_dict(), self.optimizer.state_dict()
+        return {"method": weights, "optimizer": optim_state, "step": self.step_count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            sharding.load_full_state(self.method, self.optimizer, state["method"], state["optimizer"])
+        else:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = state["step"]
 

@@ -1,6 +1,6 @@
 """The Ray Train worker loop: what every data-parallel worker of a run executes.
 
-dataset -> views -> sharded DataLoader -> backbone + method (DDP when W > 1) -> engine; per epoch:
+dataset -> views -> sharded DataLoader -> backbone + method (DDP when W > 1, or FSDP) -> engine; per epoch:
 train steps, label-free metrics on a fixed evaluation subset, probes when labels exist, a
 checkpoint (rank 0), rank 0 logs the metrics to MLflow, then ``ray.train.report`` (all ranks).
 Logging comes first so that MLflow holds every epoch Tune has seen, even when Tune stops the trial
@@ -40,7 +40,7 @@ from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone, enable_grad_checkpointing
 from selfsup.models.saved import backbone_kwargs
 from selfsup.tracking import runs
-from selfsup.train import checkpoints
+from selfsup.train import checkpoints, sharding
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last
 
 COLLAPSED = "collapsed"
@@ -232,8 +232,11 @@ def train_loop(config: dict) -> None:
         print(f"[selfsup] WARNING: train.grad_checkpointing: {cfg.model.backbone} has no transformer blocks to checkpoint", flush=True)
     if world > 1 and on_gpu:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters})
-    method = model.module if hasattr(model, "module") else model
+    if cfg.scaling.strategy == "fsdp":
+        model = method = sharding.shard(method.to(device))
+    else:
+        model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters})
+        method = model.module if hasattr(model, "module") else model
     o = cfg.optim
     optimizer = build_optimizer(method, o.name, o.lr, o.weight_decay, o.momentum, o.betas, o.lars_eta)
     engine = Engine(
@@ -338,8 +341,9 @@ def train_loop(config: dict) -> None:
         })
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
+            state = engine.state_dict() if rank == 0 or engine.sharded else None  # sharded: every rank gathers
             if rank == 0:
-                checkpoints.write(Path(tmp), {"engine": engine.state_dict()}, epoch)
+                checkpoints.write(Path(tmp), {"engine": state}, epoch)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
