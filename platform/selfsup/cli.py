@@ -16,7 +16,7 @@ def _train(args) -> int:
     from selfsup.train.launch import train
 
     cfg = load_experiment(args.config, args.set)
-    train(cfg, args.config, verbose=args.verbose)
+    train(cfg, args.config, verbose=args.verbose, from_run=args.from_run)
     return 0
 
 
@@ -113,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="experiment YAML (see examples/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
     t.add_argument("--verbose", action="store_true", help="show Ray's and Train's own output here instead of only in the run's log")
+    t.add_argument("--from", dest="from_run", metavar="RUN", help="continue the finished MLflow run RUN (its newest checkpoint: weights, optimizer, "
+                   "EMA targets and the schedule's position, without warming up again) on this config's data, as its child run; needs "
+                   "optim.schedule: infinite (set optim.anneal_epochs to anneal)")
     t.set_defaults(fn=_train)
 
     s = sub.add_parser(

@@ -1,7 +1,8 @@
 """Experiment and sweep configuration: pydantic models, YAML loading and ``--set`` overrides.
 
-Every section of an experiment YAML has a model here. Unknown keys, wrong types and impossible
-values raise :class:`ConfigError` with one line naming the file and the dotted key path, before
+Every section of an experiment YAML has a model here, except ``method:``, whose variants live in
+the method files (``methods/<name>.py``) and are gathered from the registry. Unknown keys, wrong
+types and impossible values raise :class:`ConfigError` with one line naming the file and the dotted key path, before
 anything (Ray, MLflow, data) starts.
 """
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from selfsup.methods import METHODS
+from selfsup.sections import Section
 
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -22,10 +26,6 @@ artifact location, so no ``/`` and no leading dot (``..`` cannot climb out of wh
 
 class ConfigError(ValueError):
     """A configuration problem, reported as one line: ``FILE: key.path: what is wrong``."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class TableColumns(Section):
@@ -202,214 +202,23 @@ class ModelConfig(Section):
         return self
 
 
-Widths = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
-
-
-class PredictorSection(Section):
-    """A method whose predictor maps projections onto projections (BYOL, MoCo v3)."""
-
-    @model_validator(mode="after")
-    def _check_predictor(self):
-        if self.predictor[-1] != self.projector[-1]:
-            raise ValueError(f"predictor must end in the projector's width {self.projector[-1]}, got {self.predictor[-1]}")
-        return self
-
-
-class VICRegConfig(Section):
-    """VICReg (Bardes et al., 2022) loss weights and expander."""
-
-    name: Literal["vicreg"] = "vicreg"
-    sim_coeff: float = Field(25.0, ge=0.0)
-    std_coeff: float = Field(25.0, ge=0.0)
-    cov_coeff: float = Field(1.0, ge=0.0)
-    projector: Widths = Field(default_factory=lambda: [512, 512])
-
-
-class SimCLRConfig(Section):
-    """SimCLR (Chen et al., 2020) NT-Xent temperature and projection head."""
-
-    name: Literal["simclr"] = "simclr"
-    temperature: float = Field(0.2, gt=0.0)
-    projector: Widths = Field(default_factory=lambda: [256, 128])
-
-
-class MoCoV3Config(PredictorSection):
-    """MoCo v3 (Chen et al., 2021): contrastive temperature, heads, momentum-encoder EMA."""
-
-    name: Literal["mocov3"] = "mocov3"
-    temperature: float = Field(0.2, gt=0.0)
-    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
-    projector: Widths = Field(default_factory=lambda: [512, 128])
-    predictor: Widths = Field(default_factory=lambda: [512, 128])
-
-
-class BYOLConfig(PredictorSection):
-    """BYOL (Grill et al., 2020): heads and target EMA base rate."""
-
-    name: Literal["byol"] = "byol"
-    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
-    projector: Widths = Field(default_factory=lambda: [512, 128])
-    predictor: Widths = Field(default_factory=lambda: [512, 128])
-
-
-class BarlowTwinsConfig(Section):
-    """Barlow Twins (Zbontar et al., 2021): off-diagonal weight lambda and projector."""
-
-    name: Literal["barlowtwins"] = "barlowtwins"
-    lambd: float = Field(0.0051, ge=0.0)
-    projector: Widths = Field(default_factory=lambda: [512, 512])
-
-
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Range = tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]]
-
-
-class DINOConfig(Section):
-    """DINO (Caron et al., 2021): head, temperatures, centring, teacher EMA, KoLeo (DINOv2).
-
-    ``teacher_temp_warmup`` and ``freeze_last_layer`` are fractions of training (DINO: 30 of 300
-    epochs and 1 epoch). ``head_batch_norm`` puts BN in the head's hidden layers (the reference
-    code's ``use_bn_in_head``): small CNNs, whose pooled features share a large positive mean,
-    need it or the teacher's outputs hardly differ between images and centring makes them uniform."""
-
-    name: Literal["dino"] = "dino"
-    hidden: int = Field(2048, ge=1)
-    bottleneck: int = Field(256, ge=1)
-    prototypes: int = Field(65536, ge=2)
-    student_temp: float = Field(0.1, gt=0.0)
-    teacher_temp: float = Field(0.04, gt=0.0)
-    warmup_teacher_temp: float = Field(0.04, gt=0.0)
-    teacher_temp_warmup: Fraction = 0.0
-    center_momentum: Fraction = 0.9
-    base_momentum: Fraction = 0.996
-    freeze_last_layer: Fraction = 0.0
-    koleo_weight: float = Field(0.0, ge=0.0)
-    head_batch_norm: bool = False
-
-
-class PredictorShape(Section):
-    """A JEPA predictor's width, depth and heads: the width must divide by the heads and by
-    ``2 * position_axes`` (its sine-cosine positions: 2-D for image patches, 1-D otherwise)."""
-
-    position_axes: ClassVar[int] = 1
-
-    @model_validator(mode="after")
-    def _check_predictor(self):
-        even = 2 * self.position_axes
-        if self.predictor_dim % even or self.predictor_dim % self.predictor_heads:
-            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by {even} and by predictor_heads {self.predictor_heads}")
-        return self
-
-
-class IJEPAConfig(PredictorShape):
-    """I-JEPA (Assran et al., 2023): predictor size, target EMA and the multi-block masks
-    (scales are fractions of the patch grid; ``min_keep`` patches stay in every context)."""
-
-    position_axes: ClassVar[int] = 2
-    name: Literal["ijepa"] = "ijepa"
-    predictor_dim: int = Field(384, ge=4)
-    predictor_depth: int = Field(12, ge=1)
-    predictor_heads: int = Field(12, ge=1)
-    base_momentum: Fraction = 0.996
-    n_pred: int = Field(4, ge=1)
-    enc_scale: Range = (0.85, 1.0)
-    pred_scale: Range = (0.15, 0.2)
-    aspect_ratio: Range = (0.75, 1.5)
-    min_keep: int = Field(10, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "IJEPAConfig":
-        for key in ("enc_scale", "pred_scale"):
-            lo, hi = getattr(self, key)
-            if not lo <= hi <= 1.0:
-                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {getattr(self, key)}")
-        if self.aspect_ratio[0] > self.aspect_ratio[1]:
-            raise ValueError(f"aspect_ratio must satisfy low <= high, got {self.aspect_ratio}")
-        return self
-
-
-class MAEConfig(Section):
-    """MAE (He et al., 2022): mask ratio, decoder size, normalised-pixel targets."""
-
-    name: Literal["mae"] = "mae"
-    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0)
-    decoder_dim: int = Field(512, ge=4)
-    decoder_depth: int = Field(8, ge=1)
-    decoder_heads: int = Field(16, ge=1)
-    norm_pix_loss: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> "MAEConfig":
-        if self.decoder_dim % 4 or self.decoder_dim % self.decoder_heads:
-            raise ValueError(f"decoder_dim {self.decoder_dim} must be divisible by 4 and by decoder_heads {self.decoder_heads}")
-        return self
-
-
-class TJEPAConfig(PredictorShape):
-    """T-JEPA (Thimonier et al., 2024): predictor size, target EMA and the feature masks (shares are
-    fractions of the table's columns; defaults from the reference code)."""
-
-    name: Literal["tjepa"] = "tjepa"
-    predictor_dim: int = Field(64, ge=2)
-    predictor_depth: int = Field(2, ge=1)
-    predictor_heads: int = Field(4, ge=1)
-    base_momentum: Fraction = 0.996
-    n_pred: int = Field(4, ge=1)
-    context_share: Range = (0.2, 0.4)
-    target_share: Range = (0.2, 0.4)
-
-    @model_validator(mode="after")
-    def _check(self) -> "TJEPAConfig":
-        for key in ("context_share", "target_share"):
-            lo, hi = getattr(self, key)
-            if not lo <= hi < 1.0:
-                raise ValueError(f"{key} must satisfy 0 < low <= high < 1, got {getattr(self, key)}")
-        return self
-
-
-class SJEPAConfig(PredictorShape):
-    """Signal JEPA (Weimann & Conrad, 2024): predictor size, target EMA from ``base_momentum`` to
-    ``final_momentum``, the kept fraction of time patches and the shortest hidden block (patches)."""
-
-    name: Literal["sjepa"] = "sjepa"
-    predictor_dim: int = Field(192, ge=2)
-    predictor_depth: int = Field(8, ge=1)
-    predictor_heads: int = Field(6, ge=1)
-    base_momentum: Fraction = 0.998
-    final_momentum: Fraction = 0.9995
-    keep: Range = (0.15, 0.25)
-    min_block: int = Field(10, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "SJEPAConfig":
-        if not self.keep[0] <= self.keep[1] < 1.0:
-            raise ValueError(f"keep must satisfy 0 < low <= high < 1, got {self.keep}")
-        return self
-
-
-_METHODS = (VICRegConfig, SimCLRConfig, MoCoV3Config, BYOLConfig, BarlowTwinsConfig, DINOConfig, IJEPAConfig, MAEConfig, TJEPAConfig, SJEPAConfig)
-MethodConfig = Annotated[Union[_METHODS], Field(discriminator="name")]
-METHOD_CONFIGS = {m.model_fields["name"].default: m for m in _METHODS}
-MASKED = ("ijepa", "mae", "tjepa", "sjepa")
+METHOD_CONFIGS = {name: method.config for name, method in METHODS.items()}
+"""Each method's ``method:`` section, from its own file (``methods/<name>.py``)."""
+MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
+MASKED = tuple(name for name, method in METHODS.items() if method.masked)
 """Methods that see one view and masks instead of two augmented views."""
-MODALITY = {"dino": "image", "ijepa": "image", "mae": "image", "tjepa": "table", "sjepa": "signal"}
+MODALITY = {name: method.modality for name, method in METHODS.items() if method.modality}
 """Methods made for one kind of data; the others take any."""
 BACKBONES = {"image": ("cnn", "mlp", "timm"), "signal": ("cnn1d", "mlp", "vit1d"), "table": ("mlp", "ft_transformer")}
-VIEWS = {
-    "dino": ("dino", "byol", "simclr", "light"),
-    "ijepa": ("crop", "mae", "light"),
-    "mae": ("mae", "crop", "light"),
-    "simclr": ("simclr", "byol", "light"),
-    "tjepa": ("none",),
-    "sjepa": ("none", "signal"),
-}
-"""Recipes each method accepts, its default first (two-view methods not listed: BYOL's recipe
-first, then SimCLR's and light on images, ``signal`` on signals, ``scarf`` on tables)."""
+VIEWS = {name: method.recipes for name, method in METHODS.items()}
+"""The image recipes each method accepts (each method's ``recipes``), its default first."""
 
 
 def view_recipes(method: str, modality: str = "image") -> tuple[str, ...]:
+    """The recipes ``method`` accepts on ``modality`` data, its default first: its own, or for a
+    method that takes any data, the modality's (``signal``, ``scarf``) on signals and tables."""
     if modality == "image" or method in MODALITY:
-        return VIEWS.get(method, ("byol", "simclr", "light"))
+        return VIEWS[method]
     return {"signal": ("signal",), "table": ("scarf",)}[modality]
 
 
@@ -421,9 +230,15 @@ def views_of(cfg: "ExperimentConfig") -> str:
 
 
 class OptimConfig(Section):
-    """Optimizer and learning-rate schedule (linear warmup, then cosine to ``min_lr_ratio * lr``).
-    ``weight_decay_end`` makes the weight decay a cosine from ``weight_decay`` to it (DINO, I-JEPA:
-    0.04 -> 0.4); biases and norm weights never decay."""
+    """Optimizer and learning-rate schedule. ``schedule: cosine``: linear warmup over
+    ``warmup_epochs``, then cosine to ``min_lr_ratio * lr`` at the end of the run. ``schedule:
+    infinite`` (Ibrahim et al. 2024; Singh et al. 2025, for continual SSL): linear warmup, a cosine
+    cooldown over ``cooldown_epochs`` to ``constant_lr_ratio * lr``, that constant rate for as long
+    as training goes, and over the run's last ``anneal_epochs`` an exponential anneal to
+    ``min_lr_ratio * lr`` (0: none, the run ends at the constant rate and ``selfsup train --from``
+    can continue it, or anneal it, without warming up again). ``weight_decay_end`` makes the
+    weight decay a cosine from ``weight_decay`` to it (DINO, I-JEPA: 0.04 -> 0.4); biases and norm
+    weights never decay."""
 
     name: Literal["adamw", "lars"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
@@ -434,6 +249,19 @@ class OptimConfig(Section):
     lars_eta: float = Field(0.02, gt=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    schedule: Literal["cosine", "infinite"] = "cosine"
+    cooldown_epochs: float = Field(0.0, ge=0.0)
+    constant_lr_ratio: float = Field(0.1, gt=0.0, le=1.0)
+    anneal_epochs: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimConfig":
+        if self.schedule == "cosine" and (self.cooldown_epochs or self.anneal_epochs):
+            raise ValueError("cooldown_epochs and anneal_epochs are phases of schedule: infinite")
+        if self.schedule == "infinite" and self.anneal_epochs:
+            if not 0 < self.min_lr_ratio <= self.constant_lr_ratio:
+                raise ValueError(f"an anneal needs 0 < min_lr_ratio <= constant_lr_ratio ({self.constant_lr_ratio}), got {self.min_lr_ratio}")
+        return self
 
 
 class TrainConfig(Section):
@@ -516,7 +344,7 @@ class ExperimentConfig(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodConfig = Field(default_factory=VICRegConfig)
+    method: MethodConfig = Field(default_factory=METHOD_CONFIGS["vicreg"])
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -534,11 +362,11 @@ class ExperimentConfig(Section):
         allowed = view_recipes(method, modality)
         if self.data.views not in ("auto", *allowed):
             raise ValueError(f"data.views {self.data.views!r} does not suit method {method!r}; use one of auto, {', '.join(allowed)}")
-        if method in ("ijepa", "mae") and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
+        spec = METHODS[method]
+        if spec.vit and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
             raise ValueError(f"method {method!r} needs a ViT: model.backbone timm with a vit_* model.timm_name")
-        need = {"tjepa": "ft_transformer", "sjepa": "vit1d"}.get(method)
-        if need and self.model.backbone != need:
-            raise ValueError(f"method {method!r} needs model.backbone {need}, got {self.model.backbone!r}")
+        if spec.backbones and self.model.backbone not in spec.backbones:
+            raise ValueError(f"method {method!r} needs model.backbone {' or '.join(spec.backbones)}, got {self.model.backbone!r}")
         if self.train.batch_size % self.scaling.num_workers:
             raise ValueError(
                 f"train.batch_size {self.train.batch_size} is not divisible by "

@@ -179,3 +179,45 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster, small_config):
     assert 1 <= int(run.data.tags[RESUMED]) < epochs, "restarted from a checkpoint, not from scratch"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
     assert sorted(steps) == list(range(1, epochs + 1)), "every epoch logged once"
+
+
+def test_continuing_a_finished_run_on_new_data_with_an_anneal(ray_cluster, small_config, workdir):
+    """``selfsup train --from RUN`` under the infinite schedule: the continuation starts from the
+    run's newest checkpoint (its weights and the schedule's step: no warmup again), trains on other
+    data, anneals to min_lr_ratio * lr, and is logged as the run's child in its experiment."""
+    import numpy as np
+    import torch
+
+    from selfsup.config import ConfigError
+    from selfsup.data.datasets import digits
+
+    schedule = {"optim.schedule": "infinite", "optim.warmup_epochs": 1, "optim.cooldown_epochs": 1, "optim.constant_lr_ratio": 0.5,
+                "optim.min_lr_ratio": 0.05, "optim.lr": 3e-3}
+    first_cfg = small_config(**{**schedule, "train.epochs": 3})
+    train(first_cfg)
+    client, first = only_run(first_cfg.tracking.uri)
+    first_state = torch.load(f"{first.data.tags['selfsup.checkpoint']}/state.pt", weights_only=True)["engine"]
+
+    d = digits()
+    np.savez(workdir / "inverted.npz", x=1.0 - d.train.x.numpy(), y=d.train.y.numpy())  # new data, the same shape
+    cfg = small_config(**{**schedule, "name": "more", "data": {"name": "npz", "path": str(workdir / "inverted.npz"), "views": "light"},
+                          "train.epochs": 2, "optim.anneal_epochs": 2})
+    with pytest.raises(ConfigError, match="--from nope: no such run"):
+        train(cfg, from_run="nope")
+    with pytest.raises(ConfigError, match="continuing needs optim.schedule: infinite"):
+        train(cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"schedule": "cosine", "anneal_epochs": 0.0})}), from_run=first.info.run_id)
+    metrics = train(cfg, from_run=first.info.run_id)
+    assert metrics["epoch"] == 2
+
+    (run,) = [r for r in client.search_runs([first.info.experiment_id]) if r.info.run_id != first.info.run_id]
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == first.info.run_id
+    assert run.data.tags["selfsup.continues"] == first.info.run_id and run.data.params["data.name"] == "npz"
+    state = torch.load(f"{run.data.tags['selfsup.checkpoint']}/state.pt", weights_only=True)["engine"]
+    n = len(d.train.x)
+    new_steps = (n - round(0.2 * n)) // 128  # an epoch of the new data (its default 20% held out)
+    assert first_state["step"] == 3 * (n // 128) and state["step"] == first_state["step"] + 2 * new_steps  # the schedule's position carried on
+    lr = [v for _, v in sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/lr"))]
+    first_lr = [v for _, v in sorted((m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train/lr"))]
+    assert first_lr[-1] == pytest.approx(0.5 * 3e-3)  # the first run ended in its constant phase
+    assert lr[0] < first_lr[-1] and lr[1] < lr[0]  # annealing from there, never warming up again
+    assert lr[1] > 0.05 * 3e-3  # epoch means: the last step alone is at min_lr_ratio * lr

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from selfsup.methods import METHODS, build_method
-from selfsup.models.backbones import build_backbone, enable_grad_checkpointing, select
+from selfsup.models.backbones import build_backbone
+from selfsup.models.tokens import enable_grad_checkpointing, select
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last
 from tests.unit.test_method_updates import PARAMS, backbone, batch
 

@@ -15,7 +15,7 @@ from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sjepa import sjepa_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
-from selfsup.models.predictor import sincos_pos_embed
+from selfsup.models.tokens import sincos_pos_embed
 from selfsup.models.transformers import FeatureTransformer, ViT1d
 
 

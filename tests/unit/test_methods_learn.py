@@ -72,7 +72,7 @@ def test_masked_method_learns_on_digits(name):
     data = resized(digits(), 16)
     backbone = build_backbone("timm", data.shape, 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=4, timm_kwargs=VIT)
     method = build_method(name, backbone, **MASKED[name])
-    views = build_views(method.views, data.shape, 1, crop_scale=(0.6, 1.0), flip=False)
+    views = build_views(method.recipes[0], data.shape, 1, crop_scale=(0.6, 1.0), flip=False)
     loader = DataLoader(TensorDataset(data.train.x), batch_size=128, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))
     epochs = 8
     engine = Engine(method, method, build_optimizer(method, lr=1e-3, weight_decay=0.05), total_steps=epochs * len(loader), warmup_steps=len(loader))

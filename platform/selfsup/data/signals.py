@@ -25,7 +25,7 @@ import numpy as np
 
 import torch
 
-from selfsup.data.datasets import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
+from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 
 SIGNAL_DATASETS = {
     "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",

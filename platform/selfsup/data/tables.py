@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.datasets import DataError, SplitData, split_arrays, to_split
+from selfsup.data.splits import DataError, SplitData, split_arrays, to_split
 
 TABLE_DATASETS = {
     "table": "a table bundled with scikit-learn, data.path = breast_cancer | wine | iris",

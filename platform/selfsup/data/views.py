@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.data.batch_views import BatchViews, Pipeline, crop_theta
-from selfsup.data.datasets import DataError, Skipped
+from selfsup.data.splits import DataError, Skipped
 
 RECIPES = {
     "light": "batched crop, flip, noise (tiny grey images)",
@@ -244,7 +244,7 @@ def build_views(
 class ViewCollate:
     """``collate_fn``: stacks samples ``x`` or ``(x, ...)`` into ``(B, C, H, W)`` and returns
     ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE).
-    Samples a streamed dataset could not read (:class:`~selfsup.data.datasets.Skipped`) are left
+    Samples a streamed dataset could not read (:class:`~selfsup.data.splits.Skipped`) are left
     out of the batch and listed under ``"skipped"``."""
 
     def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]], masks: Callable[[int], dict] | None = None):

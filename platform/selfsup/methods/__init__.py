@@ -1,6 +1,15 @@
-"""Self-supervised methods, one module each, registered by name in :data:`METHODS`."""
+"""Self-supervised methods, one module each (``methods/<name>.py``), registered by name in
+:data:`METHODS`. Every module of this package other than the shared ones is imported here, so a
+new method file registers itself."""
+
+import importlib
+import pkgutil
 
 from selfsup.methods.base import METHODS, Method, build_method
-from selfsup.methods import barlowtwins, byol, dino, ijepa, mae, mocov3, simclr, sjepa, tjepa, vicreg  # noqa: F401  (registers the methods)
+
+SHARED = {"base", "gather"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in SHARED:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Method", "build_method"]

@@ -8,12 +8,16 @@ workers with gradients before standardising.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from selfsup.methods.base import Method, register
 from selfsup.methods.gather import gather_with_grad
 from selfsup.methods.vicreg import off_diagonal
 from selfsup.models.heads import projector as make_projector
+from selfsup.sections import Section, Widths
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5) -> dict[str, torch.Tensor]:
@@ -32,9 +36,18 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
     return {"loss": on_diag + lambd * off_diag, "on_diag": on_diag, "off_diag": off_diag}
 
 
+class BarlowTwinsConfig(Section):
+    """Barlow Twins (Zbontar et al., 2021): off-diagonal weight lambda and projector."""
+
+    name: Literal["barlowtwins"] = "barlowtwins"
+    lambd: float = Field(0.0051, ge=0.0)
+    projector: Widths = Field(default_factory=lambda: [512, 512])
+
+
 @register("barlowtwins")
 class BarlowTwins(Method):
     description = "Barlow Twins (Zbontar et al. 2021): cross-correlation of two views pulled to the identity"
+    config = BarlowTwinsConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 512), lambd: float = 0.0051):
         super().__init__(backbone)

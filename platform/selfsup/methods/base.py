@@ -1,17 +1,25 @@
 """The method contract and registry (see DESIGN.md, "Method contract").
 
-A method is an ``nn.Module`` registered under a short name. It owns its heads and any
+A method is an ``nn.Module`` registered under a short name, the whole of it in one file
+``methods/<name>.py``: its loss as a pure function, its configuration section (``config``, a
+pydantic model whose ``name`` is the method's), and the class. It owns its heads and any
 teacher/target network and provides ``forward(batch) -> dict`` (with ``loss``), ``embed(x)``
 (the backbone representation that metrics and probes see), ``after_step(progress)`` and, for
-masked methods, ``masks()``. ``views`` names the method's default augmentation recipe.
+masked methods, ``masks()``. Class attributes say what it suits: ``modality``, ``recipes`` (view
+recipes, its default first), ``backbones``, ``vit``, ``masked``. ``config.py`` builds the
+``method:`` section of an experiment from this registry, so adding a method touches no shared
+table.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
+from pydantic import model_validator
 from torch import nn
+
+from selfsup.sections import Section
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -22,6 +30,8 @@ def register(name: str):
     def wrap(cls: type["Method"]) -> type["Method"]:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
+        if cls.config is None or cls.config.model_fields["name"].default != name:
+            raise ValueError(f"method {name!r}: its config section must have name: Literal[{name!r}] = {name!r}")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -35,7 +45,19 @@ class Method(nn.Module):
 
     name: str = ""
     description: str = ""
-    views: str = "byol"
+    config: ClassVar[type[Section] | None] = None
+    """The method's section of an experiment YAML (``method:``); ``build_method`` gets its fields."""
+    modality: ClassVar[str | None] = None
+    """``image``, ``signal`` or ``table`` for a method made for one kind of data; ``None``: any."""
+    recipes: ClassVar[tuple[str, ...]] = ("byol", "simclr", "light")
+    """The view recipes (``selfsup.data.views``) it accepts on its data, its default first; a
+    method for any data takes the modality's own (``signal``, ``scarf``) on signals and tables."""
+    backbones: ClassVar[tuple[str, ...] | None] = None
+    """The ``model.backbone`` values it needs; ``None``: any that suits the data."""
+    vit: ClassVar[bool] = False
+    """Needs a timm ViT (``model.timm_name: vit_*``): it works on patch tokens."""
+    masked: ClassVar[bool] = False
+    """Sees one view and masks (``masks()``) instead of two augmented views."""
     encoder: str = "backbone"
     """The submodule whose features ``embed`` returns, and that ``selfsup export`` writes out (the
     JEPAs evaluate their EMA target encoder, ``target``)."""
@@ -86,3 +108,27 @@ def build_method(name: str, backbone: nn.Module, **params) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name](backbone, **params)
+
+
+class PredictorSection(Section):
+    """A method whose predictor maps projections onto projections (BYOL, MoCo v3)."""
+
+    @model_validator(mode="after")
+    def _check_predictor(self):
+        if self.predictor[-1] != self.projector[-1]:
+            raise ValueError(f"predictor must end in the projector's width {self.projector[-1]}, got {self.predictor[-1]}")
+        return self
+
+
+class PredictorShape(Section):
+    """A JEPA predictor's width, depth and heads: the width must divide by the heads and by
+    ``2 * position_axes`` (its sine-cosine positions: 2-D for image patches, 1-D otherwise)."""
+
+    position_axes: ClassVar[int] = 1
+
+    @model_validator(mode="after")
+    def _check_predictor(self):
+        even = 2 * self.position_axes
+        if self.predictor_dim % even or self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by {even} and by predictor_heads {self.predictor_heads}")
+        return self

@@ -9,13 +9,16 @@ average whose rate rises from ``base_momentum`` to 1 on a cosine schedule.
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, PredictorSection, register
 from selfsup.models.heads import Projected
 from selfsup.models.heads import projector as make_projector
+from selfsup.sections import Widths
 from selfsup.train.engine import cosine_momentum, ema_update
 
 
@@ -25,9 +28,19 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 
+class BYOLConfig(PredictorSection):
+    """BYOL (Grill et al., 2020): heads and target EMA base rate."""
+
+    name: Literal["byol"] = "byol"
+    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    projector: Widths = Field(default_factory=lambda: [512, 128])
+    predictor: Widths = Field(default_factory=lambda: [512, 128])
+
+
 @register("byol")
 class BYOL(Method):
     description = "BYOL (Grill et al. 2020): online predictor regresses an EMA target, no negatives"
+    config = BYOLConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 128), predictor: list[int] = (512, 128), base_momentum: float = 0.99):
         super().__init__(backbone)

@@ -15,15 +15,18 @@ over the L2-normalised backbone features of each global crop, weight ``koleo_wei
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from selfsup.methods.base import Method, register
 from selfsup.methods.gather import world
 from selfsup.models.heads import Projected
+from selfsup.sections import Fraction, Section
 from selfsup.train.engine import cosine_momentum, ema_update
 
 
@@ -83,10 +86,35 @@ class DINOHead(nn.Module):
         return F.linear(z, F.normalize(w, dim=-1))
 
 
+class DINOConfig(Section):
+    """DINO (Caron et al., 2021): head, temperatures, centring, teacher EMA, KoLeo (DINOv2).
+
+    ``teacher_temp_warmup`` and ``freeze_last_layer`` are fractions of training (DINO: 30 of 300
+    epochs and 1 epoch). ``head_batch_norm`` puts BN in the head's hidden layers (the reference
+    code's ``use_bn_in_head``): small CNNs, whose pooled features share a large positive mean,
+    need it or the teacher's outputs hardly differ between images and centring makes them uniform."""
+
+    name: Literal["dino"] = "dino"
+    hidden: int = Field(2048, ge=1)
+    bottleneck: int = Field(256, ge=1)
+    prototypes: int = Field(65536, ge=2)
+    student_temp: float = Field(0.1, gt=0.0)
+    teacher_temp: float = Field(0.04, gt=0.0)
+    warmup_teacher_temp: float = Field(0.04, gt=0.0)
+    teacher_temp_warmup: Fraction = 0.0
+    center_momentum: Fraction = 0.9
+    base_momentum: Fraction = 0.996
+    freeze_last_layer: Fraction = 0.0
+    koleo_weight: float = Field(0.0, ge=0.0)
+    head_batch_norm: bool = False
+
+
 @register("dino")
 class DINO(Method):
     description = "DINO (Caron et al. 2021): student matches a centred, sharpened EMA teacher over multi-crops"
-    views = "dino"
+    config = DINOConfig
+    modality = "image"
+    recipes = ("dino", "byol", "simclr", "light")
     unused_parameters = True
 
     def __init__(

@@ -19,14 +19,18 @@ paper evaluates.
 from __future__ import annotations
 
 import copy
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
 from selfsup.data.masks import MultiBlockMasks
-from selfsup.methods.base import Method, masked_view, register
-from selfsup.models.backbones import require_vit, select
+from selfsup.methods.base import Method, PredictorShape, masked_view, register
+from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
+from selfsup.models.tokens import select
+from selfsup.sections import Fraction, Range
 from selfsup.train.engine import ema_update
 
 
@@ -48,10 +52,42 @@ class ContextAndTargets:
         return {"context": context, "targets": targets}
 
 
+class IJEPAConfig(PredictorShape):
+    """I-JEPA (Assran et al., 2023): predictor size, target EMA and the multi-block masks
+    (scales are fractions of the patch grid; ``min_keep`` patches stay in every context)."""
+
+    position_axes: ClassVar[int] = 2
+    name: Literal["ijepa"] = "ijepa"
+    predictor_dim: int = Field(384, ge=4)
+    predictor_depth: int = Field(12, ge=1)
+    predictor_heads: int = Field(12, ge=1)
+    base_momentum: Fraction = 0.996
+    n_pred: int = Field(4, ge=1)
+    enc_scale: Range = (0.85, 1.0)
+    pred_scale: Range = (0.15, 0.2)
+    aspect_ratio: Range = (0.75, 1.5)
+    min_keep: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "IJEPAConfig":
+        for key in ("enc_scale", "pred_scale"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi <= 1.0:
+                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {getattr(self, key)}")
+        if self.aspect_ratio[0] > self.aspect_ratio[1]:
+            raise ValueError(f"aspect_ratio must satisfy low <= high, got {self.aspect_ratio}")
+        return self
+
+
 @register("ijepa")
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
-    views = "crop"
+    config = IJEPAConfig
+    modality = "image"
+    recipes = ("crop", "mae", "light")
+    backbones = ("timm",)
+    vit = True
+    masked = True
     encoder = "target"
     unused_parameters = True
 

@@ -15,12 +15,17 @@ The representation (``embed``) is the encoder's pooled output on the whole image
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from selfsup.data.masks import RandomPatchMasks
 from selfsup.methods.base import Method, masked_view, register
-from selfsup.models.backbones import require_vit, select
+from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
+from selfsup.models.tokens import select
+from selfsup.sections import Section
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -40,10 +45,32 @@ def mae_loss(pred: torch.Tensor, patches: torch.Tensor, norm_pix: bool = True, e
     return ((pred - patches) ** 2).mean()
 
 
+class MAEConfig(Section):
+    """MAE (He et al., 2022): mask ratio, decoder size, normalised-pixel targets."""
+
+    name: Literal["mae"] = "mae"
+    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0)
+    decoder_dim: int = Field(512, ge=4)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_heads: int = Field(16, ge=1)
+    norm_pix_loss: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "MAEConfig":
+        if self.decoder_dim % 4 or self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"decoder_dim {self.decoder_dim} must be divisible by 4 and by decoder_heads {self.decoder_heads}")
+        return self
+
+
 @register("mae")
 class MAE(Method):
     description = "MAE (He et al. 2022): ViT encoder on visible patches, light decoder reconstructs hidden pixels"
-    views = "mae"
+    config = MAEConfig
+    modality = "image"
+    recipes = ("mae", "crop", "light")
+    backbones = ("timm",)
+    vit = True
+    masked = True
     unused_parameters = True
 
     def __init__(

@@ -9,14 +9,17 @@ global batch (gathered across workers); the loss is symmetrised over the two vie
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from selfsup.methods.base import Method, register
+from selfsup.methods.base import Method, PredictorSection, register
 from selfsup.methods.gather import gather_with_grad, world
 from selfsup.models.heads import Projected
 from selfsup.models.heads import projector as make_projector
+from selfsup.sections import Widths
 from selfsup.train.engine import cosine_momentum, ema_update
 
 
@@ -32,9 +35,20 @@ def moco_v3_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, offse
     return F.cross_entropy(logits, labels) * (2 * temperature)
 
 
+class MoCoV3Config(PredictorSection):
+    """MoCo v3 (Chen et al., 2021): contrastive temperature, heads, momentum-encoder EMA."""
+
+    name: Literal["mocov3"] = "mocov3"
+    temperature: float = Field(0.2, gt=0.0)
+    base_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    projector: Widths = Field(default_factory=lambda: [512, 128])
+    predictor: Widths = Field(default_factory=lambda: [512, 128])
+
+
 @register("mocov3")
 class MoCoV3(Method):
     description = "MoCo v3 (Chen et al. 2021): query/momentum-key contrast over the global batch"
+    config = MoCoV3Config
 
     def __init__(
         self,

@@ -8,12 +8,16 @@ local, so a W-worker run computes the same loss and gradient as one worker with 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from selfsup.methods.base import Method, register
 from selfsup.methods.gather import gather_with_grad, world
 from selfsup.models.heads import projector as make_projector
+from selfsup.sections import Section, Widths
 
 
 def nt_xent_loss(
@@ -45,10 +49,19 @@ def nt_xent_loss(
     return F.cross_entropy(logits, partner)
 
 
+class SimCLRConfig(Section):
+    """SimCLR (Chen et al., 2020) NT-Xent temperature and projection head."""
+
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.2, gt=0.0)
+    projector: Widths = Field(default_factory=lambda: [256, 128])
+
+
 @register("simclr")
 class SimCLR(Method):
-    views = "simclr"
     description = "SimCLR (Chen et al. 2020): NT-Xent contrastive loss, negatives from all workers"
+    config = SimCLRConfig
+    recipes = ("simclr", "byol", "light")
 
     def __init__(self, backbone, projector: list[int] = (256, 128), temperature: float = 0.2):
         super().__init__(backbone)

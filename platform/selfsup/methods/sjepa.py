@@ -19,14 +19,17 @@ The representation (``embed``) is the mean of the target encoder's patch tokens 
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from selfsup.data.masks import TimeBlockMasks
-from selfsup.methods.base import Method, masked_view, register
-from selfsup.models.backbones import select
+from selfsup.methods.base import Method, PredictorShape, masked_view, register
 from selfsup.models.predictor import MaskedPredictor
+from selfsup.models.tokens import select
 from selfsup.models.transformers import ViT1d
+from selfsup.sections import Fraction, Range
 from selfsup.train.engine import ema_update
 
 
@@ -35,10 +38,34 @@ def sjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target.detach()).abs().mean()
 
 
+class SJEPAConfig(PredictorShape):
+    """Signal JEPA (Weimann & Conrad, 2024): predictor size, target EMA from ``base_momentum`` to
+    ``final_momentum``, the kept fraction of time patches and the shortest hidden block (patches)."""
+
+    name: Literal["sjepa"] = "sjepa"
+    predictor_dim: int = Field(192, ge=2)
+    predictor_depth: int = Field(8, ge=1)
+    predictor_heads: int = Field(6, ge=1)
+    base_momentum: Fraction = 0.998
+    final_momentum: Fraction = 0.9995
+    keep: Range = (0.15, 0.25)
+    min_block: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SJEPAConfig":
+        if not self.keep[0] <= self.keep[1] < 1.0:
+            raise ValueError(f"keep must satisfy 0 < low <= high < 1, got {self.keep}")
+        return self
+
+
 @register("sjepa")
 class SignalJEPA(Method):
     description = "Signal JEPA (Weimann & Conrad 2024, ECG-JEPA): predict an EMA ViT's hidden time patches from the visible ones"
-    views = "none"
+    config = SJEPAConfig
+    modality = "signal"
+    recipes = ("none", "signal")
+    backbones = ("vit1d",)
+    masked = True
     encoder = "target"
 
     def __init__(

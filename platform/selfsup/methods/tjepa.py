@@ -23,22 +23,51 @@ the metric panel's dimension independent of the number of columns).
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from selfsup.data.masks import FeatureMasks
-from selfsup.methods.base import Method, masked_view, register
+from selfsup.methods.base import Method, PredictorShape, masked_view, register
 from selfsup.methods.ijepa import ContextAndTargets, ijepa_loss
-from selfsup.models.backbones import select
 from selfsup.models.predictor import MaskedPredictor
+from selfsup.models.tokens import select
 from selfsup.models.transformers import FeatureTransformer
+from selfsup.sections import Fraction, Range
 from selfsup.train.engine import ema_update
+
+
+class TJEPAConfig(PredictorShape):
+    """T-JEPA (Thimonier et al., 2024): predictor size, target EMA and the feature masks (shares are
+    fractions of the table's columns; defaults from the reference code)."""
+
+    name: Literal["tjepa"] = "tjepa"
+    predictor_dim: int = Field(64, ge=2)
+    predictor_depth: int = Field(2, ge=1)
+    predictor_heads: int = Field(4, ge=1)
+    base_momentum: Fraction = 0.996
+    n_pred: int = Field(4, ge=1)
+    context_share: Range = (0.2, 0.4)
+    target_share: Range = (0.2, 0.4)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TJEPAConfig":
+        for key in ("context_share", "target_share"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi < 1.0:
+                raise ValueError(f"{key} must satisfy 0 < low <= high < 1, got {getattr(self, key)}")
+        return self
 
 
 @register("tjepa")
 class TJEPA(Method):
     description = "T-JEPA (Thimonier et al. 2024): predict an EMA encoder's column tokens of a table row from a subset of its columns"
-    views = "none"
+    config = TJEPAConfig
+    modality = "table"
+    recipes = ("none",)
+    backbones = ("ft_transformer",)
+    masked = True
     encoder = "target"
 
     def __init__(

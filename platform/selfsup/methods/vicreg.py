@@ -9,12 +9,16 @@ pulls the pair together (invariance), keeps each dimension's standard deviation 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from selfsup.methods.base import Method, register
 from selfsup.methods.gather import gather_with_grad
 from selfsup.models.heads import projector as make_projector
+from selfsup.sections import Section, Widths
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -52,9 +56,20 @@ def vicreg_loss(
     return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
 
 
+class VICRegConfig(Section):
+    """VICReg (Bardes et al., 2022) loss weights and expander."""
+
+    name: Literal["vicreg"] = "vicreg"
+    sim_coeff: float = Field(25.0, ge=0.0)
+    std_coeff: float = Field(25.0, ge=0.0)
+    cov_coeff: float = Field(1.0, ge=0.0)
+    projector: Widths = Field(default_factory=lambda: [512, 512])
+
+
 @register("vicreg")
 class VICReg(Method):
     description = "VICReg (Bardes et al. 2022): variance-invariance-covariance regularization"
+    config = VICRegConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 512), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
         super().__init__(backbone)

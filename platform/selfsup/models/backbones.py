@@ -20,6 +20,9 @@ import math
 import torch
 from torch import nn
 
+from selfsup.models.tokens import run_blocks, select
+from selfsup.models.transformers import FeatureTransformer, ViT1d
+
 BACKBONES = {
     "cnn": "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool",
     "cnn1d": "1-D conv net for signals (C, T): conv-BN-ReLU blocks (kernel 5), stride-2, global average pool",
@@ -151,38 +154,6 @@ def require_vit(backbone: nn.Module, method: str) -> None:
         raise ValueError(f"method {method!r} needs a ViT backbone (model.backbone: timm, model.timm_name: vit_*)")
 
 
-def run_blocks(blocks: nn.Sequential, x: torch.Tensor, checkpointed: bool = False) -> torch.Tensor:
-    """``blocks(x)``; when ``checkpointed`` (and gradients are on) each block's activations are
-    recomputed in the backward pass instead of stored (activation checkpointing, Chen et al. 2016,
-    https://arxiv.org/abs/1604.06174): memory of one block instead of all, for ~1/3 more compute."""
-    if not (checkpointed and torch.is_grad_enabled()):
-        return blocks(x)
-    from torch.utils.checkpoint import checkpoint
-
-    for block in blocks:
-        x = checkpoint(block, x, use_reentrant=False)
-    return x
-
-
-def enable_grad_checkpointing(module: nn.Module) -> int:
-    """Turn on activation checkpointing in every transformer stack of ``module`` (timm models,
-    the token transformers, the masked predictors); returns how many stacks it reached."""
-    reached = 0
-    for m in module.modules():
-        if hasattr(m, "set_grad_checkpointing"):
-            m.set_grad_checkpointing(True)
-            reached += 1
-        elif getattr(m, "grad_checkpointing", None) is False:
-            m.grad_checkpointing = True
-            reached += 1
-    return reached
-
-
-def select(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``tokens[b, idx[b]]``: ``(B, N, D)`` and ``(B, K)`` -> ``(B, K, D)``."""
-    return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-
-
 def build_backbone(
     name: str,
     in_shape: tuple[int, ...],
@@ -210,11 +181,9 @@ def build_backbone(
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
     if name == "ft_transformer":
-        from selfsup.models.transformers import FeatureTransformer
 
         return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
     if name == "vit1d":
-        from selfsup.models.transformers import ViT1d
 
         return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers)
     if name == "timm":

@@ -13,26 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.models.backbones import run_blocks, select
-
-
-def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
-    """``[sin(p w_k), cos(p w_k)]`` for positions ``pos`` ``(N,)``: ``(N, dim)``, ``w_k = 10000^(-k / (dim/2))``."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
-    angles = pos.double()[:, None] * omega[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
-def sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
-    """Fixed sine-cosine position embedding ``(prod(grid), dim)`` (MAE/I-JEPA). For a 2-D grid
-    ``(H, W)`` half the channels encode the row and half the column (``dim`` divisible by 4); for a
-    1-D grid ``(N,)`` (time patches, table columns) all channels encode the index."""
-    if dim % (2 * len(grid)):
-        raise ValueError(f"sine-cosine position embedding needs a dim divisible by {2 * len(grid)}, got {dim}")
-    if len(grid) == 1:
-        return sincos_1d(dim, torch.arange(grid[0])).float()
-    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1).float()
+from selfsup.models.tokens import run_blocks, select, sincos_pos_embed
 
 
 class MaskedPredictor(nn.Module):

@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.models.backbones import run_blocks, select
-from selfsup.models.predictor import sincos_pos_embed
+from selfsup.models.tokens import run_blocks, select, sincos_pos_embed
 
 
 def _blocks(dim: int, depth: int, heads: int) -> nn.Sequential:
@@ -45,12 +44,15 @@ class _TokenEncoder(nn.Module):
         self.embed_dim = dim
         self.grad_checkpointing = False
 
-    def encode(self, t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    def encode(self, t: torch.Tensor, keep: torch.Tensor | None, with_registers: bool = False) -> torch.Tensor:
+        """The output tokens of ``t`` ``(B, N, D)`` (its ``keep`` subset); ``with_registers``: the
+        register tokens' outputs first, ``(B, R + K, D)`` (TimeDRL's [CLS] is register 0)."""
         if keep is not None:
             t = select(t, keep)
         n = self.registers.shape[1]
         t = torch.cat([self.registers.expand(t.shape[0], -1, -1), t], dim=1)
-        return self.norm(run_blocks(self.blocks, t, self.grad_checkpointing))[:, n:]
+        out = self.norm(run_blocks(self.blocks, t, self.grad_checkpointing))
+        return out if with_registers else out[:, n:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens(x).mean(dim=1)
@@ -90,5 +92,5 @@ class ViT1d(_TokenEncoder):
         self.patch_size = patch
         self.register_buffer("pos", sincos_pos_embed(dim, self.grid)[None], persistent=False)
 
-    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode(self.patch_embed(x).transpose(1, 2) + self.pos, keep)
+    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None, with_registers: bool = False) -> torch.Tensor:
+        return self.encode(self.patch_embed(x).transpose(1, 2) + self.pos, keep, with_registers)

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,8 @@ SKIPPED = "selfsup.skipped_checkpoints"
 """Checkpoints a restart found damaged or missing and skipped, with why (JSON list)."""
 CHECKPOINT = "selfsup.checkpoint"
 """The run's latest checkpoint directory (``state.pt``), updated every epoch."""
+CONTINUES = "selfsup.continues"
+"""The run a ``selfsup train --from`` run continues (also its MLflow parent)."""
 COMPILE = "selfsup.compile"
 """Whether the run's step is compiled (``train.compile``): ``on``, ``off``, or ``fallback: <reason>``."""
 INPUT_SHAPE, GROUPS = "selfsup.input_shape", "selfsup.table_groups"

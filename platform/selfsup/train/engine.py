@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 from torch import nn
@@ -122,6 +123,42 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def infinite_lr_factor(
+    step: int,
+    warmup_steps: int,
+    cooldown_steps: int,
+    constant_ratio: float,
+    anneal_start: int | None = None,
+    anneal_steps: int = 0,
+    min_ratio: float = 0.0,
+) -> float:
+    """The infinite learning-rate schedule (Ibrahim et al. 2024, https://arxiv.org/abs/2403.08763,
+    sec. 7; for continual self-supervised pretraining, Singh et al. 2025,
+    https://arxiv.org/abs/2503.02844, eq. 1), as a factor of the peak rate ``eta_max``:
+
+    - warmup, ``step < W``: linear to 1 (``(step + 1) / W``);
+    - cooldown, ``W <= step < W + C``: ``r + (1 - r) (1 + cos(pi (step - W) / C)) / 2`` down to
+      ``r = eta_const / eta_max``;
+    - constant, for as long as training goes: ``r``;
+    - annealing, from step ``anneal_start`` for ``anneal_steps`` steps:
+      ``f0 (m / f0) ** ((step - anneal_start + 1) / anneal_steps)``, exponential from ``f0`` (the
+      factor at ``anneal_start``, ``r`` once the cooldown is over) to ``m = eta_min / eta_max``,
+      which the annealing's last step uses.
+
+    No step depends on a planned end of training except the annealing, which can start at any
+    step: a checkpoint taken in the constant phase can be annealed, or trained on further.
+    """
+    if anneal_steps > 0 and anneal_start is not None and step >= anneal_start:
+        f0 = infinite_lr_factor(anneal_start, warmup_steps, cooldown_steps, constant_ratio)
+        return f0 * (min_ratio / f0) ** min(1.0, (step - anneal_start + 1) / anneal_steps)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step < warmup_steps + cooldown_steps:
+        t = (step - warmup_steps) / cooldown_steps
+        return constant_ratio + (1 - constant_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return constant_ratio
+
+
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``target <- momentum * target + (1 - momentum) * online`` for parameters; buffers copied."""
@@ -171,8 +208,9 @@ class Engine:
     """Runs optimisation steps of a method.
 
     ``model`` is what forward is called on (the method, or its DDP wrapper); ``method`` the
-    unwrapped method, whose ``after_step(progress)`` runs after each step. The learning rate of
-    each group is ``base_lr * lr_factor(step)``, set before the step; with ``weight_decay_end``
+    unwrapped method, whose ``after_step(progress)`` runs after each step (``progress =
+    step / total_steps``). The learning rate of each group is ``base_lr * lr_factor(step)`` (or
+    ``base_lr * lr_schedule(step)``, e.g. :func:`infinite_lr_factor`), set before the step; with ``weight_decay_end``
     the weight decay of every decayed group follows a cosine from its base value to it.
 
     With ``compile`` the forward and backward run through ``torch.compile(model)`` (TorchDynamo
@@ -202,11 +240,13 @@ class Engine:
         compile: bool = False,
         compile_backend: str | object = "inductor",
         channels_last: bool = False,
+        lr_schedule: Callable[[int], float] | None = None,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; available: fp32, bf16")
         self.model, self.method, self.optimizer = model, method, optimizer
         self.total_steps, self.warmup_steps, self.min_lr_ratio = total_steps, warmup_steps, min_lr_ratio
+        self.lr_schedule = lr_schedule
         self.precision, self.grad_clip = precision, grad_clip
         self.device = torch.device(device)
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -237,7 +277,10 @@ class Engine:
     def train_step(self, batch) -> dict[str, float]:
         """One optimisation step; returns the method's scalars plus ``lr`` (and ``grad_norm``
         when clipping)."""
-        factor = lr_factor(self.step_count, self.total_steps, self.warmup_steps, self.min_lr_ratio)
+        if self.lr_schedule is not None:
+            factor = self.lr_schedule(self.step_count)
+        else:
+            factor = lr_factor(self.step_count, self.total_steps, self.warmup_steps, self.min_lr_ratio)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         if self.weight_decay_end is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import NamedTuple
 
 import ray
 import yaml
@@ -64,17 +66,19 @@ def train_loop(config: dict) -> None:
     loop(config)
 
 
-def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None, data=None) -> ray.train.Result:
+def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | None = None, data=None, continues: str | None = None) -> ray.train.Result:
     """Run ``cfg`` on ``scaling.num_workers`` Ray Train workers; a run ``name`` that already has
     checkpoints under ``train.storage_path`` resumes from the newest complete one. ``data``: the
-    dataset ``cfg`` loads, in Ray's object store (an ``ObjectRef``), or None for each worker to load it."""
+    dataset ``cfg`` loads, in Ray's object store (an ``ObjectRef``), or None for each worker to load it.
+    ``continues``: the checkpoint a run without checkpoints of its own starts from (``--from``)."""
     s = cfg.scaling
     warning = checkpoints.check_record(storage.join(cfg.train.storage_path, name))
     if warning:
         print(f"[selfsup] WARNING: {warning}", flush=True)
     trainer = Trainer(
         train_loop,
-        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name, "data": data, "launched": time.time()},
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name, "data": data, "launched": time.time(),
+                           "continues": continues},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(
             name=name,
@@ -99,10 +103,10 @@ def open_run(cfg: ExperimentConfig, run_name: str, tags: dict[str, str], experim
     return run_id
 
 
-def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None) -> ray.train.Result:
+def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None, continues: str | None = None) -> ray.train.Result:
     """:func:`fit` with the MLflow run ended truthfully: FINISHED, FAILED, or KILLED on Ctrl-C."""
     try:
-        result = fit(cfg, run_id, name, data=data)
+        result = fit(cfg, run_id, name, data=data, continues=continues)
     except KeyboardInterrupt:
         runs.end_run(cfg.tracking.uri, run_id, "KILLED")
         raise
@@ -113,12 +117,58 @@ def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None) -> ray
     return result
 
 
-def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False) -> dict:
+class Continued(NamedTuple):
+    """The run a ``--from`` run continues: its MLflow run, experiment and newest checkpoint."""
+
+    run_id: str
+    experiment: str
+    checkpoint: str
+
+
+def check_continuation(cfg: ExperimentConfig, from_run: str, source: str) -> Continued:
+    """What ``selfsup train --from RUN`` continues, checked before Ray starts: a FINISHED run of
+    the tracking store with a readable checkpoint whose weights fit ``cfg``'s model and method,
+    under the infinite schedule (a cosine schedule ends where its run ends). One-line
+    :class:`ConfigError` otherwise."""
+    from selfsup.train.worker import build
+
+    where = f"{source}: --from {from_run}"
+    if cfg.optim.schedule != "infinite":
+        raise ConfigError(f"{where}: continuing needs optim.schedule: infinite (a cosine schedule has decayed to its end with the run)")
+    try:
+        run = runs.client(cfg.tracking.uri).get_run(from_run)
+    except Exception as exc:  # MLflow raises its own types for a run id it does not know
+        raise ConfigError(f"{where}: no such run in {cfg.tracking.uri} ({type(exc).__name__})") from None
+    if run.info.status != "FINISHED":
+        raise ConfigError(f"{where}: the run is {run.info.status}, not FINISHED (resume it instead)")
+    path = run.data.tags.get(runs.CHECKPOINT)
+    if not path:
+        raise ConfigError(f"{where}: the run has no checkpoint ({runs.CHECKPOINT} tag)")
+    try:
+        state = checkpoints.read(path)
+    except checkpoints.CheckpointError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    shape = tuple(json.loads(run.data.tags.get(runs.INPUT_SHAPE, "[]")))
+    groups = json.loads(run.data.tags.get(runs.GROUPS, "null"))
+    try:
+        build(cfg, shape, tuple(groups) if groups else None).load_state_dict(state["engine"]["method"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{where}: its checkpoint does not fit this config's model and method: {first}") from None
+    experiment = runs.client(cfg.tracking.uri).get_experiment(run.info.experiment_id).name
+    return Continued(from_run, experiment, path)
+
+
+def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False, from_run: str | None = None) -> dict:
     """The ``selfsup train`` verb: one tracked run; returns the final metrics. The console shows
     a bar per epoch; Ray's and Train's own output goes to ``train.log`` beside the run's
-    checkpoints (a local storage path) or ``./selfsup-logs/`` (with ``verbose``: to the console)."""
+    checkpoints (a local storage path) or ``./selfsup-logs/`` (with ``verbose``: to the console).
+    ``from_run``: an MLflow run id this run continues (``--from``): it starts from that run's
+    newest checkpoint (weights, optimizer, EMA targets, the schedule's step), in that run's
+    experiment as its child."""
     cfg = resolve_paths(cfg)
     data = preflight(cfg, source)
+    previous = check_continuation(cfg, from_run, source) if from_run else None
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")
     header = (f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
@@ -127,9 +177,12 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
         init_ray(ray_temp_dir)
         check_cluster(cfg, source)
         runs.set_patience(cfg.tracking.patience_s)
-        run_id = open_run(cfg, name, {runs.ROLE: "run"}, cfg.tracking.experiment or cfg.name)
+        tags = {runs.ROLE: "run"}
+        if previous:
+            tags.update({runs.PARENT: previous.run_id, runs.CONTINUES: previous.run_id})
+        run_id = open_run(cfg, name, tags, previous.experiment if previous else cfg.tracking.experiment or cfg.name)
         with EpochProgress(console, cfg.tracking.uri, run_id, cfg.train.epochs):
-            result = run_tracked(cfg, run_id, name, ray.put(data))
+            result = run_tracked(cfg, run_id, name, ray.put(data), previous.checkpoint if previous else None)
     metrics = dict(result.metrics or {})
     print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
     for key in sorted(k for k in metrics if "/" in k or k == "epoch"):

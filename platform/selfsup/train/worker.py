@@ -20,6 +20,7 @@ import logging
 import math
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,12 @@ from selfsup.data.datasets import load_dataset
 from selfsup.data.views import Unchanged, ViewCollate, build_views
 from selfsup.methods import Method, build_method
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
-from selfsup.models.backbones import build_backbone, enable_grad_checkpointing
+from selfsup.models.backbones import build_backbone
 from selfsup.models.saved import backbone_kwargs
+from selfsup.models.tokens import enable_grad_checkpointing
 from selfsup.tracking import runs
 from selfsup.train import checkpoints, sharding
-from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last
+from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
 COLLAPSED = "collapsed"
 LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
@@ -188,9 +190,24 @@ def lidar_aug_view(cfg: ExperimentConfig, data):
     return lambda x: maker(x)[1]
 
 
+def set_schedule(engine: Engine, cfg: ExperimentConfig, steps_per_epoch: int, first_step: int) -> None:
+    """The run's learning-rate schedule over its steps ``first_step ..`` (0, or where the run it
+    continues ended): cosine over the run, or the infinite schedule, whose phases count from the
+    first run of the chain and whose anneal is the run's last ``optim.anneal_epochs``."""
+    o = cfg.optim
+    engine.total_steps = first_step + cfg.train.epochs * steps_per_epoch
+    if o.schedule == "infinite":
+        anneal = round(o.anneal_epochs * steps_per_epoch)
+        engine.lr_schedule = partial(
+            infinite_lr_factor, warmup_steps=round(o.warmup_epochs * steps_per_epoch), cooldown_steps=round(o.cooldown_epochs * steps_per_epoch),
+            constant_ratio=o.constant_lr_ratio, anneal_start=engine.total_steps - anneal, anneal_steps=anneal, min_ratio=o.min_lr_ratio,
+        )
+
+
 def train_loop(config: dict) -> None:
     """Ray Train entry point. ``config = {"experiment": ExperimentConfig dump, "run_id": MLflow run,
-    "train_run": the Train run's name, "data": the loaded dataset in Ray's object store or None}``
+    "train_run": the Train run's name, "data": the loaded dataset in Ray's object store or None,
+    "continues": the checkpoint of the run this one continues (``selfsup train --from``) or None}``
     (its checkpoints land in ``train.storage_path/train_run``). The driver loads the dataset once
     (it checks it before Ray starts) and shares it with every worker of every trial that loads the
     same (``DataConfig.load_args``); without it, each worker loads its own."""
@@ -257,6 +274,7 @@ def train_loop(config: dict) -> None:
     start = 0
     run_dir = storage.join(cfg.train.storage_path, config["train_run"])
     state, path, problems = checkpoints.newest_readable(run_dir, device)
+    continues = config.get("continues")
     tags = runs.get_run(cfg.tracking.uri, run_id).tags if rank == 0 and run_id else {}
     latest = tags.get(runs.CHECKPOINT)
     if latest and latest != path and not storage.exists(latest):
@@ -271,6 +289,11 @@ def train_loop(config: dict) -> None:
         record[runs.RESUMED] = start
         if rank == 0:
             print(f"[selfsup] resumed from the checkpoint of epoch {start} ({path})", flush=True)
+    elif continues:
+        engine.load_state_dict(checkpoints.read(continues, device)["engine"])
+        if rank == 0:
+            print(f"[selfsup] continuing from {continues} at step {engine.step_count} of its schedule", flush=True)
+    set_schedule(engine, cfg, steps_per_epoch, first_step=engine.step_count - start * steps_per_epoch)
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     nodes = worker_nodes(world)
