@@ -1,5 +1,6 @@
 """Step throughput of every method at its paper configuration, on one device: the pure-PyTorch engine
-(no Ray, no MLflow, no pydantic: it runs on a bare GPU image with torch, timm and PyYAML).
+(no Ray, no MLflow: it runs on a bare GPU image with torch, timm and PyYAML, plus pydantic, which the method files
+import for their config sections: ``benchmarks/device_wheels.sh`` fetches its wheels to carry there).
 
 Each method's configuration is its ``examples/cluster/`` YAML (method section, model, input size, optimizer;
 the batch per device is the YAML's global batch over its workers), with ViT-B/16 at 224 for every ViT method
@@ -39,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from selfsup.methods import build_method  # noqa: E402
+from selfsup.methods import METHODS, build_method  # noqa: E402
 from selfsup.models.backbones import build_backbone  # noqa: E402
 from selfsup.models.saved import backbone_kwargs  # noqa: E402
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last  # noqa: E402
@@ -48,6 +49,7 @@ CONFIGS = {
     "simclr": "simclr_imagenet.yaml", "byol": "byol_imagenet.yaml", "vicreg": "vicreg_imagenet.yaml",
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
+    "timedrl": "timedrl_ecg.yaml",
 }
 VIT_B = "vit_base_patch16_224"
 MODES = ("engine", "eager bf16", "eager fp32")  # run in this order: what matters first if the budget runs out
@@ -63,6 +65,7 @@ SMOKE_METHOD = {
     "mae": dict(decoder_dim=16, decoder_depth=1, decoder_heads=2),
     "tjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, min_block=2),
+    "timedrl": dict(),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -79,7 +82,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (3, size, size)
         if "vit" in model["timm_name"]:
             model["timm_name"] = VIT_B
-    elif name == "sjepa":
+    elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
         shape = (len(data["columns"]["numerical"]),)
@@ -92,8 +95,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
         else:
             model.update(embed_dim=16, depth=1, heads=2)
-            shape = (2, 200) if name == "sjepa" else shape
-    n_views = 1 if name in ("ijepa", "mae", "tjepa", "sjepa") else 2
+            shape = (2, 200) if model["backbone"] == "vit1d" else shape
+    n_views = METHODS[name].n_views
     label = model.get("timm_name") or f"{model['backbone']} {model['embed_dim']}x{model['depth']}"
     return dict(model=model, params=params, shape=shape, n_views=n_views, local=local, batch=batch, optim=optim, label=label)
 
@@ -287,8 +290,8 @@ def main(argv=None) -> int:
                 print(f"{method:<12} {mode:<11} {row['note']}", flush=True)
             finally:
                 release(device)
-    heavy = sorted(m for m in ("ray", "mlflow", "pydantic", "optuna") if m in sys.modules)
-    print(f"\nimported: {'none of ray, mlflow, pydantic, optuna' if not heavy else ', '.join(heavy)}; wall {time.perf_counter() - started:.0f} s")
+    heavy = sorted(m for m in ("ray", "mlflow", "optuna") if m in sys.modules)
+    print(f"\nimported: {'none of ray, mlflow, optuna' if not heavy else ', '.join(heavy)}; wall {time.perf_counter() - started:.0f} s")
     print(table(rows, peak))
     summary = targets(rows, peak)
     if summary and not args.smoke:

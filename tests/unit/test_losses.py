@@ -14,6 +14,7 @@ from selfsup.methods.mae import mae_loss, patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sjepa import sjepa_loss
+from selfsup.methods.timedrl import instance_norm, patches, timedrl_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
 from selfsup.models.tokens import sincos_pos_embed
 from selfsup.models.transformers import FeatureTransformer, ViT1d
@@ -245,3 +246,31 @@ def test_vit1d_patches_time_across_all_channels():
     assert torch.allclose(net.patch_embed(x).transpose(1, 2)[:, 0], first, atol=1e-6)
     with pytest.raises(ValueError, match="patch_size 30 does not divide the signal length 100"):
         ViT1d(3, 100, 30, 8, 1, 2)
+
+
+def test_timedrl_loss_hand_computed():
+    """predictive: MSE of each pass's reconstruction, averaged; contrastive: -(cos(sg(i1), p2) +
+    cos(sg(i2), p1)) / 2; loss = predictive + w contrastive; nothing flows into the embeddings
+    through the stop-gradient side."""
+    target = torch.zeros(1, 2, 2)
+    r1, r2 = torch.ones(1, 2, 2), torch.full((1, 2, 2), 2.0)  # MSE 1 and 4
+    i1 = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    i2 = torch.tensor([[0.0, 1.0]], requires_grad=True)
+    p1 = torch.tensor([[1.0, 1.0]], requires_grad=True)  # cos(i2, p1) = 1/sqrt(2)
+    p2 = torch.tensor([[3.0, 0.0]], requires_grad=True)  # cos(i1, p2) = 1
+    out = timedrl_loss(target, (r1, r2), (i1, i2), (p1, p2), contrastive_weight=0.5)
+    assert out["predictive"].item() == pytest.approx(2.5)
+    assert out["contrastive"].item() == pytest.approx(-(1 + 1 / math.sqrt(2)) / 2)
+    assert out["loss"].item() == pytest.approx(2.5 - 0.5 * (1 + 1 / math.sqrt(2)) / 2)
+    out["loss"].backward()
+    assert i1.grad is None and i2.grad is None and p1.grad is not None  # the embeddings are the stop-gradient side
+
+
+def test_timedrl_patches_and_instance_norm():
+    x = torch.arange(2 * 2 * 6, dtype=torch.float32).reshape(2, 2, 6)  # (B, C, T)
+    p = patches(x, 3)
+    assert p.shape == (2, 2, 6)
+    assert p[0, 1].tolist() == [3.0, 4.0, 5.0, 9.0, 10.0, 11.0]  # patch 1: samples 3-5 of channel 0, then of channel 1
+    n = instance_norm(torch.randn(4, 3, 50) * 5 + 2)
+    assert torch.allclose(n.mean(dim=-1), torch.zeros(4, 3), atol=1e-5)
+    assert torch.allclose(n.std(dim=-1, unbiased=False), torch.ones(4, 3), atol=1e-3)

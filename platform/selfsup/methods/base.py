@@ -58,6 +58,9 @@ class Method(nn.Module):
     """Needs a timm ViT (``model.timm_name: vit_*``): it works on patch tokens."""
     masked: ClassVar[bool] = False
     """Sees one view and masks (``masks()``) instead of two augmented views."""
+    n_views: ClassVar[int] = 2
+    """Views of each sample in a training batch (``batch["views"]``): 1 for the masked methods and
+    TimeDRL, whose randomness is their own."""
     encoder: str = "backbone"
     """The submodule whose features ``embed`` returns, and that ``selfsup export`` writes out (the
     JEPAs evaluate their EMA target encoder, ``target``)."""

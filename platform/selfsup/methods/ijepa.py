@@ -88,6 +88,7 @@ class IJEPA(Method):
     backbones = ("timm",)
     vit = True
     masked = True
+    n_views = 1
     encoder = "target"
     unused_parameters = True
 

@@ -71,6 +71,7 @@ class MAE(Method):
     backbones = ("timm",)
     vit = True
     masked = True
+    n_views = 1
     unused_parameters = True
 
     def __init__(

@@ -66,6 +66,7 @@ class SignalJEPA(Method):
     recipes = ("none", "signal")
     backbones = ("vit1d",)
     masked = True
+    n_views = 1
     encoder = "target"
 
     def __init__(

@@ -68,6 +68,7 @@ class TJEPA(Method):
     recipes = ("none",)
     backbones = ("ft_transformer",)
     masked = True
+    n_views = 1
     encoder = "target"
 
     def __init__(

@@ -36,7 +36,7 @@ from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
 from selfsup.data.views import Unchanged, ViewCollate, build_views
-from selfsup.methods import Method, build_method
+from selfsup.methods import METHODS, Method, build_method
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
 from selfsup.models.saved import backbone_kwargs
@@ -158,7 +158,7 @@ def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, reci
 
 def training_views(cfg: ExperimentConfig, data):
     """The view maker of the training batches (one view and masks for the masked methods)."""
-    n_views = 1 if cfg.method.name in MASKED else 2
+    n_views = METHODS[cfg.method.name].n_views
     return view_maker(cfg, data, n_views, cfg.data.local_crops, batched=cfg.data.augment_on == "device")
 
 
