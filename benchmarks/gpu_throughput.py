@@ -49,8 +49,10 @@ CONFIGS = {
     "simclr": "simclr_imagenet.yaml", "byol": "byol_imagenet.yaml", "vicreg": "vicreg_imagenet.yaml",
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
-    "timedrl": "timedrl_ecg.yaml",
+    "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml",
 }
+CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
+"""One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
 VIT_B = "vit_base_patch16_224"
 MODES = ("engine", "eager bf16", "eager fp32")  # run in this order: what matters first if the budget runs out
 TARGET_IJEPA = 3200.0  # img/s, I-JEPA ViT-B/16 bf16 batch 128 on one H200 (3x the reference implementation)
@@ -66,6 +68,7 @@ SMOKE_METHOD = {
     "tjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, min_block=2),
     "timedrl": dict(),
+    "twotower": dict(projector=[32, 16]),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -85,7 +88,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
     elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
-        shape = (len(data["columns"]["numerical"]),)
+        columns = data["columns"]
+        shape = (len(columns["numerical"]) + sum(CATEGORIES[c] for c in columns.get("categorical", [])),)
     if smoke:
         params.update(SMOKE_METHOD[name])
         batch, local = 8, (2, 16) if local[0] else (0, 0)

@@ -65,6 +65,8 @@ def fake_data(cfg, root: Path) -> str:
 
         c = cfg.data.columns
         frame = pd.DataFrame({name: np.random.default_rng(0).normal(size=40) for name in c.numerical})
+        for name in c.categorical:
+            frame[name] = np.array(["a", "b", "c"])[np.arange(40) % 3]
         frame[c.label] = np.arange(40) % 2
         frame.to_parquet(root / "table.parquet")
         return str(root / "table.parquet")

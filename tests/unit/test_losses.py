@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sjepa import sjepa_loss
 from selfsup.methods.timedrl import instance_norm, patches, timedrl_loss
+from selfsup.methods.twotower import ComplementaryMasks, column_codes, mutual_information, two_tower_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
 from selfsup.models.tokens import sincos_pos_embed
 from selfsup.models.transformers import FeatureTransformer, ViT1d
@@ -274,3 +276,36 @@ def test_timedrl_patches_and_instance_norm():
     n = instance_norm(torch.randn(4, 3, 50) * 5 + 2)
     assert torch.allclose(n.mean(dim=-1), torch.zeros(4, 3), atol=1e-5)
     assert torch.allclose(n.std(dim=-1, unbiased=False), torch.ones(4, 3), atol=1e-3)
+
+
+def test_two_tower_loss_hand_computed():
+    """Eq. (1) with tau = 1 and orthogonal rows: each row's own pair has cosine 1, the other 0, so
+    the loss is -log(e / (e + 1)); the other rows of the global batch are the negatives."""
+    z = torch.eye(2)
+    assert two_tower_loss(z, 2 * z, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    everyone = torch.cat([z, torch.tensor([[1.0, 0.0]])])  # a third row elsewhere, like row 0
+    row0 = -1 + math.log(math.exp(1) + math.exp(0) + math.exp(1))  # row 0 against rows 0, 1, 2
+    row1 = -1 + math.log(math.exp(0) + math.exp(1) + math.exp(0))
+    assert two_tower_loss(z, z, 1.0, everyone, offset=0).item() == pytest.approx((row0 + row1) / 2)
+
+
+def test_mutual_information_of_columns():
+    a = np.array([0, 0, 1, 1] * 25)
+    b = np.array([0, 1, 0, 1] * 25)  # independent of a
+    mi = mutual_information(np.stack([a, a.copy(), b], axis=1))
+    assert mi[0, 1] == pytest.approx(math.log(2)) and mi[0, 0] == pytest.approx(math.log(2))  # a copy: its entropy
+    assert mi[0, 2] == pytest.approx(0.0, abs=1e-12) and np.allclose(mi, mi.T)
+    # a one-hot block is one column (its category), a numerical column its quantile bin
+    x = np.array([[1, 0, 0, 0.1], [0, 1, 0, 5.0], [0, 0, 1, 9.0], [1, 0, 0, 0.2]])
+    codes = column_codes(x, (3, 1), bins=2)
+    assert codes[:, 0].tolist() == [0, 1, 2, 0] and codes[:, 1].tolist() == [0, 1, 1, 0]
+
+
+def test_correlated_masks_hide_a_correlated_group_and_complement():
+    mi = torch.zeros(6, 6)
+    mi[:3, :3] = mi[3:, 3:] = 1.0  # two groups of columns that predict each other
+    hidden = ComplementaryMasks(mi, correlated=1.0)(200, torch.Generator().manual_seed(0))["hidden"]
+    assert (hidden.sum(dim=1) == 3).all()
+    assert all(row.tolist() in ([True] * 3 + [False] * 3, [False] * 3 + [True] * 3) for row in hidden)
+    rfm = ComplementaryMasks(mi, correlated=0.0)(200, torch.Generator().manual_seed(0))["hidden"]
+    assert (rfm.sum(dim=1) == 3).all() and len({tuple(r.tolist()) for r in rfm}) > 2  # any half, not only the groups

@@ -23,11 +23,12 @@ PARAMS = {
     "tjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, n_pred=2),
     "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, final_momentum=0.98, min_block=2),
     "timedrl": dict(dropout=0.0),  # no dropout: a compiled step draws other dropout masks than the eager one
+    "twotower": dict(projector=[32, 16]),
 }
 TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
 MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25}
-INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40)}  # a table row, a 2-channel signal; images (1, 8, 8) for the others
+INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,)}  # a table row, a 2-channel signal; images (1, 8, 8) for the others
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
 
@@ -38,6 +39,8 @@ def backbone(name):
         return build_backbone("ft_transformer", INPUT[name], 16, 0, 1, heads=2)
     if name in ("sjepa", "timedrl"):
         return build_backbone("vit1d", INPUT[name], 16, 0, 1, patch_size=4, heads=2)
+    if name == "twotower":
+        return build_backbone("mlp", INPUT[name], 16, 32, 2)
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
 
 

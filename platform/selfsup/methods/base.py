@@ -95,6 +95,11 @@ class Method(nn.Module):
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""
 
+    def prepare(self, train_x: torch.Tensor, groups: tuple[int, ...] | None) -> None:
+        """Called once before training (and before ``masks()``) with the training samples and a
+        table's column widths, for what a method computes from its data once (the two-tower
+        method's feature correlations). Every worker sees the same data, so gets the same result."""
+
     def masks(self) -> Callable[[int], dict[str, torch.Tensor]] | None:
         """For masked methods: ``masks(batch_size) -> {name: index tensor}``, added to each batch at
         collate time (DESIGN.md: masks are collate-time objects); ``None`` for the others."""

@@ -82,7 +82,7 @@ class MLP(nn.Module):
             d = width
         layers.append(nn.Linear(d, embed_dim))
         self.net = nn.Sequential(*layers)
-        self.embed_dim = embed_dim
+        self.embed_dim, self.in_features = embed_dim, in_features
 
     def forward(self, x):
         return self.net(x)
@@ -181,10 +181,8 @@ def build_backbone(
     if name == "mlp":
         return MLP(math.prod(in_shape), embed_dim, width, depth)
     if name == "ft_transformer":
-
         return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
     if name == "vit1d":
-
         return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers)
     if name == "timm":
         return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **(timm_kwargs or {}))

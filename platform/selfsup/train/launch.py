@@ -34,7 +34,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
     if cfg.train.batch_size > n:
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
     try:
-        method = build(cfg, data.shape, data.groups)
+        method = build(cfg, data.shape, data.groups, data.train.x)
         batch = make_collate(cfg, method, data)([(x,) for x in data.train.x[:2]])
         if cfg.data.augment_on == "device":
             batch["views"] = training_views(cfg, data)(batch["views"][0])

@@ -136,13 +136,17 @@ def load_data(cfg: ExperimentConfig):
     return load_dataset(**cfg.data.load_args())
 
 
-def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None) -> nn.Module:
+def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None, train_x=None) -> nn.Module:
     """Backbone + method from the config, with identical initial weights on every worker
-    (``groups``: a table's column widths, ``SplitData.groups``)."""
+    (``groups``: a table's column widths, ``SplitData.groups``); with the training samples
+    ``train_x`` (held in memory), prepared on them (``Method.prepare``)."""
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(**backbone_kwargs(cfg.model.model_dump(), in_shape, groups))
     params = cfg.method.model_dump(exclude={"name"})
-    return build_method(cfg.method.name, backbone, **params)
+    method = build_method(cfg.method.name, backbone, **params)
+    if torch.is_tensor(train_x):
+        method.prepare(train_x, groups)
+    return method
 
 
 def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, recipe: str | None = None, batched: bool = False):
@@ -224,7 +228,7 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     data = ray.get(config["data"]) if config.get("data") is not None else load_data(cfg)
-    method = build(cfg, data.shape, data.groups)
+    method = build(cfg, data.shape, data.groups, data.train.x)
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(
