@@ -49,7 +49,7 @@ CONFIGS = {
     "simclr": "simclr_imagenet.yaml", "byol": "byol_imagenet.yaml", "vicreg": "vicreg_imagenet.yaml",
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
-    "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml",
+    "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -69,6 +69,7 @@ SMOKE_METHOD = {
     "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, min_block=2),
     "timedrl": dict(),
     "twotower": dict(projector=[32, 16]),
+    "sarjepa": dict(window=2, n_windows=2, scales=[1, 2], predictor_dim=16, predictor_depth=1, predictor_heads=2),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 

@@ -14,6 +14,7 @@ from selfsup.methods.ijepa import ijepa_loss
 from selfsup.methods.mae import mae_loss, patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
+from selfsup.methods.sarjepa import LocalWindowMasks, gradient_features, half_window_sums, patch_targets
 from selfsup.methods.sjepa import sjepa_loss
 from selfsup.methods.timedrl import instance_norm, patches, timedrl_loss
 from selfsup.methods.twotower import ComplementaryMasks, column_codes, mutual_information, two_tower_loss
@@ -309,3 +310,33 @@ def test_correlated_masks_hide_a_correlated_group_and_complement():
     assert all(row.tolist() in ([True] * 3 + [False] * 3, [False] * 3 + [True] * 3) for row in hidden)
     rfm = ComplementaryMasks(mi, correlated=0.0)(200, torch.Generator().manual_seed(0))["hidden"]
     assert (rfm.sum(dim=1) == 3).all() and len({tuple(r.tolist()) for r in rfm}) > 2  # any half, not only the groups
+
+
+def test_sarjepa_gradient_by_ratio_hand_computed():
+    """The half-window sums around a pixel (the centre row/column in both halves) and the
+    gradient by ratio: zero on a constant image; across a vertical step 1 | 3 the log of the
+    ratio of the left and right sums."""
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    top, bottom, left, right = (t[0, 0, 2, 2].item() for t in half_window_sums(x, 1))
+    assert (top, bottom, left, right) == (6 + 7 + 8 + 11 + 12 + 13, 11 + 12 + 13 + 16 + 17 + 18, 6 + 11 + 16 + 7 + 12 + 17, 7 + 12 + 17 + 8 + 13 + 18)
+    flat = gradient_features(torch.full((1, 3, 8, 8), 0.5), (1, 2))
+    assert flat.shape == (1, 2, 8, 8) and torch.allclose(flat, torch.zeros_like(flat), atol=1e-6)
+    step = torch.ones(1, 1, 8, 8)
+    step[..., 4:] = 3.0
+    g = gradient_features(step, (1,), eps=0.0)
+    assert g[0, 0, 4, 3].item() == pytest.approx(abs(math.log((3 * 1 + 3 * 1) / (3 * 1 + 3 * 3))))  # columns 2-3 vs 3-4
+    assert g[0, 0, 4, 0].item() == pytest.approx(0.0, abs=1e-6)  # far from the edge
+    d = gradient_features(step, (1,), operator="difference")
+    assert d[0, 0, 4, 3].item() == pytest.approx(abs((6 - 12) / 6))
+
+
+def test_sarjepa_targets_and_local_windows():
+    feats = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)  # 2 scales, 4x4 pixels
+    t = patch_targets(feats, 2)
+    assert t.shape == (1, 4, 8) and t[0, 1].tolist() == [2, 3, 6, 7, 18, 19, 22, 23]  # patch (0, 1): scale 0 then 1
+    context, hidden = LocalWindowMasks((6, 6), window=3, n_windows=2, mask_ratio=0.8)(50, torch.Generator().manual_seed(0))
+    assert context.shape == (50, 2, 2) and hidden.shape == (50, 2, 7)
+    cells = torch.cat([context, hidden], dim=-1)
+    rows, cols = cells // 6, cells % 6
+    assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()  # one 3x3 window
+    assert all(len(set(w.tolist())) == 9 for w in cells.flatten(0, 1))

@@ -24,6 +24,7 @@ PARAMS = {
     "sjepa": dict(predictor_dim=16, predictor_depth=1, predictor_heads=2, base_momentum=0.9, final_momentum=0.98, min_block=2),
     "timedrl": dict(dropout=0.0),  # no dropout: a compiled step draws other dropout masks than the eager one
     "twotower": dict(projector=[32, 16]),
+    "sarjepa": dict(window=2, n_windows=2, scales=[1], predictor_dim=16, predictor_depth=1, predictor_heads=2),
 }
 TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
@@ -33,7 +34,7 @@ VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="a
 
 
 def backbone(name):
-    if name in ("ijepa", "mae"):
+    if name in ("ijepa", "mae", "sarjepa"):
         return build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
     if name == "tjepa":
         return build_backbone("ft_transformer", INPUT[name], 16, 0, 1, heads=2)

@@ -34,6 +34,7 @@ PROJECTOR_RANK = {"dino": 10}  # of DINO's prototype scores; 20 for the projecti
 MASKED = {
     "ijepa": dict(predictor_dim=64, predictor_depth=1, predictor_heads=4, n_pred=4, min_keep=4),
     "mae": dict(decoder_dim=64, decoder_depth=1, decoder_heads=4, norm_pix_loss=False),
+    "sarjepa": dict(window=3, n_windows=2, mask_ratio=0.6, scales=[1, 2], predictor_dim=64, predictor_depth=1, predictor_heads=4),
 }
 VIT = dict(depth=2, embed_dim=64, num_heads=4, class_token=False, global_pool="avg", fc_norm=False)
 
