@@ -50,6 +50,7 @@ CONFIGS = {
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
+    "seqjepa": "seqjepa_imagenet.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -70,6 +71,7 @@ SMOKE_METHOD = {
     "timedrl": dict(),
     "twotower": dict(projector=[32, 16]),
     "sarjepa": dict(window=2, n_windows=2, scales=[1, 2], predictor_dim=16, predictor_depth=1, predictor_heads=2),
+    "seqjepa": dict(action_dim=16, depth=1, heads=2, predictor_hidden=32),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -118,9 +120,11 @@ def make_batches(method, setup: dict, device, count: int) -> list[dict]:
     masks = method.masks()
     batches = []
     for _ in range(count):
-        views = [torch.randn(b, *shape, device=device) for _ in range(setup["n_views"])]
+        pixels = len(shape) == 3  # images are intensities in [0, 1]; signals and table rows standardised
+        draw = torch.rand if pixels else torch.randn
+        views = [draw(b, *shape, device=device) for _ in range(setup["n_views"])]
         n_local, size = setup["local"]
-        views += [torch.randn(b, shape[0], size, size, device=device) for _ in range(n_local)]
+        views += [draw(b, shape[0], size, size, device=device) for _ in range(n_local)]
         batch = {"views": views}
         if masks is not None:
             batch.update({k: (v.to(device) if torch.is_tensor(v) else [t.to(device) for t in v]) for k, v in masks(b).items()})

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.batch_views import transformed_view
 from selfsup.methods.barlowtwins import barlow_twins_loss
 from selfsup.methods.byol import byol_loss
 from selfsup.methods.dino import dino_loss, koleo_loss
@@ -15,6 +16,7 @@ from selfsup.methods.mae import mae_loss, patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sarjepa import LocalWindowMasks, gradient_features, half_window_sums, patch_targets
+from selfsup.methods.seqjepa import relative_actions, ridge_r2, seqjepa_loss
 from selfsup.methods.sjepa import sjepa_loss
 from selfsup.methods.timedrl import instance_norm, patches, timedrl_loss
 from selfsup.methods.twotower import ComplementaryMasks, column_codes, mutual_information, two_tower_loss
@@ -340,3 +342,29 @@ def test_sarjepa_targets_and_local_windows():
     rows, cols = cells // 6, cells % 6
     assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()  # one 3x3 window
     assert all(len(set(w.tolist())) == 9 for w in cells.flatten(0, 1))
+
+
+def test_seqjepa_loss_actions_and_equivariance_probe():
+    t = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert seqjepa_loss(t, 3 * t).item() == pytest.approx(0.0, abs=1e-7)
+    assert seqjepa_loss(t, t.flip(1)).item() == pytest.approx(1.0)  # orthogonal pairs
+    a = torch.tensor([[[0.0], [1.0], [3.0], [6.0]]])  # parameters of views 1..4 (M = 3 observed)
+    steps, to_next = relative_actions(a)
+    assert steps.flatten().tolist() == [1.0, 2.0, 0.0] and to_next.flatten().tolist() == [3.0]
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(400, 3, generator=g)
+    x = torch.cat([y @ torch.randn(3, 8, generator=g), torch.randn(400, 4, generator=g)], dim=1) + 0.01 * torch.randn(400, 12, generator=g)
+    assert ridge_r2(x, y) > 0.99
+    assert ridge_r2(torch.randn(400, 12, generator=g), y) < 0.1
+
+
+def test_transformed_view_returns_the_parameters_that_made_it():
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 8, 8)
+    views, params = transformed_view(x, 8, jitter=0.0)
+    assert views.shape == (5, 1, 8, 8) and params.shape == (5, 6)
+    theta = torch.zeros(5, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = params[:, :4].unbind(1)
+    grid = F.affine_grid(theta, [5, 1, 8, 8], align_corners=False)
+    assert torch.allclose(views, F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp(0, 1))
+    assert torch.equal(params[:, 4:], torch.ones(5, 2))  # no jitter: factors 1

@@ -25,10 +25,12 @@ PARAMS = {
     "timedrl": dict(dropout=0.0),  # no dropout: a compiled step draws other dropout masks than the eager one
     "twotower": dict(projector=[32, 16]),
     "sarjepa": dict(window=2, n_windows=2, scales=[1], predictor_dim=16, predictor_depth=1, predictor_heads=2),
+    "seqjepa": dict(views=2, action_dim=8, depth=1, heads=2, predictor_hidden=16, base_momentum=0.9),
 }
-TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target"}
+TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
-MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25}
+MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
+EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
 INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,)}  # a table row, a 2-channel signal; images (1, 8, 8) for the others
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
@@ -64,7 +66,7 @@ def test_cosine_momentum():
 def test_step_updates_online_and_ema_only(name):
     torch.manual_seed(0)
     method = build_method(name, backbone(name), **PARAMS[name])
-    assert method.embed(sample(name, 3)).shape == (3, method.backbone.embed_dim)
+    assert method.embed(sample(name, 3)).shape == (3, method.backbone.embed_dim + EMBED_EXTRA.get(name, 0))
     assert method.project(sample(name, 3)).shape[0] == 3
     before = copy.deepcopy(method.state_dict())
     engine = Engine(method, method, build_optimizer(method, lr=1e-2), total_steps=4)

@@ -72,6 +72,30 @@ def resized_crop(x: torch.Tensor, size: int, scale, ratio, flip: bool) -> torch.
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+ACTION_DIM = 6
+"""Parameters of a :func:`transformed_view`: crop width and height (fractions of the image), crop
+centre x and y (in [-1, 1] image units), brightness and contrast factors."""
+
+
+def transformed_view(
+    x: torch.Tensor, size: int, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), jitter: float = 0.4, u: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random resized crop with brightness and contrast jitter of every image ``(B, C, H, W)``,
+    and the parameters that made each view ``(B, ACTION_DIM)`` (seq-JEPA's actions, and what an
+    equivariance probe predicts): ``(views (B, C, size, size), params)``. ``u``: the uniform draws
+    ``(B, 7)`` to use (5 for the crop, as :func:`crop_theta` reads them, then brightness and
+    contrast), e.g. made at collate time; drawn here if not given."""
+    b = x.shape[0]
+    u = torch.rand(b, 7, device=x.device) if u is None else u.to(x.device)
+    theta = crop_theta(u[:, :5], scale, ratio, flip=False)
+    grid = F.affine_grid(theta.to(x.dtype), [b, x.shape[1], size, size], align_corners=False)
+    views = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    fb, fc = 1 - jitter + 2 * jitter * u[:, 5], 1 - jitter + 2 * jitter * u[:, 6]
+    views = contrast(brightness(views, fb.view(b, 1, 1, 1).to(x.dtype)), fc.view(b, 1, 1, 1).to(x.dtype))
+    params = torch.stack([theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2], fb, fc], dim=1)
+    return views, params
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma ``(B, 1, H, W)`` of RGB images."""
     r, g, b = x.unbind(dim=1)

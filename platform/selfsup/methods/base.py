@@ -95,6 +95,12 @@ class Method(nn.Module):
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""
 
+    @torch.no_grad()
+    def label_free_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """Metrics of this method's own, on the evaluation subset ``x`` ``(N, ...)`` (on the
+        device), added to the panel's (seq-JEPA's equivariance probe); none by default."""
+        return {}
+
     def prepare(self, train_x: torch.Tensor, groups: tuple[int, ...] | None) -> None:
         """Called once before training (and before ``masks()``) with the training samples and a
         table's column widths, for what a method computes from its data once (the two-tower

@@ -51,9 +51,11 @@ def half_window_sums(x: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
 def gradient_features(x: torch.Tensor, scales: tuple[int, ...], operator: str = "ratio", eps: float = 1e-2) -> torch.Tensor:
     """The gradient magnitude of the channel mean of ``x`` ``(B, C, H, W)`` at each radius in
     ``scales``: ``(B, S, H, W)``. ``ratio``: ``log`` of the ratio of opposite half-window sums (each
-    pixel plus ``eps``, the reference's offset); ``difference``: their difference over the
-    half-window's size."""
+    pixel plus ``eps``, the reference's offset; intensities are amplitudes, so negative values are
+    clipped to 0); ``difference``: their difference over the half-window's size."""
     gray = x.float().mean(dim=1, keepdim=True)
+    if operator == "ratio":
+        gray = gray.clamp_min(0)
     out = []
     for r in scales:
         top, bottom, left, right = half_window_sums(gray + eps if operator == "ratio" else gray, r)

@@ -94,6 +94,7 @@ def evaluate(
                 zl = embed_all(method.view_embed, lidar_views(view, lidar_x, lidar_q), device)
                 if aug_view is not None:
                     za = embed_all(method.embed, lidar_views(aug_view, lidar_x, lidar_q), device)
+        extra = method.label_free_metrics(eval_x.to(device))
         feats = None
         if probe is not None:
             x_tr, y_tr, x_te, y_te = probe
@@ -110,6 +111,7 @@ def evaluate(
             result["label_free/lidar"] = lidar(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
         if za is not None:
             result["label_free/lidar_aug"] = lidar(torch.from_numpy(za).reshape(len(lidar_x), lidar_q, -1))
+        result.update(extra)
         if feats is not None:
             result["probe/linear_acc"] = linear_probe(*feats)
             result["probe/knn_acc"] = knn_probe(*feats, k=knn_k)
