@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
+from selfsup.errors import first_line
 
 SIGNAL_DATASETS = {
     "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
@@ -78,7 +79,7 @@ def read_record(record: Path, leads: list[str] | None, length: int, rate: float 
     try:
         rec = wfdb.rdrecord(str(record), channel_names=leads, physical=True)
     except Exception as exc:  # wfdb raises many types for unreadable records
-        raise DataError(f"{record}.hea: not a readable WFDB record ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise DataError(f"{record}.hea: not a readable WFDB record ({type(exc).__name__}: {first_line(exc)})") from None
     x = np.nan_to_num(np.asarray(rec.p_signal, dtype=np.float64)).T
     if rate and rec.fs != rate:
         from scipy.signal import resample_poly
@@ -144,7 +145,7 @@ def wfdb_folder(
         try:
             head = wfdb.rdheader(str(record))
         except Exception as exc:  # wfdb raises many types for malformed headers
-            raise DataError(f"{record}.hea: not a WFDB header ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise DataError(f"{record}.hea: not a WFDB header ({type(exc).__name__}: {first_line(exc)})") from None
         names = list(head.sig_name or [])
         if len(names) != head.n_sig or not head.n_sig:
             raise DataError(f"{record}.hea: not a WFDB header (declares {head.n_sig} signals, describes {len(names)})")

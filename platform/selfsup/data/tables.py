@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.data.splits import DataError, SplitData, split_arrays, to_split
+from selfsup.errors import first_line
 
 TABLE_DATASETS = {
     "table": "a table bundled with scikit-learn, data.path = breast_cancer | wine | iris",
@@ -56,7 +57,7 @@ def _read(path: Path, kind: str):
     try:
         return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
-        raise DataError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _numerical(frame, column: str, where: Path, impute: bool) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from selfsup import storage
+from selfsup.errors import first_line
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
 
@@ -40,7 +41,7 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
     try:
         found = bool(where) and storage.is_file(storage.join(where, checkpoints.STATE))
     except OSError as exc:  # an object store this machine cannot reach (endpoint, keys)
-        raise FileNotFoundError(f"run {run_id}: cannot read {where}: {str(exc).strip().splitlines()[0]}") from None
+        raise FileNotFoundError(f"run {run_id}: cannot read {where}: {first_line(exc)}") from None
     if not found:
         raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where or 'the run has no selfsup.checkpoint tag'})")
     try:

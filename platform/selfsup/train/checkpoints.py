@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from selfsup import storage
+from selfsup.errors import first_line
 
 STATE, MANIFEST = "state.pt", "manifest.json"
 RECORD = "checkpoint_manager_snapshot.json"
@@ -57,7 +58,7 @@ def read(path: str, map_location="cpu") -> dict:
         manifest = json.loads(storage.read_bytes(storage.join(path, MANIFEST)))
         data = storage.read_bytes(storage.join(path, STATE))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: incomplete ({str(exc).strip().splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: incomplete ({first_line(exc)})") from None
     if len(data) != manifest.get("bytes") or hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         raise CheckpointError(f"{path}: {STATE} does not match {MANIFEST} ({len(data)} bytes, manifest says {manifest.get('bytes')})")
     try:

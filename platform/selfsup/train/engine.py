@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from selfsup.errors import one_line
 from selfsup.train import sharding
 
 
@@ -188,17 +189,6 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     """Store the 4-D weights of ``module`` channels-last (NHWC), the layout cuDNN's tensor-core
     convolutions use without transposing; call before wrapping the module in DDP."""
     return module.to(memory_format=torch.channels_last)
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` of ``exc`` and of its root cause, when it wraps one
-    (compiler errors run to pages, and their first line names only the backend)."""
-    parts, seen = [], exc
-    while seen is not None:
-        text = str(seen).strip().splitlines()
-        parts.append(f"{type(seen).__name__}: {text[0] if text else ''}".rstrip(": "))
-        seen = seen.__cause__ or getattr(seen, "inner_exception", None)  # Dynamo's BackendCompilerFailed
-    return parts[0] if len(parts) == 1 else f"{parts[0]} ({parts[-1]})"
 
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup import storage
+from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
 from selfsup.console import log_path, quiet
+from selfsup.errors import first_line
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
@@ -41,7 +42,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
         with torch.no_grad():
             out = method.train()(batch)
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise ConfigError(f"{source}: model: {cfg.model.backbone} + {cfg.method.name} fails on inputs {tuple(data.shape)}: {first}") from None
     if "loss" not in out:
         raise ConfigError(f"{source}: method.name: {cfg.method.name} returned no 'loss'")
@@ -153,7 +154,7 @@ def check_continuation(cfg: ExperimentConfig, from_run: str, source: str) -> Con
     try:
         build(cfg, shape, tuple(groups) if groups else None).load_state_dict(state["engine"]["method"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise ConfigError(f"{where}: its checkpoint does not fit this config's model and method: {first}") from None
     experiment = runs.client(cfg.tracking.uri).get_experiment(run.info.experiment_id).name
     return Continued(from_run, experiment, path)
