@@ -172,7 +172,8 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     previous = check_continuation(cfg, from_run, source) if from_run else None
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")
-    header = (f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs; Ray's and Train's output: {log} "
+    continuing = f", continuing run {previous.run_id} from {previous.checkpoint}" if previous else ""
+    header = (f"run {name}: {cfg.method.name} on {cfg.data.name}, {cfg.train.epochs} epochs{continuing}; Ray's and Train's output: {log} "
               f"(--verbose shows it here)")
     with quiet(log, header, verbose) as console:
         init_ray(ray_temp_dir)
