@@ -66,12 +66,11 @@ def mutual_information(codes: np.ndarray) -> np.ndarray:
     of the integer codes ``(N, G)``, from their joint frequencies: ``(G, G)``, symmetric, the
     entropy of each column on the diagonal."""
     n, g = codes.shape
+    sizes = codes.max(axis=0) + 1
     out = np.zeros((g, g))
     for i in range(g):
         for j in range(i, g):
-            joint = np.zeros((codes[:, i].max() + 1, codes[:, j].max() + 1))
-            np.add.at(joint, (codes[:, i], codes[:, j]), 1.0)
-            p = joint / n
+            p = np.bincount(codes[:, i] * sizes[j] + codes[:, j], minlength=sizes[i] * sizes[j]).reshape(sizes[i], sizes[j]) / n
             outer = p.sum(axis=1, keepdims=True) * p.sum(axis=0, keepdims=True)
             nz = p > 0
             out[i, j] = out[j, i] = float((p[nz] * np.log(p[nz] / outer[nz])).sum())
@@ -131,10 +130,10 @@ class TwoTower(Method):
         self.register_buffer("mi", torch.zeros(backbone.in_features, backbone.in_features), persistent=False)
 
     def prepare(self, train_x: torch.Tensor, groups: tuple[int, ...] | None) -> None:
-        """The column of each input and the mutual information of every pair of columns, from (at
-        most 100,000 of) the training rows."""
+        """The column of each input and the mutual information of every pair of columns, from (a
+        fixed sample of at most 20,000 of) the training rows."""
         groups = tuple(groups or (1,) * train_x.shape[1])
-        x = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:100_000]].numpy()
+        x = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:20_000]].numpy()
         self.column = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(groups)).to(self.default.device)
         self.mi = torch.from_numpy(mutual_information(column_codes(x, groups))).float().to(self.default.device)
 
