@@ -368,9 +368,9 @@ def train_loop(config: dict) -> None:
         })
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            state = engine.state_dict() if rank == 0 or engine.sharded else None  # sharded: every rank gathers
+            engine_state = engine.state_dict() if rank == 0 or engine.sharded else None  # sharded: every rank gathers
             if rank == 0:
-                checkpoints.write(Path(tmp), {"engine": state}, epoch)
+                checkpoints.write(Path(tmp), {"engine": engine_state}, epoch)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
