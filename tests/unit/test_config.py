@@ -50,6 +50,7 @@ def test_defaults_and_overrides(tmp_path):
         ("method: {name: vicreg}\ndata: {name: mnist1d, views: none}\nmodel: {backbone: cnn1d}\n", [], "data.views 'none' does not suit method 'vicreg'"),
         ("method: {name: tjepa}\ndata: {name: table, path: wine, views: scarf}\nmodel: {backbone: ft_transformer}\n", [], "data.views 'scarf' does not suit method 'tjepa'"),
         ("method: {name: sjepa, keep: [0.5, 1.0]}\n", [], "keep must satisfy 0 < low <= high < 1"),
+        ("method: {name: seqjepa, crop_scale: [0.9, 0.2]}\n", [], "crop_scale must satisfy 0 < low <= high <= 1"),
         ("method: {name: tjepa, predictor_dim: 30, predictor_heads: 4}\n", [], "predictor_dim 30 must be divisible by 2 and by predictor_heads 4"),
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
         ("data: {signal_length: 100}\n", [], "data.signal_length applies to WFDB records (data.name: wfdb), not 'digits'"),

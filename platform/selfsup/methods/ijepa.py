@@ -30,7 +30,7 @@ from selfsup.methods.base import Method, PredictorShape, masked_view, register
 from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
-from selfsup.sections import Fraction, Range
+from selfsup.sections import Fraction, Range, check_shares
 from selfsup.train.engine import ema_update
 
 
@@ -70,10 +70,7 @@ class IJEPAConfig(PredictorShape):
 
     @model_validator(mode="after")
     def _check(self) -> "IJEPAConfig":
-        for key in ("enc_scale", "pred_scale"):
-            lo, hi = getattr(self, key)
-            if not lo <= hi <= 1.0:
-                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {getattr(self, key)}")
+        check_shares(self, "enc_scale", "pred_scale")
         if self.aspect_ratio[0] > self.aspect_ratio[1]:
             raise ValueError(f"aspect_ratio must satisfy low <= high, got {self.aspect_ratio}")
         return self

@@ -29,12 +29,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from selfsup.data.batch_views import ACTION_DIM, transformed_view
 from selfsup.methods.base import Method, register
-from selfsup.sections import Fraction, Range, Section
+from selfsup.sections import Fraction, Range, Section, check_shares
 from selfsup.train.engine import ema_update
 
 EQUIVARIANCE_SEED = 1234
@@ -84,6 +84,11 @@ class SeqJEPAConfig(Section):
     base_momentum: Fraction = 0.996
     crop_scale: Range = (0.25, 1.0)
     jitter: Fraction = 0.4
+
+    @model_validator(mode="after")
+    def _check(self) -> "SeqJEPAConfig":
+        check_shares(self, "crop_scale")
+        return self
 
 
 @register("seqjepa")

@@ -29,7 +29,7 @@ from selfsup.methods.base import Method, PredictorShape, masked_view, register
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import ViT1d
-from selfsup.sections import Fraction, Range
+from selfsup.sections import Fraction, Range, check_shares
 from selfsup.train.engine import ema_update
 
 
@@ -53,8 +53,7 @@ class SJEPAConfig(PredictorShape):
 
     @model_validator(mode="after")
     def _check(self) -> "SJEPAConfig":
-        if not self.keep[0] <= self.keep[1] < 1.0:
-            raise ValueError(f"keep must satisfy 0 < low <= high < 1, got {self.keep}")
+        check_shares(self, "keep", below_one=True)
         return self
 
 

@@ -34,7 +34,7 @@ from selfsup.methods.ijepa import ContextAndTargets, ijepa_loss
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import FeatureTransformer
-from selfsup.sections import Fraction, Range
+from selfsup.sections import Fraction, Range, check_shares
 from selfsup.train.engine import ema_update
 
 
@@ -53,10 +53,7 @@ class TJEPAConfig(PredictorShape):
 
     @model_validator(mode="after")
     def _check(self) -> "TJEPAConfig":
-        for key in ("context_share", "target_share"):
-            lo, hi = getattr(self, key)
-            if not lo <= hi < 1.0:
-                raise ValueError(f"{key} must satisfy 0 < low <= high < 1, got {getattr(self, key)}")
+        check_shares(self, "context_share", "target_share", below_one=True)
         return self
 
 
