@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from selfsup.data.tables import MAX_CATEGORIES
 from selfsup.methods import METHODS
 from selfsup.sections import Section
 
@@ -30,11 +31,13 @@ class ConfigError(ValueError):
 
 class TableColumns(Section):
     """The schema of a CSV/Parquet table: which columns are numerical, which categorical, and
-    the optional label column (used by the probes only)."""
+    the optional label column (used by the probes only); ``max_categories`` caps a categorical
+    column's one-hot width (the most frequent categories, the rest as one ``<other>``)."""
 
     numerical: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
     label: str | None = None
+    max_categories: int = Field(MAX_CATEGORIES, ge=2)
 
     @model_validator(mode="after")
     def _check(self) -> "TableColumns":

@@ -136,3 +136,33 @@ def test_method_trains_on_breast_cancer_with_scarf_views(name, params):
     after = evaluate(method, data.train.x, "cpu", (data.train.x, data.train.y, data.test.x, data.test.y))
     assert sum(last) / len(last) < sum(first) / len(first)
     assert after["probe/linear_acc"] > 0.9 and after["label_free/rankme"] > 5
+
+
+def test_a_column_with_no_training_value_is_refused_by_name(tmp_path):
+    """``data.missing: impute`` fills a gap with the training mean; a column that is missing in every
+    training row has none, and was left NaN before: it is refused in one line naming it."""
+    df = frame()
+    df["empty"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'empty': no value in the 16 training rows, nothing to impute from") as err:
+        user_table(str(tmp_path / "t.csv"), "csv", ["age", "empty"], ["sex"], None, missing="impute")
+    assert "\n" not in str(err.value)
+
+
+def test_high_cardinality_categoricals_are_capped(tmp_path):
+    """A column of 5,000 distinct ids is one-hot encoded as its ``max_categories - 1`` most frequent
+    training categories plus ``<other>``: each row still has exactly one category and the width is
+    bounded; rare and unseen values land in ``<other>``, and every row stays finite."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    ids = np.where(rng.random(n) < 0.5, rng.choice(["x", "y", "z"], n), [f"id{i}" for i in range(n)])
+    pd.DataFrame({"age": rng.normal(size=n), "id": ids}).to_parquet(tmp_path / "t.parquet")
+    d = user_table(str(tmp_path / "t.parquet"), "parquet", ["age"], ["id"], None, max_categories=8)
+    assert d.groups == (1, 8) and d.shape == (9,)
+    for split in (d.train, d.test):
+        assert torch.equal(split.x[:, 1:].sum(dim=1), torch.ones(len(split.x)))
+        assert torch.isfinite(split.x).all()
+    # x, y, z (about 1,000 rows each) are kept; the ids seen once share <other>
+    assert d.train.x[:, 1:].sum(dim=0).max() > 0.4 * len(d.train.x)
+    cfg_default = user_table(str(tmp_path / "t.parquet"), "parquet", ["age"], ["id"], None)
+    assert cfg_default.groups == (1, 64)

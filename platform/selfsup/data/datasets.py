@@ -202,7 +202,8 @@ def load_dataset(
         return tables.bundled(path, test_fraction, split_seed)
     elif name in ("csv", "parquet"):
         c = columns or {}
-        return tables.user_table(path, name, c.get("numerical", []), c.get("categorical", []), c.get("label"), missing, test_fraction, split_seed)
+        return tables.user_table(path, name, c.get("numerical", []), c.get("categorical", []), c.get("label"), missing, test_fraction, split_seed,
+                                 c.get("max_categories", tables.MAX_CATEGORIES))
     else:
         known = [*DATASETS, *signals.SIGNAL_DATASETS, *tables.TABLE_DATASETS]
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(known)}")

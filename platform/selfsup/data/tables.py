@@ -7,10 +7,14 @@
 
 Numerical columns are standardised with the mean and standard deviation of the training split
 only; categorical columns are one-hot encoded over the categories seen in training (an unseen
-category in the test split encodes as all zeros). ``SplitData.groups`` records each column's width
-in the row, so that T-JEPA's tokenizer embeds a categorical column as one token. Missing values are an error naming the column
-and row, unless ``data.missing: impute``: numerical gaps take the training mean, categorical gaps
-become their own category.
+category in the test split encodes as all zeros); a column with more than ``max_categories``
+categories keeps its ``max_categories - 1`` most frequent in training and puts the rest in one
+``<other>`` category, so a row's width (and the table's memory, ``N x width`` float32) stays
+bounded whatever the cardinality. ``SplitData.groups`` records each column's width in the row, so
+that T-JEPA's tokenizer embeds a categorical column as one token. Missing values are an error
+naming the column and row, unless ``data.missing: impute``: numerical gaps take the training
+mean, categorical gaps become their own category; a numerical column with no value at all in the
+training split has nothing to impute from and is an error naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ TABLE_DATASETS = {
     "parquet": "your table: data.path -> .parquet with data.columns {numerical, categorical, label}",
 }
 BUNDLED = ("breast_cancer", "wine", "iris")
+MAX_CATEGORIES = 64
+"""Default ``data.columns.max_categories``: one-hot width of a categorical column at most."""
+OTHER, MISSING = "<other>", "<missing>"
 
 
 def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +81,28 @@ def _numerical(frame, column: str, where: Path, impute: bool) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
+def categories(train_codes: np.ndarray, limit: int) -> list[str]:
+    """The one-hot categories of a column from its training values: every one seen, sorted; past
+    ``limit``, the ``limit - 1`` most frequent (ties by name) and :data:`OTHER` for the rest."""
+    names, counts = np.unique(train_codes, return_counts=True)
+    if len(names) <= limit:
+        return names.tolist()
+    order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))[: limit - 1]
+    return sorted(names[i] for i in order) + [OTHER]
+
+
+def one_hot(codes: np.ndarray, seen: list[str]) -> np.ndarray:
+    """``(N, len(seen))`` float32 one-hot rows of ``codes``: a value not in ``seen`` takes
+    :data:`OTHER` where the column has it, else encodes as all zeros (a category unseen in training)."""
+    index = {c: i for i, c in enumerate(seen)}
+    other = index.get(OTHER, -1)
+    cols = np.fromiter((index.get(c, other) for c in codes), dtype=np.int64, count=len(codes))
+    out = np.zeros((len(codes), len(seen)), dtype=np.float32)
+    hit = cols >= 0
+    out[np.flatnonzero(hit), cols[hit]] = 1.0
+    return out
+
+
 def user_table(
     path: str,
     kind: str,
@@ -83,6 +112,7 @@ def user_table(
     missing: str = "error",
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    max_categories: int = MAX_CATEGORIES,
 ) -> SplitData:
     """A CSV or Parquet table with a declared schema (see the module docstring)."""
     where = Path(path)
@@ -104,6 +134,10 @@ def user_table(
     if numerical:
         num = np.stack([_numerical(frame, c, where, impute) for c in numerical], axis=1)
         train, test = num[train_rows], num[test_rows]
+        empty = np.isnan(train).all(axis=0)
+        if empty.any():
+            column = numerical[int(np.flatnonzero(empty)[0])]
+            raise DataError(f"{where}: column {column!r}: no value in the {len(train_rows)} training rows, nothing to impute from (remove it from data.columns)")
         fill = np.nanmean(train, axis=0)
         train, test = np.where(np.isnan(train), fill, train), np.where(np.isnan(test), fill, test)
         train, test = standardise(train, test)
@@ -114,11 +148,11 @@ def user_table(
         if values.isna().any() and not impute:
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise DataError(f"{where}: column {column!r}: row {row}: missing value (set data.missing: impute to fill it)")
-        codes = values.astype(str).where(values.notna(), "<missing>").to_numpy()
-        seen = sorted(set(codes[train_rows]))
+        codes = values.astype(str).where(values.notna(), MISSING).to_numpy()
+        seen = categories(codes[train_rows], max_categories)
         groups.append(len(seen))
-        parts_train.append((codes[train_rows, None] == np.asarray(seen)[None]).astype(np.float64))
-        parts_test.append((codes[test_rows, None] == np.asarray(seen)[None]).astype(np.float64))
+        parts_train.append(one_hot(codes[train_rows], seen))
+        parts_test.append(one_hot(codes[test_rows], seen))
     if not parts_train:
         raise DataError(f"{where}: data.columns declares no numerical or categorical column")
     x_train = np.concatenate(parts_train, axis=1).astype(np.float32)
