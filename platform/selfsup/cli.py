@@ -15,9 +15,11 @@ def _train(args) -> int:
     from selfsup.config import load_experiment
     from selfsup.train.launch import train
 
+    from selfsup.tracking.runs import COLLAPSED_METRIC
+
     cfg = load_experiment(args.config, args.set)
-    train(cfg, args.config, verbose=args.verbose, from_run=args.from_run)
-    return 0
+    metrics = train(cfg, args.config, verbose=args.verbose, from_run=args.from_run, allow_collapsed=args.allow_collapsed)
+    return 1 if metrics.get(COLLAPSED_METRIC) else 0
 
 
 def _sweep(args) -> int:
@@ -83,7 +85,7 @@ def _export(args) -> int:
 
     uri = args.tracking_uri or resolve_paths(ExperimentConfig()).tracking.uri
     try:
-        out = export_run(uri, args.run, args.out)
+        out = export_run(uri, args.run, args.out, args.allow_collapsed)
     except (FileNotFoundError, LookupError) as exc:
         raise ConfigError(f"export: {exc}") from None
     print(f"wrote {out}/backbone.safetensors and backbone.json; load with selfsup.models.saved.load_backbone({str(out)!r})")
@@ -116,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--from", dest="from_run", metavar="RUN", help="continue the finished MLflow run RUN (its newest checkpoint: weights, optimizer, "
                    "EMA targets and the schedule's position, without warming up again) on this config's data, as its child run; needs "
                    "optim.schedule: infinite (set optim.anneal_epochs to anneal)")
+    t.add_argument("--allow-collapsed", action="store_true", help="with --from: continue a run that collapsed or diverged, from its last "
+                   "healthy checkpoint (refused without it)")
     t.set_defaults(fn=_train)
 
     s = sub.add_parser(
@@ -146,11 +150,13 @@ def parser() -> argparse.ArgumentParser:
         "export",
         help="write a run's trained backbone (safetensors)",
         description="Write the encoder a run evaluates (its backbone, or a JEPA's EMA target encoder), rebuilt from the run's "
-        "latest checkpoint, to DIR as backbone.safetensors + backbone.json; selfsup.models.saved.load_backbone(DIR) loads it.",
+        "latest checkpoint (a run that collapsed: refused unless --allow-collapsed), to DIR as backbone.safetensors + backbone.json; selfsup.models.saved.load_backbone(DIR) loads it.",
     )
     e.add_argument("run", help="MLflow run id of a train run or sweep trial (printed by train; shown by report and the UI)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--tracking-uri", help="MLflow store (default sqlite:///selfsup-mlflow.db in the current directory)")
+    e.add_argument("--allow-collapsed", action="store_true", help="export a run that collapsed or diverged, from its last healthy "
+                   "checkpoint (refused without it)")
     e.set_defaults(fn=_export)
 
     u = sub.add_parser("ui", help="MLflow UI over the tracking store", description="Start `mlflow server` on 127.0.0.1 over the project's store.")

@@ -1,5 +1,6 @@
 """`selfsup train` on a real local Ray cluster with a real sqlite MLflow store."""
 
+import json
 import os
 import signal
 import threading
@@ -221,3 +222,25 @@ def test_continuing_a_finished_run_on_new_data_with_an_anneal(ray_cluster, small
     assert first_lr[-1] == pytest.approx(0.5 * 3e-3)  # the first run ended in its constant phase
     assert lr[0] < first_lr[-1] and lr[1] < lr[0]  # annealing from there, never warming up again
     assert lr[1] > 0.05 * 3e-3  # epoch means: the last step alone is at min_lr_ratio * lr
+
+    # A continuation that diverges at its first step (infinite noise on its views): its collapsed
+    # epoch is not checkpointed, the run ends KILLED with the collapse tags, and export refuses it.
+    from selfsup.cli import main
+
+    diverging = small_config(**{**schedule, "name": "diverge", "train.epochs": 2, "data.noise_std": float("inf"), "eval.collapse_rankme": 1.0})
+    metrics = train(diverging, from_run=first.info.run_id)
+    assert metrics["collapsed"] == 1.0 and metrics["epoch"] == 1
+    (bad,) = [r for r in client.search_runs([first.info.experiment_id]) if r.info.run_name.startswith("diverge-")]
+    assert bad.info.status == "KILLED" and bad.data.tags["selfsup.stopped_by"] == "collapse"
+    assert bad.data.tags["selfsup.collapse"] == "epoch 1: loss not finite" and "selfsup.checkpoint" not in bad.data.tags
+    assert not [d for root, dirs, _ in os.walk(workdir / "runs") if "diverge" in root for d in dirs if d.startswith("epoch-")]
+    assert main(["export", bad.info.run_id, "--out", str(workdir / "x"), "--tracking-uri", cfg.tracking.uri]) == 2
+    assert main(["export", bad.info.run_id, "--out", str(workdir / "x"), "--tracking-uri", cfg.tracking.uri, "--allow-collapsed"]) == 2
+    # a run that collapsed after healthy epochs hands on its last healthy checkpoint, when asked to
+    client.set_tag(first.info.run_id, "selfsup.collapsed", "true")
+    client.set_tag(first.info.run_id, "selfsup.collapse", "epoch 4: loss not finite")
+    assert main(["export", first.info.run_id, "--out", str(workdir / "y"), "--tracking-uri", cfg.tracking.uri]) == 2
+    with pytest.raises(ConfigError, match=r"--from \w+: the run collapsed \(epoch 4: loss not finite\): its weights are not a result"):
+        train(cfg, from_run=first.info.run_id)
+    assert main(["export", first.info.run_id, "--out", str(workdir / "y"), "--tracking-uri", cfg.tracking.uri, "--allow-collapsed"]) == 0
+    assert json.loads((workdir / "y" / "backbone.json").read_text())["source"]["checkpoint"] == first.data.tags["selfsup.checkpoint"]

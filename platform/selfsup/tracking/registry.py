@@ -25,8 +25,10 @@ from selfsup.tracking import runs
 from selfsup.train import checkpoints
 
 
-def export_run(uri: str, run_id: str, out: str | Path) -> Path:
-    """Write the run's trained encoder to ``out`` (``backbone.safetensors`` + ``backbone.json``)."""
+def export_run(uri: str, run_id: str, out: str | Path, allow_collapsed: bool = False) -> Path:
+    """Write the run's trained encoder to ``out`` (``backbone.safetensors`` + ``backbone.json``); a
+    run that collapsed is refused (:class:`LookupError`) unless ``allow_collapsed``, which takes its
+    last healthy checkpoint."""
     from selfsup.methods import METHODS
     from selfsup.models.backbones import build_backbone
     from selfsup.models.saved import backbone_kwargs, save_backbone
@@ -37,13 +39,16 @@ def export_run(uri: str, run_id: str, out: str | Path) -> Path:
         run = runs.get_run(uri, run_id)
     except MlflowException:
         raise LookupError(f"run {run_id!r} not found in {uri}") from None
-    where = run.tags.get(runs.CHECKPOINT)
     try:
-        found = bool(where) and storage.is_file(storage.join(where, checkpoints.STATE))
+        where = runs.usable_checkpoint(run.tags, allow_collapsed)
+    except LookupError as exc:
+        raise LookupError(f"run {run_id}: {exc}") from None
+    try:
+        found = storage.is_file(storage.join(where, checkpoints.STATE))
     except OSError as exc:  # an object store this machine cannot reach (endpoint, keys)
         raise FileNotFoundError(f"run {run_id}: cannot read {where}: {first_line(exc)}") from None
     if not found:
-        raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where or 'the run has no selfsup.checkpoint tag'})")
+        raise FileNotFoundError(f"run {run_id}: no checkpoint readable from here ({where})")
     try:
         state = checkpoints.read(where)["engine"]["method"]
     except checkpoints.CheckpointError as exc:

@@ -45,6 +45,10 @@ KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE = "mlflow.note.content"
 """The tag MLflow's UI shows as a run's description."""
 COLLAPSED = "selfsup.collapsed"
+COLLAPSED_METRIC = "collapsed"
+"""The metric of every epoch (1.0 or 0.0) when collapse detection is on (``eval.collapse_rankme``)."""
+COLLAPSE = "selfsup.collapse"
+"""Where and why a run collapsed (``epoch 3: loss not finite``); that epoch has no checkpoint."""
 SKIPPED = "selfsup.skipped_checkpoints"
 """Checkpoints a restart found damaged or missing and skipped, with why (JSON list)."""
 CHECKPOINT = "selfsup.checkpoint"
@@ -274,3 +278,18 @@ def get_run(uri: str, run_id: str) -> RunRecord:
 def find_experiment(uri: str, name: str) -> str | None:
     exp = client(uri).get_experiment_by_name(name)
     return exp.experiment_id if exp is not None else None
+
+
+def usable_checkpoint(tags: dict[str, str], allow_collapsed: bool = False) -> str:
+    """The checkpoint a finished run with ``tags`` hands on to ``export`` and ``--from``: its
+    :data:`CHECKPOINT`. A run that collapsed or diverged raises :class:`LookupError` (its
+    weights are not a result) unless ``allow_collapsed``; its checkpoint is then the last healthy
+    epoch's (a collapsed epoch is never checkpointed)."""
+    collapsed = tags.get(COLLAPSED) == "true"
+    if collapsed and not allow_collapsed:
+        raise LookupError(f"the run collapsed ({tags.get(COLLAPSE, 'selfsup.collapsed=true')}): its weights are not a result; "
+                          "--allow-collapsed takes its last healthy checkpoint")
+    path = tags.get(CHECKPOINT)
+    if not path:
+        raise LookupError(f"the run has no checkpoint{' from before it collapsed' if collapsed else ''} ({CHECKPOINT} tag)")
+    return path

@@ -104,18 +104,25 @@ def open_run(cfg: ExperimentConfig, run_name: str, tags: dict[str, str], experim
     return run_id
 
 
-def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None, continues: str | None = None) -> ray.train.Result:
-    """:func:`fit` with the MLflow run ended truthfully: FINISHED, FAILED, or KILLED on Ctrl-C."""
+def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None, continues: str | None = None) -> runs.RunRecord:
+    """:func:`fit` with the MLflow run ended truthfully: FINISHED, FAILED, KILLED on Ctrl-C, or
+    KILLED with ``selfsup.stopped_by=collapse`` when it collapsed or diverged. Returns the run as
+    MLflow holds it (Ray Train's result holds the metrics of the newest checkpoint, and a collapsed
+    epoch has none)."""
     try:
-        result = fit(cfg, run_id, name, data=data, continues=continues)
+        fit(cfg, run_id, name, data=data, continues=continues)
     except KeyboardInterrupt:
         runs.end_run(cfg.tracking.uri, run_id, "KILLED")
         raise
     except BaseException:
         runs.end_run(cfg.tracking.uri, run_id, "FAILED")
         raise
-    runs.end_run(cfg.tracking.uri, run_id, "FINISHED")
-    return result
+    if runs.get_run(cfg.tracking.uri, run_id).tags.get(runs.COLLAPSED) == "true":  # as a sweep ends a collapsed trial
+        runs.set_tags(cfg.tracking.uri, run_id, {runs.STOPPED: "collapse"})
+        runs.end_run(cfg.tracking.uri, run_id, "KILLED")
+    else:
+        runs.end_run(cfg.tracking.uri, run_id, "FINISHED")
+    return runs.get_run(cfg.tracking.uri, run_id)
 
 
 class Continued(NamedTuple):
@@ -126,11 +133,12 @@ class Continued(NamedTuple):
     checkpoint: str
 
 
-def check_continuation(cfg: ExperimentConfig, from_run: str, source: str) -> Continued:
+def check_continuation(cfg: ExperimentConfig, from_run: str, source: str, allow_collapsed: bool = False) -> Continued:
     """What ``selfsup train --from RUN`` continues, checked before Ray starts: a FINISHED run of
     the tracking store with a readable checkpoint whose weights fit ``cfg``'s model and method,
-    under the infinite schedule (a cosine schedule ends where its run ends). One-line
-    :class:`ConfigError` otherwise."""
+    under the infinite schedule (a cosine schedule ends where its run ends). A run that collapsed
+    or diverged is refused unless ``allow_collapsed``: then its latest checkpoint, the last
+    healthy epoch's, is taken. One-line :class:`ConfigError` otherwise."""
     from selfsup.train.worker import build
 
     where = f"{source}: --from {from_run}"
@@ -140,11 +148,12 @@ def check_continuation(cfg: ExperimentConfig, from_run: str, source: str) -> Con
         run = runs.client(cfg.tracking.uri).get_run(from_run)
     except Exception as exc:  # MLflow raises its own types for a run id it does not know
         raise ConfigError(f"{where}: no such run in {cfg.tracking.uri} ({type(exc).__name__})") from None
-    if run.info.status != "FINISHED":
+    try:
+        path = runs.usable_checkpoint(run.data.tags, allow_collapsed)
+    except LookupError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if run.info.status != "FINISHED" and run.data.tags.get(runs.COLLAPSED) != "true":
         raise ConfigError(f"{where}: the run is {run.info.status}, not FINISHED (resume it instead)")
-    path = run.data.tags.get(runs.CHECKPOINT)
-    if not path:
-        raise ConfigError(f"{where}: the run has no checkpoint ({runs.CHECKPOINT} tag)")
     try:
         state = checkpoints.read(path)
     except checkpoints.CheckpointError as exc:
@@ -160,16 +169,18 @@ def check_continuation(cfg: ExperimentConfig, from_run: str, source: str) -> Con
     return Continued(from_run, experiment, path)
 
 
-def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False, from_run: str | None = None) -> dict:
+def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False, from_run: str | None = None,
+          allow_collapsed: bool = False) -> dict:
     """The ``selfsup train`` verb: one tracked run; returns the final metrics. The console shows
     a bar per epoch; Ray's and Train's own output goes to ``train.log`` beside the run's
     checkpoints (a local storage path) or ``./selfsup-logs/`` (with ``verbose``: to the console).
     ``from_run``: an MLflow run id this run continues (``--from``): it starts from that run's
     newest checkpoint (weights, optimizer, EMA targets, the schedule's step), in that run's
-    experiment as its child."""
+    experiment as its child (``allow_collapsed``: even a run that collapsed, from its last healthy
+    checkpoint). A run that collapses ends KILLED (``selfsup.stopped_by=collapse``) and says so."""
     cfg = resolve_paths(cfg)
     data = preflight(cfg, source)
-    previous = check_continuation(cfg, from_run, source) if from_run else None
+    previous = check_continuation(cfg, from_run, source, allow_collapsed) if from_run else None
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")
     continuing = f", continuing run {previous.run_id} from {previous.checkpoint}" if previous else ""
@@ -184,9 +195,13 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
             tags.update({runs.PARENT: previous.run_id, runs.CONTINUES: previous.run_id})
         run_id = open_run(cfg, name, tags, previous.experiment if previous else cfg.tracking.experiment or cfg.name)
         with EpochProgress(console, cfg.tracking.uri, run_id, cfg.train.epochs):
-            result = run_tracked(cfg, run_id, name, ray.put(data), previous.checkpoint if previous else None)
-    metrics = dict(result.metrics or {})
-    print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
+            run = run_tracked(cfg, run_id, name, ray.put(data), previous.checkpoint if previous else None)
+    metrics, tags = run.metrics, run.tags
+    if run.status == "KILLED":
+        print(f"\nrun {name} collapsed ({tags.get(runs.COLLAPSE, 'see its log')}): MLflow run {run_id} ended KILLED; its latest "
+              f"checkpoint is the last healthy epoch's ({tags.get(runs.CHECKPOINT, 'none')}), which export and --from take only with --allow-collapsed")
+    else:
+        print(f"\nrun {name} finished: MLflow run {run_id}; checkpoint {tags.get(runs.CHECKPOINT, '-')}")
     for key in sorted(k for k in metrics if "/" in k or k == "epoch"):
         print(f"  {key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"  {key:30s} {metrics[key]}")
     return metrics

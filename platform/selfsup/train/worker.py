@@ -45,7 +45,6 @@ from selfsup.tracking import runs
 from selfsup.train import checkpoints, sharding
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
-COLLAPSED = "collapsed"
 LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
 """The label-free metrics of a diverged epoch: NaN (there is no embedding to measure)."""
 
@@ -359,7 +358,7 @@ def train_loop(config: dict) -> None:
             metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views, aug_view))
         collapsed = threshold is not None and (diverged or metrics["label_free/rankme"] < threshold)
         if threshold is not None:
-            metrics[COLLAPSED] = float(collapsed)
+            metrics[runs.COLLAPSED_METRIC] = float(collapsed)
         t2 = time.perf_counter()
         metrics.update({
             "perf/samples_per_s": steps_per_epoch * cfg.train.batch_size / (t1 - t0),
@@ -368,16 +367,24 @@ def train_loop(config: dict) -> None:
         })
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            engine_state = engine.state_dict() if rank == 0 or engine.sharded else None  # sharded: every rank gathers
-            if rank == 0:
-                checkpoints.write(Path(tmp), {"engine": engine_state}, epoch)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            # a collapsed or diverged epoch is not checkpointed: the run's latest checkpoint stays the
+            # last healthy epoch's, the one export and --from take when asked to (--allow-collapsed)
+            if not collapsed and (rank == 0 or engine.sharded):  # sharded: every rank gathers
+                engine_state = engine.state_dict()
+                if rank == 0:
+                    checkpoints.write(Path(tmp), {"engine": engine_state}, epoch)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
+                del engine_state
             metrics["perf/checkpoint_s"] = time.perf_counter() - t2
             metrics["perf/epoch_s"] = time.perf_counter() - t0
             last = collapsed or epoch == cfg.train.epochs
             sigma = singular_values(embed_all(method.embed, eval_x, device)) if last and not diverged else None
             if rank == 0 and run_id:
-                epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch)), **({runs.COLLAPSED: "true"} if collapsed else {})}
+                if collapsed:
+                    why = "loss not finite" if diverged else f"RankMe {metrics['label_free/rankme']:.3g} below {threshold}"
+                    epoch_tags = {runs.COLLAPSED: "true", runs.COLLAPSE: f"epoch {epoch}: {why}"}
+                else:
+                    epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))}
                 if epoch == start + 1:
                     epoch_tags[runs.COMPILE] = compile_state(engine)
                 # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
@@ -385,8 +392,9 @@ def train_loop(config: dict) -> None:
             if rank == 0 and run_id and epoch > logged:
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch))
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch) if ckpt else None)
         if collapsed:
             if rank == 0:
-                print(f"[selfsup] collapsed at epoch {epoch}: {'loss not finite' if diverged else f'RankMe below {threshold}'}; stopping", flush=True)
+                print(f"[selfsup] collapsed at epoch {epoch}: {'loss not finite' if diverged else f'RankMe below {threshold}'}; stopping "
+                      f"(this epoch is not checkpointed)", flush=True)
             return

@@ -16,7 +16,7 @@ from ray import tune
 
 from selfsup.config import flatten
 from selfsup.console import current
-from selfsup.train.worker import COLLAPSED
+from selfsup.tracking import runs
 
 
 @dataclass
@@ -89,7 +89,7 @@ class LiveProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self.rows.setdefault(trial.trial_id, Row(trial.trial_id, ""))
         last = trial.last_result or {}
-        if last.get(COLLAPSED):
+        if last.get(runs.COLLAPSED_METRIC):
             row.state, how = "collapsed", f"collapsed at epoch {row.epoch} (RankMe {last.get('label_free/rankme', float('nan')):.2f})"
         elif row.epoch >= self.epochs:
             row.state, how = "finished", f"finished at epoch {row.epoch}"

@@ -43,7 +43,6 @@ from selfsup import storage
 from selfsup.console import log_path, quiet
 from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.launch import preflight
-from selfsup.train.worker import COLLAPSED
 from selfsup.tune.trial import run_trial
 from selfsup.tune.progress import LiveProgress
 from selfsup.tune.space import check_space, space_path, to_tune
@@ -72,7 +71,7 @@ class TrialRunStatus(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        if last.get(COLLAPSED):
+        if last.get(runs.COLLAPSED_METRIC):
             self._end(trial, "KILLED", "collapse")
         elif last.get("epoch", 0) >= self.epochs:
             self._end(trial, "FINISHED")
@@ -88,7 +87,7 @@ class CollapsePruningSearch(OptunaSearch):
     describes a collapsed run, not the configuration, so TPE must not learn from it as a result."""
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if result and result.get(COLLAPSED):
+        if result and result.get(runs.COLLAPSED_METRIC):
             result = {k: v for k, v in result.items() if k != self.metric}  # no value -> PRUNED
         super().on_trial_complete(trial_id, result, error)
 
