@@ -207,3 +207,39 @@ def test_fsdp_training_matches_one_worker(tmp_path, name):
         for k in expected:
             assert torch.allclose(expected[k], got[key][k], rtol=1e-4, atol=1e-5), (key, k)
     assert got["step"] == STEPS
+
+
+def panel_worker(rank, world, rendezvous, out):
+    """Embed 2,049 rows on two ranks with a function that is a collective, as every forward is
+    under FSDP: each rank counts its calls."""
+    from datetime import timedelta
+
+    from selfsup.metrics.panel import embed_all
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    calls = []
+
+    def collective(b):
+        calls.append(len(b))
+        dist.all_reduce(torch.ones(1))
+        return b[:, :3] * 2
+
+    x = torch.arange(2049 * 4, dtype=torch.float32).reshape(2049, 4)
+    z = embed_all(collective, x, "cpu")
+    counts = [None] * world
+    dist.all_gather_object(counts, len(calls))
+    if rank == 0:
+        torch.save({"z": torch.from_numpy(z), "counts": counts}, out)
+    leave()
+
+
+def test_sharded_evaluation_makes_the_same_calls_on_every_rank(tmp_path):
+    """2,049 rows over 2 workers: ranks hold 1,025 and 1,024 rows, which in chunks of 1,024 was two
+    forward calls on one rank and one on the other (an FSDP run hung there). The shards are padded:
+    both make the same calls, and the gathered embeddings are every row's, in order."""
+    out = tmp_path / "panel.pt"
+    mp.spawn(panel_worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    assert got["counts"] == [2, 2]
+    x = torch.arange(2049 * 4, dtype=torch.float32).reshape(2049, 4)
+    assert torch.equal(got["z"], x[:, :3] * 2)

@@ -1,9 +1,11 @@
 """Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, LiDAR on fixed
 augmented views), probes when labels exist.
 
-Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``); the
-embeddings are gathered so that metrics are computed on the whole subset, on rank 0, and the
-result is broadcast so every worker reports the same numbers. Metric names follow DESIGN.md.
+Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``, padded
+to ``ceil(N / W)`` rows so that every rank makes the same forward calls: under FSDP each forward
+is a collective, and a rank with one call fewer would leave the others waiting); the embeddings
+are gathered so that metrics are computed on the whole subset, on rank 0, and the result is
+broadcast so every worker reports the same numbers. Metric names follow DESIGN.md.
 """
 
 from __future__ import annotations
@@ -41,10 +43,23 @@ def gather_rows(local: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def shard_rows(n: int, rank: int, size: int) -> tuple[torch.Tensor, int]:
+    """``(rows, kept)``: rank ``rank``'s rows ``rank::size`` of ``n``, padded with repeats of one of
+    them to ``ceil(n / size)`` on every rank; the first ``kept`` are its own."""
+    rows = torch.arange(rank, n, size)
+    per = -(-n // size)
+    pad = rows.new_full((per - len(rows),), int(rows[-1]) if len(rows) else 0)
+    return torch.cat([rows, pad]), len(rows)
+
+
 def embed_all(fn, x: torch.Tensor, device) -> np.ndarray:
-    """Apply ``fn`` to ``x`` sharded across workers; every worker gets the full ``(N, D)`` result."""
+    """Apply ``fn`` to ``x`` sharded across workers; every worker gets the full ``(N, D)`` result
+    and makes the same calls of ``fn`` (its shard padded: :func:`shard_rows`)."""
     rank, size = world()
-    return gather_rows(_embed(fn, x[rank::size], device), len(x))
+    if size == 1:
+        return _embed(fn, x, device)
+    rows, kept = shard_rows(len(x), rank, size)
+    return gather_rows(_embed(fn, x[rows], device)[:kept], len(x))
 
 
 def singular_values(z: np.ndarray) -> list[float]:
