@@ -181,7 +181,9 @@ class ModelConfig(Section):
     ``timm`` (any timm model ``timm_name``, random init). ``embed_dim``/``width``/``depth`` size the
     cnn and mlp; ``embed_dim``, ``depth`` (blocks), ``heads`` and ``registers`` (extra learned tokens:
     T-JEPA's [REG], the ECG ViT's registers) size the token transformers, and ``patch_size`` is
-    ``vit1d``'s patch length in samples. ``patch_size`` also sets a timm ViT's patches,
+    ``vit1d``'s patch length in samples; ``patch_stride`` (``vit1d``) pads the signal's end with as
+    many repeats of its last sample and starts a patch every ``patch_stride`` samples (overlapping
+    patches when smaller than ``patch_size``; TimeDRL's patching). ``patch_size`` also sets a timm ViT's patches,
     ``small_stem`` gives a timm ResNet the CIFAR-style stem, and ``timm_kwargs`` go to
     ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
 
@@ -193,6 +195,7 @@ class ModelConfig(Section):
     registers: int = Field(1, ge=0)
     timm_name: str | None = None
     patch_size: int | None = Field(None, ge=1)
+    patch_stride: int | None = Field(None, ge=1)
     small_stem: bool = False
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -202,6 +205,8 @@ class ModelConfig(Section):
             raise ValueError("model.backbone 'timm' needs model.timm_name (e.g. resnet18, vit_small_patch16_224)")
         if self.backbone in ("ft_transformer", "vit1d") and self.embed_dim % self.heads:
             raise ValueError(f"model.embed_dim {self.embed_dim} must be divisible by model.heads {self.heads}")
+        if self.patch_stride is not None and self.backbone != "vit1d":
+            raise ValueError(f"model.patch_stride applies to model.backbone vit1d, not {self.backbone!r}")
         return self
 
 

@@ -18,7 +18,7 @@ from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sarjepa import LocalWindowMasks, gradient_features, half_window_sums, patch_targets
 from selfsup.methods.seqjepa import relative_actions, ridge_r2, seqjepa_loss
 from selfsup.methods.sjepa import sjepa_loss
-from selfsup.methods.timedrl import instance_norm, patches, timedrl_loss
+from selfsup.methods.timedrl import TimeDRL, instance_norm, timedrl_loss
 from selfsup.methods.twotower import ComplementaryMasks, column_codes, mutual_information, two_tower_loss
 from selfsup.methods.vicreg import off_diagonal, vicreg_loss
 from selfsup.models.tokens import sincos_pos_embed
@@ -271,11 +271,21 @@ def test_timedrl_loss_hand_computed():
     assert i1.grad is None and i2.grad is None and p1.grad is not None  # the embeddings are the stop-gradient side
 
 
-def test_timedrl_patches_and_instance_norm():
-    x = torch.arange(2 * 2 * 6, dtype=torch.float32).reshape(2, 2, 6)  # (B, C, T)
-    p = patches(x, 3)
-    assert p.shape == (2, 2, 6)
-    assert p[0, 1].tolist() == [3.0, 4.0, 5.0, 9.0, 10.0, 11.0]  # patch 1: samples 3-5 of channel 0, then of channel 1
+def test_timedrl_patches_as_the_reference_and_instance_norm():
+    """The reference's ``Patching`` (``layers/Embed.py``): ``ReplicationPad1d((0, stride))`` then
+    ``unfold(patch_len, stride)``, channel-mixed ``B C T_p P -> B T_p (C P)``. T = 6, patch 3, stride
+    2: the end gets two repeats of the last sample, (6 + 2 - 3) // 2 + 1 = 3 overlapping patches."""
+    from selfsup.models.transformers import ViT1d
+
+    x = torch.arange(2 * 2 * 6, dtype=torch.float32).reshape(2, 2, 6)  # (B, C, T): channel 0 of sample 0 is 0..5
+    net = ViT1d(2, 6, 3, 8, 1, 2, stride=2)
+    p = net.patches(x)
+    assert net.grid == (3,) and p.shape == (2, 3, 6)
+    assert p[0, 0].tolist() == [0.0, 1.0, 2.0, 6.0, 7.0, 8.0]  # samples 0-2 of channel 0, then of channel 1
+    assert p[0, 2].tolist() == [4.0, 5.0, 5.0, 10.0, 11.0, 11.0]  # the last patch reaches into the padding: the last value repeated
+    disjoint = ViT1d(2, 6, 3, 8, 1, 2, stride=3)
+    assert disjoint.grid == (3,) and disjoint.patches(x)[0, 2].tolist() == [5.0, 5.0, 5.0, 11.0, 11.0, 11.0]  # one more patch
+    assert net.tokens(x).shape == (2, 3, 8)
     n = instance_norm(torch.randn(4, 3, 50) * 5 + 2)
     assert torch.allclose(n.mean(dim=-1), torch.zeros(4, 3), atol=1e-5)
     assert torch.allclose(n.std(dim=-1, unbiased=False), torch.ones(4, 3), atol=1e-3)
@@ -368,3 +378,22 @@ def test_transformed_view_returns_the_parameters_that_made_it():
     grid = F.affine_grid(theta, [5, 1, 8, 8], align_corners=False)
     assert torch.allclose(views, F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp(0, 1))
     assert torch.equal(params[:, 4:], torch.ones(5, 2))  # no jitter: factors 1
+
+
+def test_timedrl_reconstructs_the_input_patches_as_the_reference():
+    """The reference's training loop (``exp/exp_classification.py``) compares each pass's
+    reconstruction with ``patching(batch_x)``, the batch as the loader gives it; the encoder sees the
+    instance-normalised signal. With a zero head the predictive loss is then the mean square of the
+    input's padded patches; ``target: normalised`` takes those of the normalised signal."""
+    from selfsup.models.transformers import ViT1d
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 12) * 3 + 5
+    for target in ("input", "normalised"):
+        method = TimeDRL(ViT1d(2, 12, 4, 8, 1, 2, stride=2), contrastive_weight=0.0, dropout=0.0, target=target)
+        torch.nn.init.zeros_(method.reconstruct[1].weight)
+        torch.nn.init.zeros_(method.reconstruct[1].bias)
+        expected = method.backbone.patches(x if target == "input" else instance_norm(x)).pow(2).mean()
+        assert method({"views": [x]})["predictive"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="method 'timedrl' needs model.patch_stride"):
+        TimeDRL(ViT1d(2, 12, 4, 8, 1, 2))

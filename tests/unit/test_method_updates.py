@@ -41,7 +41,7 @@ def backbone(name):
     if name == "tjepa":
         return build_backbone("ft_transformer", INPUT[name], 16, 0, 1, heads=2)
     if name in ("sjepa", "timedrl"):
-        return build_backbone("vit1d", INPUT[name], 16, 0, 1, patch_size=4, heads=2)
+        return build_backbone("vit1d", INPUT[name], 16, 0, 1, patch_size=4, heads=2, patch_stride=2 if name == "timedrl" else None)
     if name == "twotower":
         return build_backbone("mlp", INPUT[name], 16, 32, 2)
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)

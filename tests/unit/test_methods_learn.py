@@ -159,7 +159,7 @@ def test_two_tower_learns_on_breast_cancer():
 
 
 def test_timedrl_learns_on_mnist1d():
-    """TimeDRL (2-block ViT over 10 time patches of 4 samples) on MNIST-1D, no augmentation, with
+    """TimeDRL (2-block ViT over 11 time patches of 4 samples, the end padded as the reference) on MNIST-1D, no augmentation, with
     the mean patch token as the instance embedding (the reference's best setting, ``get_i: gap``;
     on this data the [CLS] token alone settles on a near-constant that the predictor matches): the
     loss falls, the linear probe gains on the same ViT at initialisation, and it does not collapse."""
@@ -168,7 +168,7 @@ def test_timedrl_learns_on_mnist1d():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     data = mnist1d()
-    backbone = build_backbone("vit1d", data.shape, 64, 0, 2, patch_size=4, heads=4)
+    backbone = build_backbone("vit1d", data.shape, 64, 0, 2, patch_size=4, heads=4, patch_stride=4)
     method = build_method("timedrl", backbone, contrastive_weight=0.1, dropout=0.1, pooling="mean")
     before, after, losses = jepa_run(method, data, 6, 64, 2e-3, 1e-4)
     assert losses[-1] < losses[0]

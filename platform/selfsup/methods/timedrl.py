@@ -2,13 +2,16 @@
 (Chang, Chen, Lin et al., 2024, "TimeDRL: Disentangled Representation Learning for Multivariate
 Time-Series", ICDE 2024).
 
-https://arxiv.org/abs/2312.04142 — sec. IV and the reference code (blacksnail789521/TimeDRL). A
-signal ``(C, T)`` is instance-normalised (per sample and channel over time), cut into time patches
-of all channels and encoded with a [CLS] token (``ViT1d``, register 0) twice; dropout in the
-encoder is the only thing that differs between the two passes (no augmentation, which the paper
-argues biases time series):
+https://arxiv.org/abs/2312.04142 — sec. IV and the reference code (blacksnail789521/TimeDRL,
+``models/TimeDRL.py``, ``exp/exp_classification.py``, ``layers/Embed.py``). A signal ``(C, T)``
+is instance-normalised (per sample and channel over time, RevIN without affine), its end padded
+with ``stride`` repeats of its last sample, cut into time patches of all channels (``patch``
+samples every ``stride``: ``model.patch_size`` / ``model.patch_stride``, e.g. the reference's 24 / 12)
+and encoded with a [CLS] token (``ViT1d``, register 0) twice; dropout in the encoder is the only
+thing that differs between the two passes (no augmentation, which the paper argues biases time series):
 
-    z1, z2 = encoder(x), encoder(x)                      # (B, 1 + N, D), two dropout masks
+    xn = instance_norm(x)
+    z1, z2 = encoder(xn), encoder(xn)                    # (B, 1 + N, D), two dropout masks
     predictive  = (mse(head(z1[:, 1:]), patches(x)) + mse(head(z2[:, 1:]), patches(x))) / 2
     i1, i2 = z1[:, 0], z2[:, 0]                          # the [CLS] embeddings (B, D)
     contrastive = -(cos(sg(i1), g(i2)) + cos(sg(i2), g(i1))) / 2    # SimSiam-style, no negatives
@@ -16,7 +19,12 @@ argues biases time series):
 
 The timestamp-level embeddings (patch tokens) carry the predictive task, the instance-level one
 ([CLS]) the contrastive task; ``embed`` is the [CLS] embedding (``pooling: mean``: the mean patch
-token, the reference's ``get_i: gap``). The reconstruction target is the normalised signal.
+token, the reference's ``get_i: gap``). The reconstruction target is, as in the reference's
+training loop, the patches of the batch as the data gives it (``target: input``), not of the
+normalised signal the encoder sees: the reference's loaders standardise over the dataset, so its
+target keeps each sample's level and scale. ``target: normalised`` reconstructs the patches of
+the instance-normalised signal instead, for data that are not standardised (raw millivolts with
+baseline wander, where a sample's offset is noise the encoder cannot see and should not predict).
 """
 
 from __future__ import annotations
@@ -41,13 +49,6 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def patches(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(B, C, T) -> (B, T / patch, C * patch)``: time patch ``n`` holds ``x[:, c, n p:(n + 1) p]``
-    of every channel ``c``, in the order ``ViT1d``'s patch embedding reads them."""
-    b, c, _ = x.shape
-    return x.unfold(-1, patch, patch).permute(0, 2, 1, 3).reshape(b, -1, c * patch)
-
-
 def timedrl_loss(
     target: torch.Tensor,
     reconstructions: tuple[torch.Tensor, torch.Tensor],
@@ -70,13 +71,15 @@ def timedrl_loss(
 
 class TimeDRLConfig(Section):
     """TimeDRL (Chang et al., 2024): the weight of the contrastive task, the dropout that makes the
-    two passes differ, and which embedding is the representation (defaults: the reference's
-    Epilepsy setting, ``exp_settings_and_results/classification``; [CLS] as in the paper)."""
+    two passes differ, which embedding is the representation and what the patch tokens reconstruct
+    (defaults: the reference's Epilepsy setting, ``exp_settings_and_results/classification``; [CLS]
+    as in the paper; the input's patches as in its training loop)."""
 
     name: Literal["timedrl"] = "timedrl"
     contrastive_weight: float = Field(0.5, ge=0.0)
     dropout: Fraction = 0.1
     pooling: Literal["cls", "mean"] = "cls"
+    target: Literal["input", "normalised"] = "input"
 
 
 @register("timedrl")
@@ -88,17 +91,20 @@ class TimeDRL(Method):
     backbones = ("vit1d",)
     n_views = 1
 
-    def __init__(self, backbone: ViT1d, contrastive_weight: float = 0.5, dropout: float = 0.1, pooling: str = "cls"):
+    def __init__(self, backbone: ViT1d, contrastive_weight: float = 0.5, dropout: float = 0.1, pooling: str = "cls", target: str = "input"):
         super().__init__(backbone)
         if not isinstance(backbone, ViT1d):
             raise ValueError("method 'timedrl' needs model.backbone vit1d")
+        if backbone.stride is None:
+            raise ValueError("method 'timedrl' needs model.patch_stride (the reference pads the end by the stride and patches every "
+                             "stride samples; model.patch_size for disjoint patches)")
         if pooling == "cls" and backbone.registers.shape[1] < 1:
             raise ValueError("method 'timedrl' with pooling cls needs model.registers >= 1 (register 0 is its [CLS] token)")
         for m in backbone.modules():
             if isinstance(m, nn.Dropout):
                 m.p = dropout  # the encoder's attention-projection and MLP dropout: the two passes' only difference
         dim, width = backbone.embed_dim, backbone.patch_embed.in_channels * backbone.patch_size
-        self.contrastive_weight, self.pooling = contrastive_weight, pooling
+        self.contrastive_weight, self.pooling, self.target = contrastive_weight, pooling, target
         self.reconstruct = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, width))
         self.head = nn.Sequential(nn.Linear(dim, dim // 2), nn.BatchNorm1d(dim // 2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim // 2, dim))
 
@@ -109,9 +115,10 @@ class TimeDRL(Method):
         return (out[:, 0] if self.pooling == "cls" else tokens.mean(dim=1)), tokens
 
     def forward(self, batch):
-        x = instance_norm(batch["views"][0])
+        raw = batch["views"][0]
+        x = instance_norm(raw)
         (i1, t1), (i2, t2) = self._encode(x), self._encode(x)
-        target = patches(x, self.backbone.patch_size)
+        target = self.backbone.patches(raw if self.target == "input" else x)
         out = timedrl_loss(target, (self.reconstruct(t1), self.reconstruct(t2)), (i1, i2), (self.head(i1), self.head(i2)), self.contrastive_weight)
         return {k: v if k == "loss" else v.detach() for k, v in out.items()}
 

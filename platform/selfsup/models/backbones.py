@@ -167,13 +167,14 @@ def build_backbone(
     heads: int = 4,
     registers: int = 1,
     groups: tuple[int, ...] | None = None,
+    patch_stride: int | None = None,
 ) -> nn.Module:
     """Build a backbone for inputs of shape ``in_shape`` (``(C, H, W)``, ``(C, T)`` or ``(F,)``);
     ``.embed_dim`` gives its output size (``embed_dim`` except for ``timm``: the model's own feature
     size). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``,
     ``class_token``, ``global_pool``, ``drop_path_rate``). The token transformers take ``depth``
     blocks of ``heads`` heads and ``registers`` extra tokens; ``groups`` are a table's column widths
-    (all 1 when not given)."""
+    (all 1 when not given); ``patch_stride`` makes ``vit1d``'s patches overlap (see ``ViT1d``)."""
     if name == "cnn":
         return SmallCNN(in_shape[0], embed_dim, width, depth)
     if name == "cnn1d":
@@ -183,7 +184,7 @@ def build_backbone(
     if name == "ft_transformer":
         return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
     if name == "vit1d":
-        return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers)
+        return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers, patch_stride)
     if name == "timm":
         return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **(timm_kwargs or {}))
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

@@ -25,7 +25,7 @@ def backbone_kwargs(model: dict, in_shape, groups=None) -> dict:
         name=model["backbone"], in_shape=tuple(in_shape), embed_dim=model["embed_dim"], width=model["width"], depth=model["depth"],
         timm_name=model.get("timm_name"), patch_size=model.get("patch_size"), small_stem=model.get("small_stem", False),
         timm_kwargs=model.get("timm_kwargs") or {}, heads=model.get("heads", 4), registers=model.get("registers", 1),
-        groups=tuple(groups) if groups else None,
+        groups=tuple(groups) if groups else None, patch_stride=model.get("patch_stride"),
     )
 
 

@@ -19,6 +19,7 @@ the output tokens.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfsup.models.tokens import run_blocks, select, sincos_pos_embed
@@ -81,16 +82,32 @@ class FeatureTransformer(_TokenEncoder):
 
 
 class ViT1d(_TokenEncoder):
-    """Signals ``(B, C, T)`` -> time-patch tokens ``(B, T / patch, D)``."""
+    """Signals ``(B, C, T)`` -> time-patch tokens ``(B, N, D)``: ``N = T / patch`` disjoint patches;
+    with a ``stride`` (``model.patch_stride``), the end of the signal is first padded with ``stride``
+    repeats of its last sample and a patch starts every ``stride`` samples (overlapping when
+    ``stride < patch``), ``N = (T + stride - patch) // stride + 1``: the patching of TimeDRL's
+    reference (``layers/Embed.py``, ``Patching``: ``ReplicationPad1d((0, stride))`` then ``unfold``)."""
 
-    def __init__(self, channels: int, length: int, patch: int, dim: int, depth: int, heads: int, registers: int = 1):
-        if length % patch:
-            raise ValueError(f"model.patch_size {patch} does not divide the signal length {length}")
+    def __init__(self, channels: int, length: int, patch: int, dim: int, depth: int, heads: int, registers: int = 1, stride: int | None = None):
+        if stride is None and length % patch:
+            raise ValueError(f"model.patch_size {patch} does not divide the signal length {length} (set model.patch_stride to pad the end)")
+        if stride is not None and not 1 <= stride <= patch <= length + stride:
+            raise ValueError(f"model.patch_stride {stride} must be in [1, model.patch_size {patch}] and the patch fit the signal ({length})")
         super().__init__(dim, depth, heads, registers)
-        self.patch_embed = nn.Conv1d(channels, dim, patch, stride=patch)
-        self.grid = (length // patch,)
-        self.patch_size = patch
+        self.patch_size, self.stride = patch, stride
+        self.patch_embed = nn.Conv1d(channels, dim, patch, stride=stride or patch)
+        self.grid = ((length + stride - patch) // stride + 1 if stride else length // patch,)
         self.register_buffer("pos", sincos_pos_embed(dim, self.grid)[None], persistent=False)
 
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` with ``stride`` repeats of the last sample appended (unchanged without a stride)."""
+        return F.pad(x, (0, self.stride), mode="replicate") if self.stride else x
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T) -> (B, N, C * patch)``: patch ``n`` holds the samples of every channel ``c``
+        the ``n``-th token sees, channel by channel (the order the patch embedding reads them)."""
+        b, c, _ = x.shape
+        return self.pad(x).unfold(-1, self.patch_size, self.stride or self.patch_size).permute(0, 2, 1, 3).reshape(b, -1, c * self.patch_size)
+
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None, with_registers: bool = False) -> torch.Tensor:
-        return self.encode(self.patch_embed(x).transpose(1, 2) + self.pos, keep, with_registers)
+        return self.encode(self.patch_embed(self.pad(x)).transpose(1, 2) + self.pos, keep, with_registers)
