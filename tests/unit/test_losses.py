@@ -358,9 +358,14 @@ def test_seqjepa_loss_actions_and_equivariance_probe():
     t = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     assert seqjepa_loss(t, 3 * t).item() == pytest.approx(0.0, abs=1e-7)
     assert seqjepa_loss(t, t.flip(1)).item() == pytest.approx(1.0)  # orthogonal pairs
-    a = torch.tensor([[[0.0], [1.0], [3.0], [6.0]]])  # parameters of views 1..4 (M = 3 observed)
+    # parameters of views 1..4 (M = 3 observed), normalised over the views as the reference's
+    # engine.py does: ||(0, 1, 3, 6)|| = sqrt(46); the second parameter (0, 0, 0, 2) becomes (0, 0, 0, 1)
+    a = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [6.0, 2.0]]])
     steps, to_next = relative_actions(a)
-    assert steps.flatten().tolist() == [1.0, 2.0, 0.0] and to_next.flatten().tolist() == [3.0]
+    r = math.sqrt(46)
+    assert torch.allclose(steps[0], torch.tensor([[1 / r, 0.0], [2 / r, 0.0], [0.0, 0.0]]))
+    assert torch.allclose(to_next[0], torch.tensor([3 / r, 1.0]))
+    assert torch.allclose(relative_actions(5 * a)[1], to_next)  # the scale of the parameters is gone
     g = torch.Generator().manual_seed(0)
     y = torch.randn(400, 3, generator=g)
     x = torch.cat([y @ torch.randn(3, 8, generator=g), torch.randn(400, 4, generator=g)], dim=1) + 0.01 * torch.randn(400, 12, generator=g)

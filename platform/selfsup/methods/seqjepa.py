@@ -8,6 +8,7 @@ transformation with parameters ``a_i`` (a resized crop and brightness/contrast j
 ``selfsup.data.batch_views.transformed_view``: the "actions"). With the encoder ``f`` and its EMA
 copy ``f'``:
 
+    a = a / ||a||_views                                  # each parameter normalised over the M + 1 views
     z_i = f(x_i), i = 1..M                              # per-view encodings: equivariant
     u_i = [z_i, g(a_{i+1} - a_i)], u_M = [z_M, 0]        # each view with the action to the next
     s = T([AGG], u_1..u_M)[AGG]                          # aggregate of the sequence: invariant
@@ -45,10 +46,14 @@ def seqjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return 1 - F.cosine_similarity(prediction, target.detach(), dim=-1).mean()
 
 
-def relative_actions(actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def relative_actions(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From the parameters ``(B, M + 1, A)`` of a sequence of views: the action from each observed
     view to the next ``(B, M, A)`` (the last observed one's is 0: it is the prediction's) and the
-    action to the view to predict ``(B, A)``."""
+    action to the view to predict ``(B, A)``. The parameters are first L2-normalised over the
+    sequence's views, each parameter of each sample on its own, as the reference's training loop
+    does before they reach the model (``src/engine.py``, ``train_one_epoch_aug``:
+    ``F.normalize(aug_params, p=2, dim=1)``)."""
+    actions = F.normalize(params, p=2, dim=1)
     m = actions.shape[1] - 1
     steps = torch.zeros_like(actions[:, :m])
     steps[:, :-1] = actions[:, 1:m] - actions[:, : m - 1]
