@@ -346,12 +346,43 @@ def test_sarjepa_targets_and_local_windows():
     feats = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)  # 2 scales, 4x4 pixels
     t = patch_targets(feats, 2)
     assert t.shape == (1, 4, 8) and t[0, 1].tolist() == [2, 3, 6, 7, 18, 19, 22, 23]  # patch (0, 1): scale 0 then 1
-    context, hidden = LocalWindowMasks((6, 6), window=3, n_windows=2, mask_ratio=0.8)(50, torch.Generator().manual_seed(0))
-    assert context.shape == (50, 2, 2) and hidden.shape == (50, 2, 7)
-    cells = torch.cat([context, hidden], dim=-1)
+    # the reference hides int(window^2 * mask_ratio) patches per window: 0.75 * 9 = 6.75 -> 6 (rounding gave 7)
+    cells, hidden = LocalWindowMasks((6, 6), window=3, n_windows=2, mask_ratio=0.75)(50, torch.Generator().manual_seed(0))
+    assert cells.shape == hidden.shape == (50, 2, 9) and (hidden.sum(-1) == 6).all()
     rows, cols = cells // 6, cells % 6
     assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()  # one 3x3 window
-    assert all(len(set(w.tolist())) == 9 for w in cells.flatten(0, 1))
+    assert all(len(set(w.tolist())) == 9 for w in cells.flatten(0, 1)) and (cells.diff(dim=-1) > 0).all()
+    with pytest.raises(ValueError, match="hides 0 of a window's 9 patches"):
+        LocalWindowMasks((6, 6), window=3, n_windows=2, mask_ratio=0.1)
+
+
+def test_sarjepa_encoder_sees_the_whole_window_with_mask_tokens():
+    """As the reference's ``forward_encoder``: the encoder takes every patch of a window, the hidden
+    ones' embeddings replaced by the mask token, so its k^2 output tokens do not depend on the hidden
+    patches' pixels but do on the visible ones'; the loss is the mean squared error of the decoder's
+    outputs at the hidden patches only (``forward_loss``: per-patch mean, averaged over the hidden)."""
+    from selfsup.methods.sarjepa import SARJEPA
+    from selfsup.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    vit = dict(depth=1, embed_dim=16, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
+    backbone = build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=vit)
+    method = SARJEPA(backbone, window=2, n_windows=1, mask_ratio=0.5, scales=[1], operator="difference", predictor_dim=8, predictor_depth=1, predictor_heads=2)
+    window = torch.tensor([[[0, 1, 4, 5]]])  # the top-left 2x2 patches of the 4x4 grid
+    hidden = torch.tensor([[[False, True, True, False]]])  # patches 1 and 4 hidden
+    x = torch.rand(1, 1, 8, 8)
+    changed_hidden, changed_visible = x.clone(), x.clone()
+    changed_hidden[..., 0:2, 2:4] += 1.0  # patch 1's pixels
+    changed_visible[..., 0:2, 0:2] += 1.0  # patch 0's pixels
+    with torch.no_grad():
+        z = method.encode_windows(x, window, hidden)
+        assert z.shape == (1, 4, 16)
+        assert torch.allclose(z, method.encode_windows(changed_hidden, window, hidden))
+        assert not torch.allclose(z, method.encode_windows(changed_visible, window, hidden))
+        prediction = method.decoder(z)
+        target = patch_targets(gradient_features(x, (1,), "difference"), 2)[:, [1, 4]]
+        expected = ((prediction[0, [1, 2]] - target[0]) ** 2).mean(dim=-1).mean()
+        assert method({"views": [x], "window": window, "hidden": hidden})["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_seqjepa_loss_actions_and_equivariance_probe():

@@ -5,34 +5,40 @@ Predictive Architecture", ISPRS J.).
 
 https://arxiv.org/abs/2311.15153 — sec. 3 and the reference code (waterdisappear/SAR-JEPA,
 ``Pretraining/models_lomar.py``). Masks are local: per image, ``n_windows`` windows of
-``window x window`` patches, each hiding ``mask_ratio`` of its patches (after LoMaR, Chen et al.
-2022). The context encoder sees a window's visible patches; a predictor fills in its hidden ones.
-What it predicts is not a learned target encoder's output but a fixed operator's: multi-scale
-gradients of the image, which for speckled SAR images are gradients *by ratio* (ROEWA-like):
+``window x window`` patches, each hiding ``int(mask_ratio * window^2)`` of its patches (after
+LoMaR, Chen et al. 2022). As in the reference, the encoder sees every patch of a window, the hidden
+ones' embeddings replaced by a learned mask token, and a decoder maps each of the window's tokens
+to its prediction. What it predicts is not a learned target encoder's output but a fixed
+operator's: multi-scale gradients of the image, which for speckled SAR images are gradients *by
+ratio* (ROEWA-like):
 
     s_top, s_bottom, s_left, s_right = sums of the image over the half-windows of radius r
     g_r = sqrt(log(s_left / s_right)^2 + log(s_top / s_bottom)^2)     # "ratio", per pixel
     target(patch) = [g_r1(patch pixels), ..., g_rS(patch pixels)]   # S scales (5, 9, 13, 17)
-    loss = mean over hidden patches of |predictor(encoder(visible), hidden) - target|^2
+    e = patch_embed(x); e[hidden] = mask_token                       # every patch of the window
+    loss = mean over hidden patches of |decoder(encoder(e[window] + pos))[hidden] - target|^2
 
-``operator: difference`` uses the plain difference of half-window means (an image gradient for
-optical images) instead of the log-ratio. Images with several channels use their channel mean.
-The representation (``embed``) is the mean of the encoder's patch tokens ``(B, D)``.
+Positions: the reference's ViT has relative position encodings in its attention (iRPE); here
+the backbone is timm's ViT with its absolute positions, added after the mask token, so that a
+hidden patch's token still says where it is. ``operator: difference`` uses the plain difference
+of half-window means (an image gradient for optical images) instead of the log-ratio. Images
+with several channels use their channel mean. The representation (``embed``) is the mean of the
+encoder's patch tokens ``(B, D)``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
+from torch import nn
 
-from selfsup.methods.base import Method, PredictorShape, register
+from selfsup.methods.base import Method, register
 from selfsup.models.backbones import require_vit
-from selfsup.models.predictor import MaskedPredictor
-from selfsup.models.tokens import select
-from selfsup.sections import Fraction
+from selfsup.models.tokens import run_blocks, select
+from selfsup.sections import Fraction, Section
 
 
 def half_window_sums(x: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
@@ -83,40 +89,64 @@ def sarjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 class LocalWindowMasks:
     """LoMaR-style local masks on a patch grid ``(H, W)``: per sample, ``n_windows`` windows of
-    ``window x window`` patches at uniform positions, each hiding ``round(mask_ratio * window^2)``
-    random patches (at least one, and one left visible). ``masks(batch_size) -> (context (B, n,
-    Kc), hidden (B, n, Kh))``: patch indices, row-major, sorted within each window."""
+    ``window x window`` patches at uniform positions, each hiding ``int(mask_ratio * window^2)``
+    random patches (truncated, as the reference's ``generate_window_patches``; at least one hidden
+    and one visible). ``masks(batch_size) -> (window (B, n, k^2), hidden (B, n, k^2))``: each
+    window's patch indices (row-major, sorted) and which of them are hidden.
+
+    The reference draws one set of window positions per batch (distinct rows and columns,
+    ``torch.randperm``); here each sample draws its own, so that a batch's windows cover more of
+    the images (the same distribution for one sample)."""
 
     def __init__(self, grid: tuple[int, int], window: int, n_windows: int, mask_ratio: float):
         if window > min(grid):
             raise ValueError(f"window {window} does not fit the {grid[0]}x{grid[1]} patch grid")
         self.grid, self.window, self.n_windows = grid, window, n_windows
-        self.hidden = min(window * window - 1, max(1, round(mask_ratio * window * window)))
+        self.hidden = int(mask_ratio * window * window)
+        if not 1 <= self.hidden < window * window:
+            raise ValueError(f"mask_ratio {mask_ratio} hides {self.hidden} of a window's {window * window} patches: at least one must be hidden and one visible")
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None):
         (h, w), k, n = self.grid, self.window, self.n_windows
         rows = torch.randint(h - k + 1, (batch_size, n, 1), generator=generator)
         cols = torch.randint(w - k + 1, (batch_size, n, 1), generator=generator)
         local = torch.arange(k * k)
-        cells = (rows + local // k) * w + cols + local % k  # (B, n, k*k) patch indices of each window
-        order = torch.rand(batch_size, n, k * k, generator=generator).argsort(dim=-1)
-        picked = cells.gather(-1, order)
-        return picked[..., self.hidden:].sort(dim=-1).values, picked[..., : self.hidden].sort(dim=-1).values
+        cells = (rows + local // k) * w + cols + local % k  # (B, n, k*k): sorted, row-major
+        rank = torch.rand(batch_size, n, k * k, generator=generator).argsort(dim=-1).argsort(dim=-1)
+        return cells, rank < self.hidden
 
 
-class SARJEPAConfig(PredictorShape):
+class WindowDecoder(nn.Module):
+    """The reference's decoder (``encoder_pred``, ``decoder_blocks``, ``decoder_norm``,
+    ``decoder_pred``): ``(B, K, in_dim) -> (B, K, out_dim)``, one output per token of the window."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, out_dim: int):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.embed = nn.Linear(in_dim, dim)
+        self.blocks = nn.Sequential(*[Block(dim, heads, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, out_dim)
+        self.grad_checkpointing = False
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(run_blocks(self.blocks, self.embed(z), self.grad_checkpointing)))
+
+
+class SARJEPAConfig(Section):
     """SAR-JEPA (Li et al., 2024): local masks (windows of ``window`` patches, ``n_windows`` per
     image, ``mask_ratio`` hidden in each: the reference's 7, 4 and 0.8), the gradient operator and
-    its radii in pixels (the reference's 5, 9, 13, 17 at 224 px), and the predictor's size."""
+    its radii in pixels (the reference's 5, 9, 13, 17 at 224 px), and the decoder's size (its 512
+    wide, 8 blocks, 16 heads)."""
 
-    position_axes: ClassVar[int] = 2
     name: Literal["sarjepa"] = "sarjepa"
     window: int = Field(7, ge=2)
     n_windows: int = Field(4, ge=1)
     mask_ratio: Fraction = 0.8
     scales: list[int] = Field(default_factory=lambda: [5, 9, 13, 17], min_length=1)
     operator: Literal["ratio", "difference"] = "ratio"
-    predictor_dim: int = Field(512, ge=4)
+    predictor_dim: int = Field(512, ge=1)
     predictor_depth: int = Field(8, ge=1)
     predictor_heads: int = Field(16, ge=1)
 
@@ -124,6 +154,10 @@ class SARJEPAConfig(PredictorShape):
     def _check(self) -> "SARJEPAConfig":
         if min(self.scales) < 1:
             raise ValueError(f"scales are radii in pixels, at least 1, got {self.scales}")
+        if self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"predictor_dim {self.predictor_dim} must be divisible by predictor_heads {self.predictor_heads}")
+        if not 1 <= int(self.mask_ratio * self.window**2) < self.window**2:
+            raise ValueError(f"mask_ratio {self.mask_ratio} must hide at least one of a window's {self.window**2} patches and leave one")
         return self
 
 
@@ -157,26 +191,36 @@ class SARJEPA(Method):
         if max(scales) >= size:
             raise ValueError(f"scales {list(scales)}: a radius must be below the image size {size}")
         self.patch, self.scales, self.operator = backbone.patch_size, tuple(scales), operator
-        out = len(self.scales) * self.patch**2
-        self.predictor = MaskedPredictor(backbone.embed_dim, backbone.grid, predictor_dim, predictor_depth, predictor_heads, out)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, backbone.embed_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder = WindowDecoder(backbone.embed_dim, predictor_dim, predictor_depth, predictor_heads, len(self.scales) * self.patch**2)
         self.mask_maker = LocalWindowMasks(backbone.grid, window, n_windows, mask_ratio)
 
     def masks(self):
         def make(batch_size: int) -> dict:
-            context, hidden = self.mask_maker(batch_size)
-            return {"context": context, "hidden": hidden}
+            window, hidden = self.mask_maker(batch_size)
+            return {"window": window, "hidden": hidden}
 
         return make
 
+    def encode_windows(self, x: torch.Tensor, window: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens ``(B * n, k^2, D)`` of each window ``(B, n, k^2)`` of ``x``, its
+        ``hidden`` patches' embeddings replaced by the mask token (then positions added)."""
+        b, n, _ = window.shape
+        cells, hide = window.flatten(0, 1), hidden.flatten(0, 1)
+        grid = torch.zeros(b * n, self.backbone.grid[0] * self.backbone.grid[1], dtype=torch.bool, device=x.device)
+        grid.scatter_(1, cells, hide)
+        return self.backbone.tokens(x.repeat_interleave(n, dim=0), keep=cells, hide=grid, mask_token=self.mask_token)
+
     def forward(self, batch):
         (x,) = batch["views"]
-        context, hidden = batch["context"].flatten(0, 1), batch["hidden"].flatten(0, 1)  # (B * n, K): one sequence per window
-        n = batch["context"].shape[1]
+        window, hidden = batch["window"], batch["hidden"]
         with torch.no_grad():
             target = patch_targets(gradient_features(x, self.scales, self.operator), self.patch)
-        z = self.backbone.tokens(x.repeat_interleave(n, dim=0), keep=context)
-        prediction = self.predictor(z, context, hidden).float()
-        return {"loss": sarjepa_loss(prediction, select(target.repeat_interleave(n, dim=0), hidden))}
+        prediction = self.decoder(self.encode_windows(x, window, hidden)).float()
+        target = select(target.repeat_interleave(window.shape[1], dim=0), window.flatten(0, 1))
+        hide = hidden.flatten(0, 1)
+        return {"loss": sarjepa_loss(prediction[hide], target[hide])}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,6 +232,8 @@ class SARJEPA(Method):
 
     @torch.no_grad()
     def view_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """One view for LiDAR: the encoder on the visible patches of one random window of ``x``."""
-        context, _ = self.mask_maker(len(x))
-        return self.backbone.tokens(x, keep=context[:, 0].to(x.device)).mean(dim=1)
+        """One view for LiDAR: the encoder on one random window of ``x`` with its hidden patches
+        masked, the mean of its visible patches' tokens."""
+        window, hidden = (m[:, :1].to(x.device) for m in self.mask_maker(len(x)))
+        tokens, seen = self.encode_windows(x, window, hidden), ~hidden[:, 0]
+        return (tokens * seen[..., None]).sum(dim=1) / seen.sum(dim=1, keepdim=True)

@@ -135,12 +135,17 @@ class TimmBackbone(nn.Module):
     def patch_size(self) -> int:
         return self.model.patch_embed.patch_size[0]
 
-    def tokens(self, x, keep: torch.Tensor | None = None):
+    def tokens(self, x, keep: torch.Tensor | None = None, hide: torch.Tensor | None = None, mask_token: torch.Tensor | None = None):
         """Patch tokens ``(B, N, D)`` after the final norm; with ``keep`` ``(B, K)`` (patch indices,
         row-major) only those patches enter the encoder (after their positional embedding, as in
-        I-JEPA's context encoder and MAE's encoder) and ``(B, K, D)`` comes out."""
+        I-JEPA's context encoder and MAE's encoder) and ``(B, K, D)`` comes out. With ``hide``
+        ``(B, N)`` (bool) the embeddings of those patches are replaced by ``mask_token`` ``(1, 1, D)``
+        before the positions are added (SAR-JEPA's and LoMaR's encoder)."""
         m = self.model
-        t = m._pos_embed(m.patch_embed(x))
+        e = m.patch_embed(x)
+        if hide is not None:
+            e = torch.where(hide.view(*e.shape[:-1], 1), mask_token.to(e.dtype), e)
+        t = m._pos_embed(e)
         n = m.num_prefix_tokens
         if keep is not None:
             t = torch.cat([t[:, :n], select(t[:, n:], keep)], dim=1)
