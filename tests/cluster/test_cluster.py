@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
-from ray.util.state import list_actors
+from ray.util.state import list_actors, list_jobs
 
 from selfsup.tracking.runs import NODES, STARTS, TRIAL_NODE
 from tests.cluster import services
@@ -150,6 +150,12 @@ def test_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_path):
     assert any(k.endswith("selection.txt") for k in services.s3_keys(s3[0], ARTIFACTS))
     version = client.search_model_versions("name = 'cluster-sweep'")[0]
     assert version.source.startswith("mlflow-artifacts:/") or version.source.startswith("models:/")
+    # The nodes hold the bucket's keys in their environment: no secret reaches a job's runtime env,
+    # which Ray's dashboard and Jobs API show to anyone who reaches them; the endpoint does.
+    envs = [json.dumps(j.runtime_env or {}, default=str) for j in list_jobs(address=nodes.dashboard, detail=True)]
+    assert any("AWS_ENDPOINT_URL" in e for e in envs), envs
+    for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_PASSWORD"):
+        assert not any(secret in e for e in envs), envs
 
 
 def test_s3_checkpoints_survive_a_killed_worker_and_export(nodes, server, s3, client_env, tmp_path):

@@ -26,16 +26,35 @@ def test_artifacts_local_for_a_local_store_and_left_to_a_server(tmp_path):
     assert served.train.storage_path == str(tmp_path / "selfsup-runs")
 
 
-def test_workers_inherit_credentials_the_job_does_not_set(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+SECRETS = {"MLFLOW_TRACKING_PASSWORD": "pw-1", "MLFLOW_TRACKING_TOKEN": "tok-2", "AWS_ACCESS_KEY_ID": "key-3",
+           "AWS_SECRET_ACCESS_KEY": "secret-4", "AWS_SESSION_TOKEN": "session-5"}
+
+
+def test_workers_inherit_settings_the_job_does_not_set_but_no_secret(monkeypatch):
+    """Endpoints, user names and regions reach the workers through the job's runtime env; the
+    secrets do not (Ray's dashboard and Jobs API show a job's runtime env to anyone who reaches
+    them) unless SELFSUP_FORWARD_SECRETS=1 asks for them, which is warned about."""
+    from selfsup.train.cluster import FORWARD_SECRETS, secrets_warning
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("UNRELATED", "x")
     monkeypatch.delenv(JOB_CONFIG, raising=False)
+    monkeypatch.delenv(FORWARD_SECRETS, raising=False)
     env = forwarded_env()
-    assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env) and "UNRELATED" not in env
+    assert {"MLFLOW_TRACKING_USERNAME", "AWS_ENDPOINT_URL", "AWS_REGION"} <= set(env) and "UNRELATED" not in env
+    assert not set(SECRETS) & set(env) and not set(SECRETS.values()) & set(env.values())
+    assert secrets_warning(env) is None
     monkeypatch.setenv(JOB_CONFIG, json.dumps({"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://elsewhere"}}}))
-    assert "AWS_ENDPOINT_URL" not in forwarded_env() and forwarded_env()["AWS_ACCESS_KEY_ID"] == "key"
+    assert "AWS_ENDPOINT_URL" not in forwarded_env() and forwarded_env()["AWS_REGION"] == "us-east-1"
+    monkeypatch.setenv(FORWARD_SECRETS, "1")
+    env = forwarded_env()
+    assert set(SECRETS) <= set(env)
+    warning = secrets_warning(env)
+    assert warning.startswith("[selfsup] warning: SELFSUP_FORWARD_SECRETS=1 forwards AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY") and "\n" not in warning
 
 
 def test_server_warns_when_bound_beyond_loopback():

@@ -24,7 +24,15 @@ from selfsup.config import ConfigError, ExperimentConfig, is_server
 
 FORWARDED = ("MLFLOW_TRACKING_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "RAY_TRAIN_")
 """Variables (by prefix) that every worker of the job needs as the driver has them: the MLflow
-server's credentials, the object store's endpoint and keys, and Ray Train's settings."""
+server's address and user, the object store's endpoint and region, and Ray Train's settings."""
+SECRET = ("PASSWORD", "TOKEN", "SECRET", "ACCESS_KEY")
+"""Parts of a variable's name that make it a secret (``MLFLOW_TRACKING_PASSWORD``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ACCESS_KEY_ID``, ``AWS_SESSION_TOKEN``, ...): not forwarded, since a
+job's runtime env is shown to anyone who reaches Ray's dashboard or Jobs API. Workers take them
+from their node's own environment (instance profiles, Kubernetes secrets, the shell that ran
+``ray start``), unless :data:`FORWARD_SECRETS` is set."""
+FORWARD_SECRETS = "SELFSUP_FORWARD_SECRETS"
+"""Set to 1 to forward the secrets too (warned about: they become readable in the job's metadata)."""
 RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 """Ray Train settings selfsup changes unless the environment sets them: no preemption watcher (an
 actor process more per run, started before training, whose only use is to report a preempted
@@ -37,16 +45,32 @@ def job_runtime_env() -> dict:
     return json.loads(os.environ.get(JOB_CONFIG, "{}")).get("runtime_env") or {}
 
 
+def is_secret(name: str) -> bool:
+    return any(part in name.upper() for part in SECRET)
+
+
 def forwarded_env() -> dict[str, str]:
-    """This process's MLflow and object-store variables, less those the submitted job's runtime
-    env already sets (``ray job submit --runtime-env-json``: Ray refuses to merge a key twice)."""
+    """This process's MLflow and object-store variables that are not secrets (:data:`SECRET`; all
+    of them with ``SELFSUP_FORWARD_SECRETS=1``), less those the submitted job's runtime env already
+    sets (``ray job submit --runtime-env-json``: Ray refuses to merge a key twice)."""
     taken = set(job_runtime_env().get("env_vars") or {})
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in taken}
+    secrets = os.environ.get(FORWARD_SECRETS) == "1"
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in taken and (secrets or not is_secret(k))}
+
+
+def secrets_warning(env: dict[str, str]) -> str | None:
+    """The warning :func:`init_ray` prints when ``env`` forwards secrets (``SELFSUP_FORWARD_SECRETS=1``)."""
+    names = sorted(k for k in env if is_secret(k))
+    if not names:
+        return None
+    return (f"[selfsup] warning: {FORWARD_SECRETS}=1 forwards {', '.join(names)} to the job's workers in its runtime env, which "
+            "anyone who reaches Ray's dashboard or Jobs API can read; prefer the nodes' own environment (instance profiles, Kubernetes secrets)")
 
 
 def init_ray(temp_dir: str | None = None) -> None:
     """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (no-op if already connected); the
-    job's workers on every node get :func:`forwarded_env`.
+    job's workers on every node get :func:`forwarded_env` (no secrets unless asked for, and then
+    with a warning).
 
     A local Ray's Train controllers poll their workers every 0.5 s instead of Ray's 2 s (unless
     ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
@@ -71,6 +95,9 @@ def init_ray(temp_dir: str | None = None) -> None:
                 flush=True,
             )
     env = forwarded_env()
+    warning = secrets_warning(env)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     # a temp dir names a local Ray's session folder; a running cluster has its own
     ray.init(address=address, _temp_dir=None if address else temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
 
