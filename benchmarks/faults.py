@@ -14,6 +14,10 @@ without a fault. Then:
   damaged, in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
   whole folder deleted.
 
+The faulty runs make their views in `--loader-workers` DataLoader processes, in turn (default 0
+and 2: persistent processes, which drew their views from a stream seeded once when they started,
+until every batch got a seed of its own); the reference makes them in the worker's own process.
+
 Then the sweep faults of `benchmarks/sweep_faults.py` (see there): `--driver-kills N` sweeps whose
 `selfsup sweep` process is SIGKILLed during its trials, its report and its registration in turn,
 then resumed (default 3); `--outages N` sweeps whose tracking server is down `--outage-s` seconds
@@ -32,7 +36,7 @@ Ray's, Train's and the runs' own output go to a log file named first; then one l
 table, and last one summary line. Exits 1 if any run fails a check.
 
     python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--driver-kills 3] [--outages 1]
-                                [--outage-s 30] [--leak-trials 30] [--seed 0] [--log FILE]
+                                [--outage-s 30] [--leak-trials 30] [--loader-workers 0,2] [--seed 0] [--log FILE]
 
 With ``RAY_ADDRESS`` set it runs on that Ray instead of starting one.
 """
@@ -61,6 +65,7 @@ DAMAGE = ("truncated state.pt", "deleted state.pt", "deleted folder")
 @dataclass
 class Outcome:
     run: str
+    loader_workers: int
     kill_epoch: int
     into_epoch_s: float
     damage: str
@@ -88,12 +93,12 @@ class Outcome:
         return self.max_diff == 0.0
 
 
-def config(tmp: Path, name: str, epochs: int):
+def config(tmp: Path, name: str, epochs: int, loader_workers: int = 0):
     from selfsup.config import ExperimentConfig
 
     return ExperimentConfig.model_validate({
         "name": name,
-        "data": {"name": "digits", "views": "light"},
+        "data": {"name": "digits", "views": "light", "loader_workers": loader_workers},
         "model": {"backbone": "cnn", "embed_dim": 32, "width": 16, "depth": 2},
         "method": {"name": "vicreg", "projector": [64, 64]},
         "optim": {"lr": 3e-3},
@@ -155,12 +160,13 @@ def damage(folder: Path, how: str) -> None:
         shutil.rmtree(folder)
 
 
-def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Random, reference: dict, how: str) -> Outcome:
-    """One run of ``name``, its worker killed mid-epoch (its newest checkpoint damaged ``how``)."""
+def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Random, reference: dict, how: str, loader_workers: int) -> Outcome:
+    """One run of ``name``, its worker killed mid-epoch (its newest checkpoint damaged ``how``),
+    its views made by ``loader_workers`` DataLoader processes."""
     from selfsup.tracking import runs
     from selfsup.train.launch import train
 
-    cfg = config(tmp, name, epochs)
+    cfg = config(tmp, name, epochs, loader_workers)
     storage = Path(cfg.train.storage_path)
     # a damaged run needs a checkpoint older than the one damaged to fall back to
     kill_epoch, fraction = rng.randint(2 if how == "none" else 3, epochs - 1), rng.random()
@@ -194,18 +200,18 @@ def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Ra
         final = weights(run.data.tags[runs.CHECKPOINT])
         diff = max(float((final[k].double() - v.double()).abs().max()) if v.numel() else 0.0 for k, v in reference.items())
     status = run.info.status if not errors else f"{run.info.status}: {type(errors[0]).__name__}"
-    return Outcome(name, kill_epoch, fraction * epoch_s, how, damaged_epoch, starts, sorted(steps), diff, wall, status, warned)
+    return Outcome(name, loader_workers, kill_epoch, fraction * epoch_s, how, damaged_epoch, starts, sorted(steps), diff, wall, status, warned)
 
 
 def table(rows: list[Outcome], epochs: int) -> str:
-    head = (f"{'run':10s} {'kill in epoch':>13s} {'+s':>5s}  {'damaged (epoch)':26s} {'warned':6s} {'starts':10s} {'lost':>4s} {'dup':>4s} "
+    head = (f"{'run':10s} {'loaders':>7s} {'kill in epoch':>13s} {'+s':>5s}  {'damaged (epoch)':26s} {'warned':6s} {'starts':10s} {'lost':>4s} {'dup':>4s} "
             f"{'max |dw|':>9s} {'wall s':>7s}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         damaged = f"{r.damage} ({r.damaged_epoch})" if r.damaged_epoch else "-"
         warned = ("yes" if r.warned else "NO") if r.damaged_epoch else "-"
         diff = "-" if r.max_diff is None else f"{r.max_diff:.1e}" if r.max_diff else "0"
-        lines.append(f"{r.run:10s} {r.kill_epoch:>13d} {r.into_epoch_s:5.2f}  {damaged:26s} {warned:6s} {json.dumps(r.starts):10s} "
+        lines.append(f"{r.run:10s} {r.loader_workers:>7d} {r.kill_epoch:>13d} {r.into_epoch_s:5.2f}  {damaged:26s} {warned:6s} {json.dumps(r.starts):10s} "
                      f"{r.lost(epochs):>4d} {r.doubled():>4d} {diff:>9s} {r.wall_s:7.1f}  {r.status}")
     return "\n".join(lines)
 
@@ -276,11 +282,17 @@ def main() -> None:
     ap.add_argument("--outage-s", type=float, default=30.0, help="how long the server is down")
     ap.add_argument("--leak-trials", type=int, default=30, help="trials of the ASHA sweep whose leftovers are counted (0: none)")
     ap.add_argument("--sweep-trials", type=int, default=3, help="trials of each driver-kill and outage sweep")
+    ap.add_argument("--loader-workers", default="0,2", help="data.loader_workers of the faulty runs, in turn (comma-separated; the "
+                    "reference run has 0: a batch's views do not depend on how many processes make them)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     ap.add_argument("--log", help="file for Ray's, Train's and the runs' own output (default: a new file in the temp dir)")
     args = ap.parse_args()
     if args.epochs < 4:
         ap.error("--epochs: at least 4 (a kill lands in epochs 2 .. epochs-1, 3 .. epochs-1 with damage)")
+    try:
+        loader_workers = [int(n) for n in args.loader_workers.split(",")]
+    except ValueError:
+        ap.error(f"--loader-workers: {args.loader_workers!r} is not a comma-separated list of counts")
 
     import ray
 
@@ -309,10 +321,10 @@ def main() -> None:
                 _, ref = the_run(cfg.tracking.uri, "reference")
                 reference = weights(ref.data.tags[runs.CHECKPOINT])
                 epoch_s = sum(v for _, v in runs.metric_history(cfg.tracking.uri, ref.info.run_id, "perf/epoch_s")) / args.epochs
-            for name, how in plan:
-                rows.append(faulty_run(tmp, name, args.epochs, epoch_s, rng, reference, how))
+            for i, (name, how) in enumerate(plan):
+                rows.append(faulty_run(tmp, name, args.epochs, epoch_s, rng, reference, how, loader_workers[i % len(loader_workers)]))
                 r = rows[-1]
-                print(f"  {r.run}: killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
+                print(f"  {r.run} ({r.loader_workers} loader processes): killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
                       f"starts {r.starts}, {r.status}", file=console)
             sweep_epochs = 3
             for i in range(args.driver_kills):

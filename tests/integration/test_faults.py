@@ -1,6 +1,7 @@
 """The fault harness at a small N, as CI runs it: one worker killed mid-epoch and one run per kind
 of checkpoint damage, each run on the session's real Ray with a real MLflow store and checked
-against a run without a fault (resumed, no epoch lost or doubled, bitwise-equal weights)."""
+against a run without a fault (resumed, no epoch lost or doubled, bitwise-equal weights); the
+faulty runs make their views in 0 and 2 DataLoader processes in turn, the reference in none."""
 
 import os
 import subprocess
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_fault_harness_small_n(ray_cluster, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "1", "--damaged", "3", "--epochs", "5",
-           "--driver-kills", "0", "--outages", "0", "--leak-trials", "0", "--log", str(tmp_path / "faults.log")]
+           "--driver-kills", "0", "--outages", "0", "--leak-trials", "0", "--loader-workers", "0,2", "--log", str(tmp_path / "faults.log")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-4000:]
     lines = out.stdout.strip().splitlines()
@@ -21,6 +22,8 @@ def test_fault_harness_small_n(ray_cluster, tmp_path):
     assert lines[-1] == ("worker kills 1/1 resumed, 0 epochs lost, 0 doubled, 1/1 weights equal; damaged checkpoints 3/3 resumed "
                          "past the damage, 3/3 warned, 0 epochs lost, 0 doubled, 3/3 weights equal")
     assert len(lines) < 20, "the console shows the harness's lines, not Ray's"
+    loaders = [ln.split()[1] for ln in lines if ln.startswith(("kill-", "damage-"))]
+    assert loaders == ["0", "2", "0", "2"], lines
 
 
 def test_sweep_fault_harness_small_n(ray_cluster, tmp_path):

@@ -96,3 +96,40 @@ def test_byol_recipe_is_asymmetric():
     assert (blur(first), blur(second)) == (1.0, 0.1)
     assert any(type(t).__name__ == "RandomSolarize" for t in second.transforms)
     assert not any(type(t).__name__ == "RandomSolarize" for t in first.transforms)
+
+
+def epoch_views(loader_workers: int, epochs: range) -> list[torch.Tensor]:
+    """The views of every batch of ``epochs``, as the worker loop makes them (persistent loader
+    processes, a DistributedSampler, a random recipe and random masks in the collate)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from selfsup.data.views import SeededBatches, SeededSamples, ViewCollate
+
+    def masks(b):
+        return {"context": torch.rand(b, 16).argsort(dim=1)[:, :4]}
+
+    dataset = TensorDataset(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    batches = SeededBatches(DistributedSampler(dataset, num_replicas=1, rank=0, seed=3), 8, seed=7)
+    collate = ViewCollate(lambda x: [x + torch.randn_like(x), x.flip(-1) * torch.rand(len(x), 1, 1, 1)], masks)
+    loader = DataLoader(SeededSamples(dataset), batch_sampler=batches, collate_fn=collate, num_workers=loader_workers,
+                        persistent_workers=loader_workers > 0)
+    out = []
+    for epoch in epochs:
+        torch.manual_seed(epoch)
+        batches.set_epoch(epoch)
+        for batch in loader:
+            out.append(torch.cat([v.flatten() for v in batch["views"]] + [batch["context"].flatten().float()]))
+    return out
+
+
+def test_views_replay_after_a_resume_with_persistent_loader_processes():
+    """Persistent DataLoader processes are seeded once, when they start: before, a run resumed at
+    epoch 3 drew other views than the uninterrupted run in its epochs 3-4. Each batch is now drawn
+    from a seed of (seed, epoch, batch): the resumed epochs equal the uninterrupted ones, and the
+    number of loader processes (0 or 2) changes nothing."""
+    straight = epoch_views(2, range(1, 5))
+    resumed = epoch_views(2, range(3, 5))
+    assert len(straight) == 20 and len(resumed) == 10
+    assert all(torch.equal(a, b) for a, b in zip(straight[10:], resumed))
+    assert all(torch.equal(a, b) for a, b in zip(straight, epoch_views(0, range(1, 5))))
+    assert not torch.equal(straight[0], straight[5])  # epochs differ

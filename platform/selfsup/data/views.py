@@ -31,8 +31,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, Dataset
 
 from selfsup.data.batch_views import BatchViews, Pipeline, crop_theta
 from selfsup.data.splits import DataError, Skipped
@@ -241,16 +243,74 @@ def build_views(
     return SampleViews([torchvision_pipeline(p, channels) for p in pipelines])
 
 
+class SeededBatch(list):
+    """A batch's sample indices, and the seed its views and masks are drawn with."""
+
+    seed: int | None = None
+
+
+class SeededBatches(BatchSampler):
+    """Batches of ``sampler``'s indices, each a :class:`SeededBatch` whose seed is a function of
+    ``(seed, epoch, batch)``: the views and masks of a batch do not depend on which DataLoader
+    process makes them, how many there are, nor what they drew before (persistent processes are
+    seeded once, when they start), so a run resumed at an epoch replays its views exactly.
+    ``set_epoch`` also sets the sampler's (a ``DistributedSampler``)."""
+
+    def __init__(self, sampler, batch_size: int, seed: int, drop_last: bool = True):
+        super().__init__(sampler, batch_size, drop_last)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for b, indices in enumerate(super().__iter__()):
+            batch = SeededBatch(indices)
+            batch.seed = int(np.random.SeedSequence([self.seed, self.epoch, b]).generate_state(1)[0])
+            yield batch
+
+
+class SeededSamples(Dataset):
+    """``dataset`` read a batch at a time (``__getitems__``, as the DataLoader does): the samples of
+    a :class:`SeededBatch` come back as one, with its seed, for :class:`ViewCollate`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list) -> SeededBatch:
+        batch = SeededBatch(self.dataset[i] for i in indices)
+        batch.seed = getattr(indices, "seed", None)
+        return batch
+
+
 class ViewCollate:
     """``collate_fn``: stacks samples ``x`` or ``(x, ...)`` into ``(B, C, H, W)`` and returns
     ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE).
     Samples a streamed dataset could not read (:class:`~selfsup.data.splits.Skipped`) are left
-    out of the batch and listed under ``"skipped"``."""
+    out of the batch and listed under ``"skipped"``. A :class:`SeededBatch` of samples is made
+    with torch's generator seeded by its seed (and the caller's stream left as it was); any other
+    list draws from the caller's stream."""
 
     def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]], masks: Callable[[int], dict] | None = None):
         self.views, self.masks = views, masks
 
     def __call__(self, samples: list) -> dict:
+        seed = getattr(samples, "seed", None)
+        if seed is None:
+            return self.collate(samples)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.collate(samples)
+
+    def collate(self, samples: list) -> dict:
         skipped = [s for s in samples if isinstance(s, Skipped)]
         samples = [s for s in samples if not isinstance(s, Skipped)]
         if not samples:

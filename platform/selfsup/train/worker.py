@@ -10,7 +10,9 @@ the same seeds) and not logged twice.
 Checkpoints (``train/checkpoints.py``): the engine state (method weights incl. heads, optimizer,
 schedule step) and the epoch, with a manifest that marks the checkpoint complete; a restart resumes
 from the newest complete one. The random state needs no saving: every epoch reseeds torch from
-``(seed, epoch, rank)``, so resuming at an epoch restores exactly the RNG stream of that epoch.
+``(seed, epoch, rank)``, so resuming at an epoch restores exactly the RNG stream of that epoch, and
+each batch's views and masks are drawn from a seed of ``(seed, rank, epoch, batch)``
+(``data.views.SeededBatches``), whichever DataLoader process makes them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
-from selfsup.data.views import Unchanged, ViewCollate, build_views
+from selfsup.data.views import SeededBatches, SeededSamples, Unchanged, ViewCollate, build_views
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
@@ -230,11 +232,10 @@ def train_loop(config: dict) -> None:
     method = build(cfg, data.shape, data.groups, data.train.x)
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    batches = SeededBatches(sampler, cfg.train.batch_size // world, seed=epoch_seed(cfg.seed, 0, rank))
     loader = DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size // world,
-        sampler=sampler,
-        drop_last=True,
+        SeededSamples(dataset),
+        batch_sampler=batches,
         collate_fn=make_collate(cfg, method, data),
         num_workers=cfg.data.loader_workers,
         persistent_workers=cfg.data.loader_workers > 0,
@@ -326,7 +327,7 @@ def train_loop(config: dict) -> None:
     startup = {"perf/launch_s": entered - config.get("launched", entered), "perf/setup_s": time.time() - entered}
     for epoch in range(start + 1, cfg.train.epochs + 1):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         diverged = False
