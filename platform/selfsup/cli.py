@@ -67,8 +67,7 @@ def _ui(args) -> int:
 def _server(args) -> int:
     from selfsup.tracking.server import serve_team
 
-    serve_team(args.backend_store_uri, args.artifacts, args.host, args.port, args.auth, args.allowed_hosts, args.workers)
-    return 0
+    return serve_team(args.backend_store_uri, args.artifacts, args.host, args.port, args.auth, args.allowed_hosts, args.workers)
 
 
 def _methods(args) -> int:

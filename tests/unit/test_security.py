@@ -86,3 +86,41 @@ def test_a_sweep_name_cannot_climb_out(tmp_path):
     (tmp_path / "sweep.yaml").write_text("name: ../../etc\nbase: base.yaml\n")
     with pytest.raises(ConfigError, match=r"sweep\.yaml: name: "):
         load_sweep(tmp_path / "sweep.yaml")
+
+
+def test_basic_auth_config_holds_no_admin_password_and_survives_odd_characters(tmp_path, monkeypatch):
+    """``selfsup server --auth``: the admin reaches MLflow through MLFLOW_AUTH_ADMIN_* (never a
+    file); the config is written with configparser, private to its owner, and MLflow reads it back
+    whole even when the store's URL holds '%' or a newline cannot add keys; a relative sqlite store
+    keeps its auth database beside it (it went to the filesystem root)."""
+    from mlflow.server.auth.config import read_auth_config
+
+    from selfsup.tracking.server import admin_env, auth_config, auth_database
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "root")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pa%ss\nadmin_username = evil")
+    path = Path(auth_config("sqlite:///runs%20a.db", str(tmp_path)))
+    text = path.read_text()
+    assert "pa%ss" not in text and "evil" not in text and (path.stat().st_mode & 0o777) == 0o600
+    env = admin_env()
+    for key, value in {**env, "MLFLOW_AUTH_CONFIG_PATH": str(path)}.items():
+        monkeypatch.setenv(key, value)
+    config = read_auth_config()
+    assert config.admin_username == "root" and config.admin_password == "pa%ss\nadmin_username = evil"
+    assert config.database_uri == f"sqlite:///{tmp_path / 'runs%20a_auth.db'}"
+    assert auth_database("sqlite:////abs/runs.db") == "sqlite:////abs/runs_auth.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(ConfigError, match="--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+        admin_env()
+
+
+def test_ui_warns_when_bound_beyond_loopback(monkeypatch, capsys):
+    """``selfsup ui --host 0.0.0.0`` says what it exposes, as ``selfsup server`` does."""
+    from selfsup.tracking import server
+
+    monkeypatch.setattr(server.os, "execv", lambda *a: None)
+    server.serve("sqlite:///x.db", "art", "0.0.0.0", 5001)
+    assert capsys.readouterr().err.startswith("[selfsup] warning: serving on 0.0.0.0: anyone who can reach port 5001 can read and write every run")
+    server.serve("sqlite:///x.db", "art", "127.0.0.1", 5001)
+    assert capsys.readouterr().err == ""

@@ -7,15 +7,19 @@ and ``selfsup server`` (the team's server that every node of a cluster logs to).
 over HTTP) into ``--artifacts`` (a shared folder or ``s3://bucket/prefix``, the endpoint from the
 standard ``AWS_*`` variables), bound to 127.0.0.1 unless ``--host`` says otherwise, and with
 ``--auth`` MLflow's basic auth (admin from ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
-the variables the clients use too; users and permissions in a database of their own).
+the variables the clients use too, handed to MLflow in its environment; users and permissions in a
+database of their own).
 """
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import os
 import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -67,8 +71,12 @@ def server_command(
 
 
 def serve(uri: str, artifact_location: str, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """``selfsup ui``: replace this process with an MLflow server over the local store."""
+    """``selfsup ui``: replace this process with an MLflow server over the local store (warned
+    about when ``host`` is not a loopback address, as ``selfsup server`` does)."""
     cmd = server_command(uri, artifact_location, host, port)
+    warning = exposure_warning(host, port, False)
+    if warning:
+        print(f"[selfsup] warning: {warning}", file=sys.stderr, flush=True)
     print(f"MLflow UI: http://{host}:{port}/{runs_view()}  (store {uri})", flush=True)
     os.execv(cmd[0], cmd)
 
@@ -100,56 +108,84 @@ def artifact_destination(artifacts: str) -> str:
     return str(folder)
 
 
+def sqlite_file(uri: str) -> Path:
+    """The absolute path of a ``sqlite:///FILE`` store: ``sqlite:///runs.db`` is ``runs.db`` in the
+    current directory, ``sqlite:////abs/runs.db`` is absolute (SQLAlchemy's reading)."""
+    path = urlsplit(uri).path
+    return Path(path[1:] if path.startswith("/") else path).resolve()
+
+
 def auth_database(uri: str) -> str:
     """Where basic auth keeps users and permissions: a database beside the backend store's
-    (``<db>_auth`` on the same server, created if missing; ``<file>_auth.db`` for sqlite)."""
+    (``<db>_auth`` on the same server, created if missing; ``<file>_auth.db`` beside a sqlite file)."""
     parts = urlsplit(uri)
     if parts.scheme.startswith("sqlite"):
-        path = Path(parts.path[1:] if parts.path.startswith("//") else parts.path)
+        path = sqlite_file(uri)
         return f"sqlite:///{path.with_name(path.stem + '_auth.db')}"
     name = parts.path.lstrip("/") + "_auth"
     if parts.scheme.split("+")[0] == "postgresql":
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(urlunsplit(parts._replace(scheme="postgresql")), autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def auth_config(uri: str) -> str:
-    """Write MLflow's basic-auth config for this store; returns its path."""
+def admin_env() -> dict[str, str]:
+    """The admin of basic auth, from the clients' variables, as MLflow's own
+    ``MLFLOW_AUTH_ADMIN_USERNAME``/``MLFLOW_AUTH_ADMIN_PASSWORD`` (never written to a file)."""
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if not password:
         raise ConfigError("--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the admin; clients use the same variables)")
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "admin")
-    text = (
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = {auth_database(uri)}\nadmin_username = {user}\nadmin_password = {password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    fd, path = tempfile.mkstemp(prefix="selfsup-auth-", suffix=".ini")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    return {"MLFLOW_AUTH_ADMIN_USERNAME": os.environ.get("MLFLOW_TRACKING_USERNAME", "admin"), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+
+
+def auth_config(uri: str, folder: str) -> str:
+    """Write MLflow's basic-auth config for this store into ``folder`` (configparser: values are
+    escaped, a newline cannot add keys); returns its path. It holds the auth database's URL, with
+    the database password if the store's URL has one: readable by its owner only."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser["mlflow"] = {
+        "default_permission": "READ",
+        "database_uri": auth_database(uri).replace("%", "%%"),  # MLflow reads it with interpolation
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    path = Path(folder) / "basic_auth.ini"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        parser.write(f)
+    return str(path)
+
+
+def run_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` until it exits, passing on Ctrl-C, SIGTERM and SIGHUP; its exit code."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    return proc.wait()
 
 
 def serve_team(
     uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, auth: bool = False, allowed_hosts: str | None = None, workers: int = 4
-) -> None:
-    """``selfsup server``: replace this process with the team's MLflow server (Ctrl-C stops it)."""
+) -> int:
+    """``selfsup server``: run the team's MLflow server until it stops (Ctrl-C); its exit code.
+    With ``auth``, the admin reaches MLflow through its environment and the auth config lives in
+    a private temporary folder removed when the server stops (its workers read it when they start)."""
     check_store(uri)
     env = dict(os.environ)
-    if auth:
-        env["MLFLOW_AUTH_CONFIG_PATH"] = auth_config(uri)
-        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))  # CSRF; one for all server processes
-    destination = artifact_destination(artifacts)
-    warning = exposure_warning(host, port, auth)
-    if warning:
-        print(f"[selfsup] warning: {warning}", file=sys.stderr, flush=True)
-    cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts, workers=workers)
-    print(f"MLflow server: http://{host}:{port}  (store {redact(uri)}, artifacts {destination}, served as mlflow-artifacts:/)", flush=True)
-    os.execve(cmd[0], cmd, env)
+    with tempfile.TemporaryDirectory(prefix="selfsup-server-") as private:
+        if auth:
+            env.update(admin_env())
+            env["MLFLOW_AUTH_CONFIG_PATH"] = auth_config(uri, private)
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))  # CSRF; one for all server processes
+        destination = artifact_destination(artifacts)
+        warning = exposure_warning(host, port, auth)
+        if warning:
+            print(f"[selfsup] warning: {warning}", file=sys.stderr, flush=True)
+        cmd = server_command(uri, destination, host, port, proxied=True, auth=auth, allowed_hosts=allowed_hosts, workers=workers)
+        print(f"MLflow server: http://{host}:{port}  (store {redact(uri)}, artifacts {destination}, served as mlflow-artifacts:/)", flush=True)
+        return run_until_stopped(cmd, env)
 
 
 def exposure_warning(host: str, port: int, auth: bool) -> str | None:
