@@ -9,12 +9,14 @@ from ray import tune
 
 from selfsup.config import ConfigError, Distribution, apply_overrides, build_experiment
 
-SPACES_DIR = Path(__file__).resolve().parents[3] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+"""The search spaces shipped with the package (package data; ``search_spaces/`` at the top of a
+checkout links here)."""
 
 
 def space_path(explicit: str | None, method: str) -> Path:
     """The search space to use: the sweep's ``search_space``, else ``search_spaces/<method>.yaml``
-    in the current directory, else the one shipped in this checkout."""
+    in the current directory, else the one shipped with the package."""
     if explicit:
         return Path(explicit)
     for root in (Path.cwd() / "search_spaces", SPACES_DIR):
