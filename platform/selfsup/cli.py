@@ -101,12 +101,40 @@ def _datasets(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, naming the verb and the argument (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return value
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="selfsup",
         description="Self-supervised pretraining on Ray with label-free hyperparameter search (LiDAR, RankMe, alpha-ReQ), tracked in MLflow.",
     )
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
 
     t = sub.add_parser("train", help="one pretraining run", description="Run one pretraining run on Ray Train, logged to MLflow: on the Ray cluster at RAY_ADDRESS (or the one a "
         "`ray job submit` runs it on), else on a local Ray. On a multi-node cluster, tracking.uri must be an MLflow server and "
@@ -161,8 +189,8 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ui", help="MLflow UI over the tracking store", description="Start `mlflow server` on 127.0.0.1 over the project's store.")
     u.add_argument("--tracking-uri", help="default sqlite:///selfsup-mlflow.db in the current directory")
     u.add_argument("--artifacts", help="default ./selfsup-artifacts")
-    u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else is reachable by others: warned)")
+    u.add_argument("--port", type=port, default=5000)
     u.set_defaults(fn=_ui)
 
     v = sub.add_parser(
@@ -175,10 +203,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--backend-store-uri", required=True, metavar="URI", help="postgresql://USER:PASSWORD@HOST:PORT/DB (sqlite:///FILE for one machine)")
     v.add_argument("--artifacts", required=True, metavar="DEST", help="where the server keeps artifacts: a folder or s3://BUCKET/PREFIX")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else is reachable by others: warned)")
-    v.add_argument("--port", type=int, default=5000)
+    v.add_argument("--port", type=port, default=5000)
     v.add_argument("--auth", action="store_true", help="MLflow basic auth; the admin is MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
     v.add_argument("--allowed-hosts", metavar="HOSTS", help="Host headers to accept besides localhost and private IPs (e.g. a DNS name: mlflow,mlflow.*)")
-    v.add_argument("--workers", type=int, default=4, help="server processes answering requests (default 4)")
+    v.add_argument("--workers", type=positive, default=4, help="server processes answering requests (default 4)")
     v.set_defaults(fn=_server)
 
     sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)

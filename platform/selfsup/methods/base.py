@@ -64,6 +64,8 @@ class Method(nn.Module):
     encoder: str = "backbone"
     """The submodule whose features ``embed`` returns, and that ``selfsup export`` writes out (the
     JEPAs evaluate their EMA target encoder, ``target``)."""
+    own_metrics: ClassVar[tuple[str, ...]] = ()
+    """The names of the metrics :meth:`label_free_metrics` returns (a sweep may take one as its objective)."""
     unused_parameters: bool = False
     """True when a step may leave some trainable parameters without a gradient (DINO's frozen
     last layer; a timm ViT's pooling norm, unused on the token path): DDP must then look for them."""
@@ -98,7 +100,8 @@ class Method(nn.Module):
     @torch.no_grad()
     def label_free_metrics(self, x: torch.Tensor) -> dict[str, float]:
         """Metrics of this method's own, on the evaluation subset ``x`` ``(N, ...)`` (on the
-        device), added to the panel's (seq-JEPA's equivariance probe); none by default."""
+        device), added to the panel's (seq-JEPA's equivariance probe); none by default. Their
+        names are :attr:`own_metrics`."""
         return {}
 
     def prepare(self, train_x: torch.Tensor, groups: tuple[int, ...] | None) -> None:

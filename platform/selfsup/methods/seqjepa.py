@@ -104,6 +104,7 @@ class SeqJEPA(Method):
     recipes = ("none",)
     masked = True
     n_views = 1
+    own_metrics = ("label_free/equivariance_r2",)
 
     def __init__(
         self,

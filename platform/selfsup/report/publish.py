@@ -78,6 +78,7 @@ def summary_record(report) -> tuple[dict[str, float], dict[str, str]]:
 
 def publish_latest(uri: str, sweep: str, experiment: str | None = None) -> str:
     """Report the newest sweep called ``sweep`` in the store at ``uri`` (``selfsup report``)."""
+    runs.require_store(uri)
     exp_id, parent = find_sweep(uri, sweep, experiment)
     params = runs.get_run(uri, parent).params
     return publish(uri, exp_id, parent, sweep, params.get("sweep.metric", "label_free/rankme"), params.get("sweep.mode", "max"))

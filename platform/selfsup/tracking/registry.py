@@ -35,6 +35,7 @@ def export_run(uri: str, run_id: str, out: str | Path, allow_collapsed: bool = F
 
     from mlflow.exceptions import MlflowException
 
+    runs.require_store(uri)
     try:
         run = runs.get_run(uri, run_id)
     except MlflowException:

@@ -275,6 +275,15 @@ def get_run(uri: str, run_id: str) -> RunRecord:
     return RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
 
 
+def require_store(uri: str) -> None:
+    """For the verbs that only read (``export``, ``report``): a sqlite store must already exist
+    (MLflow would create an empty one); :class:`LookupError` otherwise."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        if not os.path.isfile(path):
+            raise LookupError(f"no tracking store at {uri} (the file does not exist; --tracking-uri names another)")
+
+
 def find_experiment(uri: str, name: str) -> str | None:
     exp = client(uri).get_experiment_by_name(name)
     return exp.experiment_id if exp is not None else None

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from selfsup import storage
 from selfsup.config import ConfigError
+from selfsup.errors import first_line
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -91,10 +92,31 @@ def is_loopback(host: str) -> bool:
 
 
 def check_store(uri: str) -> None:
-    """A database URL MLflow can use as its backend store, else a one-line :class:`ConfigError`."""
+    """A database MLflow can use as its backend store, checked before the server starts: a
+    database URL whose driver is installed, and a server that answers (a sqlite file's folder must
+    exist; the file is not created here). Else a one-line :class:`ConfigError` naming the store."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
     scheme = urlsplit(uri).scheme.split("+")[0]
     if scheme not in STORES:
         raise ConfigError(f"--backend-store-uri: {uri!r} is not a database URL (postgresql://USER@HOST:PORT/DB, or sqlite:///FILE for one machine)")
+    where = f"--backend-store-uri: {redact(uri)}"
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except Exception as exc:  # SQLAlchemy's NoSuchModuleError and ArgumentError, a driver's ImportError
+        raise ConfigError(f"{where}: its database driver is not available ({type(exc).__name__}: {first_line(exc)})") from None
+    if scheme == "sqlite":
+        folder = sqlite_file(uri).parent
+        if not folder.is_dir():
+            raise ConfigError(f"{where}: the folder {folder} does not exist")
+        return
+    try:
+        with create_engine(url, connect_args={"connect_timeout": 10} if scheme in ("postgresql", "mysql") else {}).connect():
+            pass
+    except Exception as exc:  # the driver's own OperationalError and friends
+        raise ConfigError(f"{where}: cannot connect ({first_line(exc)})") from None
 
 
 def artifact_destination(artifacts: str) -> str:

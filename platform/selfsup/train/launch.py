@@ -23,13 +23,17 @@ from selfsup.train.progress import EpochProgress
 
 
 def preflight(cfg: ExperimentConfig, source: str = "config"):
-    """Everything that can be checked before Ray starts: the data loads, a global batch fits in
-    the train split, and the model runs on one sample batch. Raises a one-line error; returns the
+    """Everything that can be checked before Ray starts: the checkpoint storage answers, the data
+    loads, a global batch fits in the train split, and the model runs on one sample batch. Raises a one-line error; returns the
     loaded dataset (for :func:`fit` to share)."""
     import torch
 
     from selfsup.train.worker import build, load_data, make_collate, training_views
 
+    try:
+        storage.exists(cfg.train.storage_path)
+    except OSError as exc:  # an object store this machine cannot reach (endpoint, keys, bucket)
+        raise ConfigError(f"{source}: train.storage_path: {cfg.train.storage_path}: cannot reach it ({first_line(exc)})") from None
     data = load_data(cfg)
     n = len(data.train.x)
     if cfg.train.batch_size > n:

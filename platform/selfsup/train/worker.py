@@ -39,6 +39,7 @@ from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import load_dataset
 from selfsup.data.views import SeededBatches, SeededSamples, Unchanged, ViewCollate, build_views
 from selfsup.methods import METHODS, Method, build_method
+from selfsup.metrics import LABEL_FREE
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
 from selfsup.models.saved import backbone_kwargs
@@ -47,8 +48,6 @@ from selfsup.tracking import runs
 from selfsup.train import checkpoints, sharding
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
-LABEL_FREE = ("label_free/rankme", "label_free/rankme_projector", "label_free/alpha_req", "label_free/lidar")
-"""The label-free metrics of a diverged epoch: NaN (there is no embedding to measure)."""
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -354,7 +353,7 @@ def train_loop(config: dict) -> None:
         if cfg.data.on_bad_file == "skip":
             metrics["data/skipped_files"] = sum_ranks(skipped.count, device)
         if diverged:
-            metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})
+            metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})  # no embedding to measure
         else:
             metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views, aug_view))
         collapsed = threshold is not None and (diverged or metrics["label_free/rankme"] < threshold)

@@ -34,6 +34,8 @@ from selfsup.config import (
     read_yaml,
     resolve_paths,
 )
+from selfsup.methods import METHODS
+from selfsup.metrics import LABEL_FREE, LIDAR_AUG, PROBES
 from selfsup.report.publish import publish
 from selfsup.report.selection import DEFAULT, sweep_report
 from selfsup.tracking.registry import register_pick
@@ -105,11 +107,21 @@ def base_config(sweep: SweepConfig, source: str) -> ExperimentConfig:
     return resolve_paths(cfg)
 
 
+def check_metric(sweep: SweepConfig, method: str, source: str) -> None:
+    """The sweep's objective must be a metric its trials log: the label-free panel (and
+    ``label_free/lidar_aug`` for masked methods), the method's own, the probes, or the loss."""
+    m = METHODS[method]
+    known = [*LABEL_FREE, *([LIDAR_AUG] if m.masked else []), *m.own_metrics, *PROBES, "train/loss"]
+    if sweep.metric not in known:
+        raise ConfigError(f"{source}: metric: {sweep.metric!r} is not a metric {method} trials log (one of: {', '.join(known)})")
+
+
 def prepare(sweep: SweepConfig, source: str):
-    """Validate everything a sweep needs before Ray starts: base config, overrides, search space,
-    data and model. Returns ``(base_cfg, base_tree, space, space_file, data)`` with absolute paths
+    """Validate everything a sweep needs before Ray starts: base config, objective, overrides,
+    search space, data and model. Returns ``(base_cfg, base_tree, space, space_file, data)`` with absolute paths
     and the base config's loaded dataset."""
     base_cfg = base_config(sweep, source)
+    check_metric(sweep, base_cfg.method.name, source)
     base_tree = base_cfg.model_dump(mode="json")
     space_file = space_path(sweep.search_space, base_cfg.method.name)
     space = load_space(space_file)
