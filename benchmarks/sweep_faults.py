@@ -309,7 +309,7 @@ def outage(tmp: Path, trials: int, epochs: int, outage_s: float, log) -> Outage:
     lines = (where / "down.out").read_text().strip().splitlines()
     log.write("\n".join(lines) + "\n")
     runs_dir = next((where / "down-runs").glob("*/epoch-*")).parent
-    state, _, _ = checkpoints.newest_readable(str(runs_dir), "cpu")
+    state, _, _ = checkpoints.newest_readable(str(runs_dir))
     return Outage(outage_s, waited, check, down_exit, lines[-1] if lines else "", state["epoch"] if state else None, time.time() - t0)
 
 

@@ -61,27 +61,31 @@ def leave():
     os._exit(0)
 
 
-def worker(rank, world, rendezvous, name, out):
+def worker(rank, world, rendezvous, out):
+    """Every method of :data:`PARAMS` in one process group (one spawn for all of them)."""
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    model = nn.parallel.DistributedDataParallel(make(name))
-    shard = [v.chunk(world)[rank] for v in views()]
-    model({"views": shard})["loss"].backward()
+    grads = {}
+    for name in sorted(PARAMS):
+        model = nn.parallel.DistributedDataParallel(make(name))
+        shard = [v.chunk(world)[rank] for v in views()]
+        model({"views": shard})["loss"].backward()
+        grads[name] = [p.grad for p in model.module.parameters() if p.requires_grad]
     if rank == 0:
-        torch.save([p.grad for p in model.module.parameters() if p.requires_grad], out)
+        torch.save(grads, out)
     leave()
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
-def test_two_workers_match_global_batch(tmp_path, name):
-    single = make(name)
-    single({"views": views()})["loss"].backward()
+def test_two_workers_match_global_batch(tmp_path):
     out = tmp_path / "grads.pt"
-    mp.spawn(worker, args=(2, str(tmp_path / "rendezvous"), name, str(out)), nprocs=2, join=True)
-    expected_grads = [p.grad for p in single.parameters() if p.requires_grad]
-    got_grads = torch.load(out)
-    assert len(expected_grads) == len(got_grads)
-    for expected, got in zip(expected_grads, got_grads):
-        assert torch.allclose(expected, got, rtol=1e-5, atol=1e-6)
+    mp.spawn(worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    for name in sorted(PARAMS):
+        single = make(name)
+        single({"views": views()})["loss"].backward()
+        expected_grads = [p.grad for p in single.parameters() if p.requires_grad]
+        assert len(expected_grads) == len(got[name]), name
+        for expected, grad in zip(expected_grads, got[name]):
+            assert torch.allclose(expected, grad, rtol=1e-5, atol=1e-6), name
 
 
 STEPS = 3
@@ -135,78 +139,86 @@ def train(model, method, rank=0, world=1):
     return {k: v.detach().clone() for k, v in method.state_dict().items()}
 
 
-def train_worker(rank, world, rendezvous, name, out):
+def train_worker(rank, world, rendezvous, out):
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    method = make_trained(name)
-    model = nn.parallel.DistributedDataParallel(method, find_unused_parameters=method.unused_parameters)
-    state = train(model, method, rank, world)
+    states = {}
+    for name in sorted(TRAINED):
+        method = make_trained(name)
+        model = nn.parallel.DistributedDataParallel(method, find_unused_parameters=method.unused_parameters)
+        states[name] = train(model, method, rank, world)
     if rank == 0:
-        torch.save(state, out)
+        torch.save(states, out)
     leave()
 
 
-@pytest.mark.parametrize("name", sorted(TRAINED))
-def test_two_worker_training_matches_one_worker(tmp_path, name):
-    single = make_trained(name)
-    expected = train(single, single)
+def test_two_worker_training_matches_one_worker(tmp_path):
     out = tmp_path / "state.pt"
-    mp.spawn(train_worker, args=(2, str(tmp_path / "rendezvous"), name, str(out)), nprocs=2, join=True)
-    got = torch.load(out)
-    assert expected.keys() == got.keys()
-    for k in expected:
-        assert torch.allclose(expected[k], got[k], rtol=1e-4, atol=1e-5), k
-    initial = make_trained(name).state_dict()
-    assert any(not torch.allclose(expected[k], initial[k]) for k in expected if k.startswith("backbone."))
+    mp.spawn(train_worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
+    states = torch.load(out)
+    for name in sorted(TRAINED):
+        single = make_trained(name)
+        expected, got = train(single, single), states[name]
+        assert expected.keys() == got.keys(), name
+        for k in expected:
+            assert torch.allclose(expected[k], got[k], rtol=1e-4, atol=1e-5), (name, k)
+        initial = make_trained(name).state_dict()
+        assert any(not torch.allclose(expected[k], initial[k]) for k in expected if k.startswith("backbone.")), name
 
 
-def fsdp_worker(rank, world, rendezvous, name, out):
+def fsdp_worker(rank, world, rendezvous, out):
     """Train sharded: weights after every step (full state, from rank 0), then again from the
-    checkpointed state of step 1 in a freshly sharded method; and what each rank holds."""
+    checkpointed state of step 1 in a freshly sharded method, read by rank 0 alone and scattered
+    (the other ranks pass nothing); and what each rank holds. Every method of :data:`TRAINED`."""
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    method = make_trained(name)
-    total = sum(p.numel() for p in method.parameters())
-    blocks = sharding.block_groups(sharding.shard(method))
-    held = [None] * world
-    dist.all_gather_object(held, sum(p.to_local().numel() for p in method.parameters()))
-    engine = Engine(method, method, build_optimizer(method, "lars", lr=0.05, weight_decay=0.01), total_steps=STEPS, warmup_steps=1)
-    checkpoint = os.path.join(os.path.dirname(out), "step1.pt")
-    for step, batch in enumerate(batches(method), 1):
-        engine.train_step(shard(batch, rank, world))
-        state = engine.state_dict()  # every rank gathers; rank 0 gets the state (it holds live buffers: save now)
-        if rank == 0 and step == 1:
-            torch.save(state, checkpoint)
-    dist.barrier()
-    resumed = make_trained(name)
-    sharding.shard(resumed)
-    engine = Engine(resumed, resumed, build_optimizer(resumed, "lars", lr=0.05, weight_decay=0.01), total_steps=STEPS, warmup_steps=1)
-    engine.load_state_dict(torch.load(checkpoint, weights_only=True))
-    for batch in batches(resumed)[1:]:
-        engine.train_step(shard(batch, rank, world))
-    again = engine.state_dict()
+    results = {}
+    for name in sorted(TRAINED):
+        method = make_trained(name)
+        total = sum(p.numel() for p in method.parameters())
+        blocks = sharding.block_groups(sharding.shard(method))
+        held = [None] * world
+        dist.all_gather_object(held, sum(p.to_local().numel() for p in method.parameters()))
+        engine = Engine(method, method, build_optimizer(method, "lars", lr=0.05, weight_decay=0.01), total_steps=STEPS, warmup_steps=1)
+        checkpoint = os.path.join(os.path.dirname(out), f"{name}-step1.pt")
+        for step, batch in enumerate(batches(method), 1):
+            engine.train_step(shard(batch, rank, world))
+            state = engine.state_dict()  # every rank gathers; rank 0 gets the state (it holds live buffers: save now)
+            if rank == 0 and step == 1:
+                torch.save(state, checkpoint)
+        assert rank == 0 or state["method"] == {}, "only rank 0 holds the full state"
+        dist.barrier()
+        resumed = make_trained(name)
+        sharding.shard(resumed)
+        engine = Engine(resumed, resumed, build_optimizer(resumed, "lars", lr=0.05, weight_decay=0.01), total_steps=STEPS, warmup_steps=1)
+        engine.load_state_dict(torch.load(checkpoint, weights_only=True) if rank == 0 else None)
+        for batch in batches(resumed)[1:]:
+            engine.train_step(shard(batch, rank, world))
+        again = engine.state_dict()
+        results[name] = {"trained": state["method"], "resumed": again["method"], "step": again["step"], "total": total, "held": held, "blocks": blocks}
     if rank == 0:
-        torch.save({"trained": state["method"], "resumed": again["method"], "step": again["step"], "total": total, "held": held, "blocks": blocks}, out)
+        torch.save(results, out)
     leave()
 
 
-@pytest.mark.parametrize("name", sorted(TRAINED))
-def test_fsdp_training_matches_one_worker(tmp_path, name):
+def test_fsdp_training_matches_one_worker(tmp_path):
     """scaling.strategy: fsdp: two sharded gloo workers train to the one-process weights (EMA
     targets, DINO's frozen prototypes and LARS on shards included), each holding about half
-    of the parameters, and resume from a checkpoint of the full state to the same weights."""
-    single = make_trained(name)
-    expected = train(single, single)
+    of the parameters, and resume from a checkpoint of the full state, which rank 0 alone reads
+    and scatters, to the same weights."""
     out = tmp_path / "fsdp.pt"
-    mp.spawn(fsdp_worker, args=(2, str(tmp_path / "rendezvous"), name, str(out)), nprocs=2, join=True)
-    got = torch.load(out)
-    assert (got["blocks"] > 0) == (name not in ("simclr", "dino"))  # the Flat backbone has no transformer blocks
-    # dimension 0 of each parameter is split, the larger piece on rank 0 (a (1, N, D) position
-    # embedding is all there): tiny models split unevenly
-    assert sum(got["held"]) == got["total"] and max(got["held"]) < 0.6 * got["total"], got
-    for key in ("trained", "resumed"):
-        assert expected.keys() == got[key].keys()
-        for k in expected:
-            assert torch.allclose(expected[k], got[key][k], rtol=1e-4, atol=1e-5), (key, k)
-    assert got["step"] == STEPS
+    mp.spawn(fsdp_worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
+    results = torch.load(out)
+    for name in sorted(TRAINED):
+        single = make_trained(name)
+        expected, got = train(single, single), results[name]
+        assert (got["blocks"] > 0) == (name not in ("simclr", "dino")), name  # the Flat backbone has no transformer blocks
+        # dimension 0 of each parameter is split, the larger piece on rank 0 (a (1, N, D) position
+        # embedding is all there): tiny models split unevenly
+        assert sum(got["held"]) == got["total"] and max(got["held"]) < 0.6 * got["total"], (name, got)
+        for key in ("trained", "resumed"):
+            assert expected.keys() == got[key].keys(), name
+            for k in expected:
+                assert torch.allclose(expected[k], got[key][k], rtol=1e-4, atol=1e-5), (name, key, k)
+        assert got["step"] == STEPS, name
 
 
 def panel_worker(rank, world, rendezvous, out):

@@ -31,6 +31,7 @@ STATE, MANIFEST = "state.pt", "manifest.json"
 RECORD = "checkpoint_manager_snapshot.json"
 """Ray Train's record of a run's reported checkpoints, in the run's storage folder."""
 _FOLDER = re.compile(r"^epoch-(\d{5,})$")
+CHUNK = 16 << 20
 
 
 class CheckpointError(Exception):
@@ -42,12 +43,17 @@ def folder_name(epoch: int) -> str:
 
 
 def write(folder: Path, state: dict, epoch: int) -> None:
-    """Write ``state`` (with ``epoch``) and, last, its manifest into the local ``folder``."""
-    blob = io.BytesIO()
-    torch.save({**state, "epoch": epoch}, blob)
-    data = blob.getvalue()
-    (folder / STATE).write_bytes(data)
-    manifest = {"epoch": epoch, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    """Write ``state`` (with ``epoch``) and, last, its manifest into the local ``folder``. The
+    state is serialised straight into the file and hashed back from it in chunks: host memory
+    holds the state once, not again as a buffer and a copy of it."""
+    path = folder / STATE
+    with open(path, "wb") as f:
+        torch.save({**state, "epoch": epoch}, f)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    manifest = {"epoch": epoch, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -73,15 +79,16 @@ def folders(run_dir: str) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def newest_readable(run_dir: str, map_location="cpu") -> tuple[dict | None, str | None, list[str]]:
-    """``(state, path, problems)``: the newest complete checkpoint folder under ``run_dir``, or
+def newest_readable(run_dir: str) -> tuple[dict | None, str | None, list[str]]:
+    """``(state, path, problems)``: the newest complete checkpoint folder under ``run_dir`` (read
+    onto the CPU), or
     ``(None, None, problems)`` if there is none; ``problems`` says which newer ones were skipped
     and why. A folder newer than the last one Ray Train's controller took in (it polls its
     workers) is complete all the same once its manifest matches, so it is used."""
     problems: list[str] = []
     for _, path in folders(run_dir):
         try:
-            return read(path, map_location), path, problems
+            return read(path), path, problems
         except CheckpointError as exc:
             problems.append(str(exc))
     return None, None, problems

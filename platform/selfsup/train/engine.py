@@ -212,7 +212,7 @@ class Engine:
 
     A method sharded by :func:`selfsup.train.sharding.shard` (FSDP) is both ``model`` and
     ``method``; its :meth:`state_dict` is then the full state on rank 0 (a collective: call it on
-    every rank) and :meth:`load_state_dict` shards a full state again.
+    every rank) and :meth:`load_state_dict` shards rank 0's full state again.
     """
 
     def __init__(
@@ -311,11 +311,13 @@ class Engine:
             weights, optim_state = self.method.state_dict(), self.optimizer.state_dict()
         return {"method": weights, "optimizer": optim_state, "step": self.step_count}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict | None) -> None:
+        """Load a state of :meth:`state_dict` (read onto the CPU). Sharded: rank 0 passes it and the
+        other ranks ``None`` (:func:`selfsup.train.sharding.load_full_state`; a collective)."""
         if self.sharded:
-            sharding.load_full_state(self.method, self.optimizer, state["method"], state["optimizer"])
-        else:
-            self.method.load_state_dict(state["method"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.step_count = sharding.load_full_state(self.method, self.optimizer, state)
+            return
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = state["step"]
 

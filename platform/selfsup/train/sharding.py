@@ -11,9 +11,10 @@ EMA update is a local operation on matching shards. A model without transformer 
 CNNs) is one group: its parameters are gathered whole for each step, but gradients and optimizer
 state stay sharded.
 
-Checkpoints hold the full, unsharded state (gathered to the CPU, the same files as a DDP run's
-``method`` weights, so ``selfsup export`` and the registry read them unchanged); loading one
-shards it again. No Ray and no MLflow here.
+Checkpoints hold the full, unsharded state (gathered to rank 0's CPU, the same files as a DDP
+run's ``method`` weights, so ``selfsup export`` and the registry read them unchanged); resuming
+reads one on rank 0's CPU and broadcasts it a tensor at a time into every rank's shards. No Ray
+and no MLflow here.
 """
 
 from __future__ import annotations
@@ -75,17 +76,30 @@ def full_state(method: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dic
     return get_state_dict(method, optimizer, options=_options(cpu_offload=True))
 
 
-def load_full_state(method: nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optim_state: dict) -> None:
-    """Shard the full state of :func:`full_state` into ``method`` and ``optimizer`` (every rank
-    passes the whole state). A parameter without optimizer state (one no step has updated yet,
-    like DINO's frozen prototypes) is left without: ``set_state_dict`` creates every state with a
-    step of zero gradients first, which with weight decay is not a zero state (LARS's momentum).
+def load_full_state(method: nn.Module, optimizer: torch.optim.Optimizer, state: dict | None) -> int:
+    """Shard the full state of :func:`full_state` (``{"method", "optimizer", "step"}``, on the CPU)
+    into ``method`` and ``optimizer``; returns the step. Rank 0 passes the state, the other ranks
+    ``None``: rank 0 broadcasts it one tensor at a time and each rank keeps its shard, so no rank
+    but rank 0 ever holds the full state, and no device more than a shard and one tensor (a
+    collective: call on every rank). A parameter without optimizer state (one no step has updated
+    yet, like DINO's frozen prototypes) is left without: ``set_state_dict`` creates every state with
+    a step of zero gradients first, which with weight decay is not a zero state (LARS's momentum).
     The weights must match exactly."""
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    keys = set_state_dict(method, optimizer, model_state_dict=weights, optim_state_dict=optim_state, options=_options(strict=False))
+    rank0 = dist.get_rank() == 0
+    box = [(sorted(state["optimizer"]["state"]), state["step"]) if rank0 else None]
+    dist.broadcast_object_list(box, src=0)
+    with_state, step = box[0]
+    weights, optim_state = (state["method"], state["optimizer"]) if rank0 else ({}, {})
+    options = _options(strict=False, broadcast_from_rank0=True)
+    # two calls: set_state_dict takes an empty model state (the other ranks') for "optimizer only"
+    set_optimizer_state_dict(method, optimizer, optim_state, options=options)
+    keys = set_model_state_dict(method, weights, options=options)
     if keys.missing_keys or keys.unexpected_keys:
         raise KeyError(f"the checkpoint's weights do not fit the model: missing {keys.missing_keys}, unexpected {keys.unexpected_keys}")
     for name, p in method.named_parameters():
-        if name not in optim_state["state"]:
+        if name not in with_state:
             optimizer.state.pop(p, None)
+    return step

@@ -276,7 +276,15 @@ def train_loop(config: dict) -> None:
 
     start = 0
     run_dir = storage.join(cfg.train.storage_path, config["train_run"])
-    state, path, problems = checkpoints.newest_readable(run_dir, device)
+    # read onto the CPU (load_state_dict copies onto the device); sharded, by rank 0 alone, which
+    # scatters it: the other ranks never hold the full state, nor does any device
+    reads = rank == 0 or not engine.sharded
+    state, path, problems = checkpoints.newest_readable(run_dir) if reads else (None, None, [])
+    resumed = None if state is None else state["epoch"]
+    if engine.sharded:
+        box = [(path, resumed)]
+        dist.broadcast_object_list(box, src=0)
+        path, resumed = box[0]
     continues = config.get("continues")
     tags = runs.get_run(cfg.tracking.uri, run_id).tags if rank == 0 and run_id else {}
     latest = tags.get(runs.CHECKPOINT)
@@ -286,14 +294,14 @@ def train_loop(config: dict) -> None:
     if rank == 0:
         for problem in problems:
             print(f"[selfsup] WARNING: checkpoint skipped: {problem}", flush=True)
-    if state is not None:
-        engine.load_state_dict(state["engine"])
-        start = state["epoch"]
+    if resumed is not None:
+        engine.load_state_dict(state["engine"] if reads else None)
+        start = resumed
         record[runs.RESUMED] = start
         if rank == 0:
             print(f"[selfsup] resumed from the checkpoint of epoch {start} ({path})", flush=True)
     elif continues:
-        engine.load_state_dict(checkpoints.read(continues, device)["engine"])
+        engine.load_state_dict(checkpoints.read(continues)["engine"] if reads else None)
         if rank == 0:
             print(f"[selfsup] continuing from {continues} at step {engine.step_count} of its schedule", flush=True)
     set_schedule(engine, cfg, steps_per_epoch, first_step=engine.step_count - start * steps_per_epoch)
