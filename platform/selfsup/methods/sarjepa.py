@@ -82,9 +82,12 @@ def patch_targets(features: torch.Tensor, p: int) -> torch.Tensor:
     return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), s * p * p)
 
 
-def sarjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error ``(B, K, S p p)`` between predicted and operator features of the hidden patches."""
-    return ((prediction - target.detach()) ** 2).mean()
+def sarjepa_loss(prediction: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The reference's ``forward_loss``: the squared error between predicted and operator features
+    ``(B, K, S p p)``, averaged over each patch's features, then over the ``hidden`` patches
+    ``(B, K)`` (bool) only."""
+    per_patch = ((prediction - target.detach()) ** 2).mean(dim=-1)
+    return (per_patch * hidden).sum() / hidden.sum()
 
 
 class LocalWindowMasks:
@@ -219,8 +222,7 @@ class SARJEPA(Method):
             target = patch_targets(gradient_features(x, self.scales, self.operator), self.patch)
         prediction = self.decoder(self.encode_windows(x, window, hidden)).float()
         target = select(target.repeat_interleave(window.shape[1], dim=0), window.flatten(0, 1))
-        hide = hidden.flatten(0, 1)
-        return {"loss": sarjepa_loss(prediction[hide], target[hide])}
+        return {"loss": sarjepa_loss(prediction, target, hidden.flatten(0, 1))}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
