@@ -15,8 +15,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as selfsup's init_ray sets it
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster():
+    """One local Ray for the integration tests, stopped after the last of them (not idling beside
+    the cluster tests' own nodes)."""
     import ray
 
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")

@@ -84,7 +84,7 @@ def sweep_runs(server: str, name: str):
 
 def test_bad_cluster_setups_are_refused_before_anything_starts(nodes, server, client_env, tmp_path):
     def refused(cfg: Path, *wrap: str) -> str:
-        out = subprocess.run([*wrap, SELFSUP, "train", str(cfg)], capture_output=True, text=True, timeout=300, env=client_env)
+        out = subprocess.run([*wrap, SELFSUP, "train", str(cfg)], capture_output=True, text=True, timeout=300, env=client_env, cwd=tmp_path)
         assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
         lines = [line for line in out.stderr.splitlines() if line.startswith("selfsup: error:")]
         assert len(lines) == 1, out.stderr
