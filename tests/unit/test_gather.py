@@ -5,7 +5,6 @@ with their masks sharded like the images)."""
 
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

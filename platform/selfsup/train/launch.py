@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import NamedTuple
 
@@ -63,6 +64,13 @@ class Trainer(TorchTrainer):
         return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
+FAULT_AFTER_EPOCH = "SELFSUP_FAULT_AFTER_EPOCH"
+"""Fault injection, for the tests and the fault benchmarks: with ``N`` set in the environment of
+the process that launches a run, the run's last worker exits abruptly (as if killed) right after
+reporting epoch ``N``, once (a restart that resumes past ``N`` runs on). A kill at a known point,
+where a timer would race the run."""
+
+
 def train_loop(config: dict) -> None:
     """What each Ray Train worker runs: ``selfsup.train.worker.train_loop``, imported there, so that
     the process that launches a run (a sweep's trial) does not import the model and data stack."""
@@ -77,13 +85,14 @@ def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | 
     dataset ``cfg`` loads, in Ray's object store (an ``ObjectRef``), or None for each worker to load it.
     ``continues``: the checkpoint a run without checkpoints of its own starts from (``--from``)."""
     s = cfg.scaling
+    fault = os.environ.get(FAULT_AFTER_EPOCH)
     warning = checkpoints.check_record(storage.join(cfg.train.storage_path, name))
     if warning:
         print(f"[selfsup] WARNING: {warning}", flush=True)
     trainer = Trainer(
         train_loop,
         train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name, "data": data, "launched": time.time(),
-                           "continues": continues},
+                           "continues": continues, "fault_after_epoch": int(fault) if fault else None},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(
             name=name,

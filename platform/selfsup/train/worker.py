@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from functools import partial
@@ -401,6 +402,9 @@ def train_loop(config: dict) -> None:
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch) if ckpt else None)
+        if config.get("fault_after_epoch") == epoch and rank == world - 1:  # SELFSUP_FAULT_AFTER_EPOCH (launch.py)
+            print(f"[selfsup] fault injected: worker {rank} exits after epoch {epoch}", flush=True)
+            os._exit(1)
         if collapsed:
             if rank == 0:
                 print(f"[selfsup] collapsed at epoch {epoch}: {'loss not finite' if diverged else f'RankMe below {threshold}'}; stopping "
