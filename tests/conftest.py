@@ -21,10 +21,16 @@ def ray_cluster():
     the cluster tests' own nodes)."""
     import ray
 
+    from selfsup.train.cluster import free_port
+
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=True, log_to_driver=True)
+    port = free_port()
+    # its processes ask its own dashboard, not another local Ray's (see selfsup.train.cluster.init_ray)
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=True, dashboard_port=port, log_to_driver=True)
     yield ray
     ray.shutdown()
+    os.environ.pop("RAY_API_SERVER_ADDRESS", None)
     shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import uuid
 from pathlib import Path
 
 import ray
-from ray._private import services
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from selfsup import storage
@@ -76,30 +76,36 @@ def init_ray(temp_dir: str | None = None) -> None:
     ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` is set): each run ends sooner after its last epoch,
     and a worker that dies loses at most that much of its reports.
 
-    Starting a second local Ray beside a running one is allowed but warned about: Ray Train's
-    placement-group cleaner cannot tell the two apart, so trials the scheduler stops may never
-    free their CPUs and the sweep can stall. Sharing one Ray (``RAY_ADDRESS``) avoids it."""
+    Several local commands can run at once, each on its own Ray: a local Ray's dashboard gets a
+    port chosen here, and its processes ``RAY_API_SERVER_ADDRESS`` naming it. Without that, Ray
+    Train's placement-group cleaner asks Ray's state API whether a run's controller is alive, the
+    API finds the newest local Ray, which is another command's, the controller is not there, and
+    the cleaner removes the placement group of a live run: its workers never start ("worker group
+    startup timed out")."""
     if ray.is_initialized():
         return
     for key, value in RAY_TRAIN_DEFAULTS.items():
         os.environ.setdefault(key, value)
     address = os.environ.get("RAY_ADDRESS")
+    dashboard = {}
     if not address:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        running = sorted(services.find_gcs_addresses())
-        if running:
-            print(
-                f"[selfsup] warning: another Ray is running on this machine ({', '.join(running)}); a second local Ray can "
-                f"stall sweeps (Ray Train's placement-group cleanup cannot tell the two apart). To share it: RAY_ADDRESS={running[0]}",
-                file=sys.stderr,
-                flush=True,
-            )
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by this Ray's processes
+        dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     env = forwarded_env()
     warning = secrets_warning(env)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     # a temp dir names a local Ray's session folder; a running cluster has its own
-    ray.init(address=address, _temp_dir=None if address else temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
+    ray.init(address=address, _temp_dir=None if address else temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None, **dashboard)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def alive_nodes() -> list[dict]:
