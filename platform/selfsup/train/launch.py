@@ -24,17 +24,13 @@ from selfsup.train.progress import EpochProgress
 
 
 def preflight(cfg: ExperimentConfig, source: str = "config"):
-    """Everything that can be checked before Ray starts: the checkpoint storage answers, the data
-    loads, a global batch fits in the train split, and the model runs on one sample batch. Raises a one-line error; returns the
+    """Everything that can be checked before Ray starts: the data loads, a global batch fits in
+    the train split, and the model runs on one sample batch. Raises a one-line error; returns the
     loaded dataset (for :func:`fit` to share)."""
     import torch
 
     from selfsup.train.worker import build, load_data, make_collate, training_views
 
-    try:
-        storage.exists(cfg.train.storage_path)
-    except OSError as exc:  # an object store this machine cannot reach (endpoint, keys, bucket)
-        raise ConfigError(f"{source}: train.storage_path: {cfg.train.storage_path}: cannot reach it ({first_line(exc)})") from None
     data = load_data(cfg)
     n = len(data.train.x)
     if cfg.train.batch_size > n:
@@ -182,6 +178,15 @@ def check_continuation(cfg: ExperimentConfig, from_run: str, source: str, allow_
     return Continued(from_run, experiment, path)
 
 
+def storage_exists(path: str, source: str) -> bool:
+    """Whether ``path`` (``train.storage_path`` or below) exists; a store this machine cannot reach
+    (an object store's endpoint, keys or bucket) is a one-line :class:`ConfigError`."""
+    try:
+        return storage.exists(path)
+    except OSError as exc:
+        raise ConfigError(f"{source}: train.storage_path: {path}: cannot reach it ({first_line(exc)})") from None
+
+
 def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | None = None, verbose: bool = False, from_run: str | None = None,
           allow_collapsed: bool = False) -> dict:
     """The ``selfsup train`` verb: one tracked run; returns the final metrics. The console shows
@@ -193,6 +198,7 @@ def train(cfg: ExperimentConfig, source: str = "config", ray_temp_dir: str | Non
     checkpoint). A run that collapses ends KILLED (``selfsup.stopped_by=collapse``) and says so."""
     cfg = resolve_paths(cfg)
     data = preflight(cfg, source)
+    storage_exists(cfg.train.storage_path, source)
     previous = check_continuation(cfg, from_run, source, allow_collapsed) if from_run else None
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log = log_path(cfg.train.storage_path, name, "train.log")

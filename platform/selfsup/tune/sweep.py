@@ -44,7 +44,7 @@ from selfsup.tracking import runs
 from selfsup import storage
 from selfsup.console import log_path, quiet
 from selfsup.train.cluster import check_cluster, init_ray
-from selfsup.train.launch import preflight
+from selfsup.train.launch import preflight, storage_exists
 from selfsup.tune.trial import run_trial
 from selfsup.tune.progress import LiveProgress
 from selfsup.tune.space import check_space, space_path, to_tune
@@ -154,7 +154,7 @@ def run_sweep(sweep: SweepConfig, source: str, resume: bool = False, ray_temp_di
     sweep_dir = storage.join(root, sweep.name)
     if resume and not tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(f"{source}: --resume: no interrupted sweep {sweep.name!r} under {root}")
-    if not resume and storage.exists(sweep_dir):
+    if not resume and storage_exists(sweep_dir, source):
         raise ConfigError(f"{source}: name: sweep {sweep.name!r} already exists at {sweep_dir}; use --resume, or --set name=<new>")
     log = log_path(root, sweep.name, "sweep.log")
     header = (f"sweep {sweep.name}: {sweep.num_samples} trials of {base_cfg.method.name} on {base_cfg.data.name}, "
