@@ -50,7 +50,6 @@ from selfsup.train import checkpoints, sharding
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
 
-
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**31)
 
@@ -297,6 +296,7 @@ def train_loop(config: dict) -> None:
             print(f"[selfsup] WARNING: checkpoint skipped: {problem}", flush=True)
     if resumed is not None:
         engine.load_state_dict(state["engine"] if reads else None)
+        state = None  # the engine holds it now: not a second copy in host memory for the whole run
         start = resumed
         record[runs.RESUMED] = start
         if rank == 0:
