@@ -13,9 +13,8 @@ EXIT_USAGE = 2
 
 def _train(args) -> int:
     from selfsup.config import load_experiment
-    from selfsup.train.launch import train
-
     from selfsup.tracking.runs import COLLAPSED_METRIC
+    from selfsup.train.launch import train
 
     cfg = load_experiment(args.config, args.set)
     metrics = train(cfg, args.config, verbose=args.verbose, from_run=args.from_run, allow_collapsed=args.allow_collapsed)
@@ -108,25 +107,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def port(text: str) -> int:
-    """A TCP port number, 1-65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
-    return value
+def whole(low: int, high: int, what: str):
+    """An argparse type: a whole number in ``[low, high]``, else ``'TEXT' is not WHAT``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
+port = whole(1, 65535, "a port number (1-65535)")
+positive = whole(1, 2**31 - 1, "a positive whole number")
 
 
 def parser() -> argparse.ArgumentParser:

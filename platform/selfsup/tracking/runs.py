@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -275,13 +277,18 @@ def get_run(uri: str, run_id: str) -> RunRecord:
     return RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags))
 
 
+def sqlite_file(uri: str) -> Path:
+    """The absolute path of a ``sqlite:///FILE`` store: ``sqlite:///runs.db`` is ``runs.db`` in the
+    current directory, ``sqlite:////abs/runs.db`` is absolute (SQLAlchemy's reading)."""
+    path = urlsplit(uri).path
+    return Path(path[1:] if path.startswith("/") else path).resolve()
+
+
 def require_store(uri: str) -> None:
     """For the verbs that only read (``export``, ``report``): a sqlite store must already exist
     (MLflow would create an empty one); :class:`LookupError` otherwise."""
-    if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///")
-        if not os.path.isfile(path):
-            raise LookupError(f"no tracking store at {uri} (the file does not exist; --tracking-uri names another)")
+    if uri.startswith("sqlite:") and not sqlite_file(uri).is_file():
+        raise LookupError(f"no tracking store at {uri} (the file does not exist; --tracking-uri names another)")
 
 
 def find_experiment(uri: str, name: str) -> str | None:

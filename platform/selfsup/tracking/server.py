@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from selfsup import storage
 from selfsup.config import ConfigError
 from selfsup.errors import first_line
+from selfsup.tracking.runs import sqlite_file
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -128,13 +129,6 @@ def artifact_destination(artifacts: str) -> str:
     folder = Path(artifacts).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
-
-
-def sqlite_file(uri: str) -> Path:
-    """The absolute path of a ``sqlite:///FILE`` store: ``sqlite:///runs.db`` is ``runs.db`` in the
-    current directory, ``sqlite:////abs/runs.db`` is absolute (SQLAlchemy's reading)."""
-    path = urlsplit(uri).path
-    return Path(path[1:] if path.startswith("/") else path).resolve()
 
 
 def auth_database(uri: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import ray
@@ -126,12 +127,12 @@ def run_tracked(cfg: ExperimentConfig, run_id: str, name: str, data=None, contin
     except BaseException:
         runs.end_run(cfg.tracking.uri, run_id, "FAILED")
         raise
-    if runs.get_run(cfg.tracking.uri, run_id).tags.get(runs.COLLAPSED) == "true":  # as a sweep ends a collapsed trial
+    record = runs.get_run(cfg.tracking.uri, run_id)
+    status = "KILLED" if record.tags.get(runs.COLLAPSED) == "true" else "FINISHED"
+    if status == "KILLED":  # as a sweep ends a collapsed trial
         runs.set_tags(cfg.tracking.uri, run_id, {runs.STOPPED: "collapse"})
-        runs.end_run(cfg.tracking.uri, run_id, "KILLED")
-    else:
-        runs.end_run(cfg.tracking.uri, run_id, "FINISHED")
-    return runs.get_run(cfg.tracking.uri, run_id)
+    runs.end_run(cfg.tracking.uri, run_id, status)
+    return replace(record, status=status)
 
 
 class Continued(NamedTuple):
