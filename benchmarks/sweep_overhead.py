@@ -62,7 +62,7 @@ def floor(tmp: Path, runs_: int = 3) -> list[float]:
     """Seconds of ``fit()`` of a selfsup ``Trainer`` whose function does nothing, ``runs_`` times."""
     from ray.train import RunConfig, ScalingConfig
 
-    from selfsup.train.launch import Trainer
+    from selfsup.train.ray_private import Trainer
 
     out = []
     for i in range(runs_):

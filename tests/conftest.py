@@ -2,8 +2,6 @@
 (short, under /tmp, for its socket paths), Ray storage, the MLflow sqlite store and artifacts."""
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -13,25 +11,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as selfsup's init_ray sets it
-
-
-@pytest.fixture(scope="package")
-def ray_cluster():
-    """One local Ray for the integration tests, stopped after the last of them (not idling beside
-    the cluster tests' own nodes)."""
-    import ray
-
-    from selfsup.train.cluster import free_port
-
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    port = free_port()
-    # its processes ask its own dashboard, not another local Ray's (see selfsup.train.cluster.init_ray)
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=True, dashboard_port=port, log_to_driver=True)
-    yield ray
-    ray.shutdown()
-    os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture

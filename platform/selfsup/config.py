@@ -440,7 +440,9 @@ class SweepConfig(Section):
     is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).
     ``trial_retries``: how often Tune restarts a trial whose function died (its node was lost) or
-    whose run failed beyond ``train.max_failures``; it resumes from its last checkpoint.
+    whose run failed beyond ``train.max_failures``; it resumes from its last checkpoint. Default 2:
+    a lost node can fail a trial twice, once with the node and once more while Ray restarts the
+    actors of its own that were there (Train's state actor: "actor is temporarily unavailable").
     ``sampler``: Optuna's TPE (``tpe``, guided by ``metric``) or uniform ``random`` sampling (what
     the selection benchmark uses, so that no selector steers which trials exist). ``registry``: put
     the default rule's pick into the model registry under the sweep's name.
@@ -458,7 +460,7 @@ class SweepConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trial_cpus: float = Field(0.25, gt=0.0)
     collapse_rankme: float | None = Field(1.5, ge=1.0)
-    trial_retries: int = Field(1, ge=0)
+    trial_retries: int = Field(2, ge=0)
     sampler: Literal["tpe", "random"] = "tpe"
     registry: bool = True
 

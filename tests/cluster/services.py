@@ -241,7 +241,9 @@ RAY_ENV = {
 @contextlib.contextmanager
 def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
     """``count`` Ray nodes on this machine started with the ``ray`` CLI, ``cpus`` CPUs each."""
-    env = {**os.environ, **RAY_ENV, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
+    # Nothing that points at another Ray of this machine (a local one's address or state API).
+    mine = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env = {**mine, **RAY_ENV, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
     cluster = RayNodes("", "", env)
     try:
         for i in range(count):

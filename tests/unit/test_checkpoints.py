@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from selfsup import storage
 from selfsup.methods import METHODS, build_method
 from selfsup.train import checkpoints
 from selfsup.train.engine import Engine, build_optimizer
@@ -60,18 +59,3 @@ def test_a_state_that_would_run_code_is_refused(tmp_path):
     checkpoints.write(folder, {"engine": {"evil": print}}, 1)  # pickles a callable
     with pytest.raises(checkpoints.CheckpointError, match="not a selfsup state"):
         checkpoints.read(str(folder))
-
-
-def test_a_damaged_ray_record_is_moved_aside(tmp_path):
-    save(tmp_path, 1, {"step": 1})
-    record = tmp_path / checkpoints.RECORD
-    assert checkpoints.check_record(str(tmp_path)) is None  # no record: nothing to do
-    record.write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "epoch-00001"}]}))
-    assert checkpoints.check_record(str(tmp_path)) is None and record.exists()
-    record.write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "epoch-00002"}]}))
-    warning = checkpoints.check_record(str(tmp_path))
-    assert "epoch-00002, which is gone" in warning and not record.exists()
-    record.write_text('{"checkpoint_res')
-    assert "unreadable" in checkpoints.check_record(str(tmp_path))
-    assert len(list(tmp_path.glob(f"{checkpoints.RECORD}.damaged-*"))) >= 1
-    assert storage.subfolders(str(tmp_path)) == ["epoch-00001"]

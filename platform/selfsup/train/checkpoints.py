@@ -8,9 +8,8 @@ whose manifest is missing or does not match, never one that reads as complete. R
 unpickles code (``torch.load(weights_only=True)``).
 
 Resuming (see :func:`newest_readable`) takes the newest complete checkpoint and says which newer
-ones it skipped and why; :func:`check_record` moves aside a Ray Train checkpoint record that is
-unreadable or names a folder that is gone, so that the run resumes from its folders instead of
-failing to start.
+ones it skipped and why (and ``selfsup.train.ray_private.check_record`` moves aside a Ray Train
+checkpoint record that names a folder that is gone, so that the run resumes from its folders).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import hashlib
 import io
 import json
 import re
-import time
 from pathlib import Path
 
 import torch
@@ -28,8 +26,6 @@ from selfsup import storage
 from selfsup.errors import first_line
 
 STATE, MANIFEST = "state.pt", "manifest.json"
-RECORD = "checkpoint_manager_snapshot.json"
-"""Ray Train's record of a run's reported checkpoints, in the run's storage folder."""
 _FOLDER = re.compile(r"^epoch-(\d{5,})$")
 CHUNK = 16 << 20
 
@@ -92,23 +88,3 @@ def newest_readable(run_dir: str) -> tuple[dict | None, str | None, list[str]]:
         except CheckpointError as exc:
             problems.append(str(exc))
     return None, None, problems
-
-
-def check_record(run_dir: str) -> str | None:
-    """If Ray Train's checkpoint record in ``run_dir`` cannot be read or names a checkpoint folder
-    that is gone, move it aside (``.damaged-<time>``) and return a warning; else ``None``."""
-    record = storage.join(run_dir, RECORD)
-    if not storage.is_file(record):
-        return None
-    try:
-        text = storage.read_bytes(record).decode()
-        json.loads(text)
-        missing = sorted({n for n in re.findall(r"epoch-\d{5,}", text) if not storage.exists(storage.join(run_dir, n))})
-        problem = f"it names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} gone" if missing else None
-    except (OSError, ValueError) as exc:
-        problem = f"it is unreadable ({type(exc).__name__})"
-    if problem is None:
-        return None
-    aside = f"{record}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage.move(record, aside)
-    return f"Ray Train's checkpoint record {record} was moved to {aside}: {problem}; the run resumes from its newest readable checkpoint folder"

@@ -11,8 +11,6 @@ from typing import NamedTuple
 import ray
 import yaml
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
 from selfsup import storage
 from selfsup.config import ConfigError, ExperimentConfig, flatten, resolve_paths
@@ -21,6 +19,7 @@ from selfsup.errors import first_line
 from selfsup.tracking import runs
 from selfsup.train import checkpoints
 from selfsup.train.cluster import check_cluster, init_ray
+from selfsup.train.ray_private import Trainer, check_record
 from selfsup.train.progress import EpochProgress
 
 
@@ -51,16 +50,6 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
     return data
 
 
-class Trainer(TorchTrainer):
-    """A ``TorchTrainer`` that starts no Ray Data ``DatasetManager`` actor when it is given no Ray
-    Dataset (selfsup's workers load their data themselves): one process start less per run, on the
-    path to its first step. Overrides a private method of Ray Train V2: Ray is pinned (==2.60.0)."""
-
-    def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
-
-
 FAULT_AFTER_EPOCH = "SELFSUP_FAULT_AFTER_EPOCH"
 """Fault injection, for the tests and the fault benchmarks: with ``N`` set in the environment of
 the process that launches a run, the run's last worker exits abruptly (as if killed) right after
@@ -83,7 +72,7 @@ def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | 
     ``continues``: the checkpoint a run without checkpoints of its own starts from (``--from``)."""
     s = cfg.scaling
     fault = os.environ.get(FAULT_AFTER_EPOCH)
-    warning = checkpoints.check_record(storage.join(cfg.train.storage_path, name))
+    warning = check_record(storage.join(cfg.train.storage_path, name))
     if warning:
         print(f"[selfsup] WARNING: {warning}", flush=True)
     trainer = Trainer(
