@@ -36,7 +36,7 @@ Ray's, Train's and the runs' own output go to a log file named first; then one l
 table, and last one summary line. Exits 1 if any run fails a check.
 
     python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--driver-kills 3] [--outages 1]
-                                [--outage-s 30] [--leak-trials 30] [--loader-workers 0,2] [--seed 0] [--log FILE]
+                                [--outage-s 30] [--leak-trials 30] [--sweep-trials 3] [--sweep-epochs 3] [--loader-workers 0,2] [--seed 0] [--log FILE]
 
 With ``RAY_ADDRESS`` set it runs on that Ray instead of starting one.
 """
@@ -254,8 +254,9 @@ def sweep_summary(drivers, outages, leaks, trials: int) -> list[str]:
                      f"{sum(o.check.epochs_doubled for o in outages)} doubled, server gone for good {sum(map(down_ok, outages))}/{len(outages)} "
                      f"failed in one line with checkpoints intact")
     for lk in leaks:
-        parts.append(f"leaks after {lk.trials} ASHA trials: {lk.actors} actors, {lk.groups} placement groups, {lk.children} child "
-                     f"processes left, driver memory {lk.growth_per_10():+.1f} MB per 10 trials")
+        labels = "each labelled" if lk.labelled else "NOT all labelled as stopped or finished"
+        parts.append(f"leaks after {lk.trials} ASHA trials ({lk.stopped} stopped early, {labels}): {lk.actors} actors, {lk.groups} "
+                     f"placement groups, {lk.children} child processes left, driver memory {lk.growth_per_10():+.1f} MB per 10 trials")
     return parts
 
 
@@ -276,12 +277,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker-kills", type=int, default=20, help="runs whose Train worker is SIGKILLed mid-epoch")
     ap.add_argument("--damaged", type=int, default=6, help="runs whose newest checkpoint is damaged as the worker dies")
-    ap.add_argument("--epochs", type=int, default=6, help="epochs per run (at least 3)")
+    ap.add_argument("--epochs", type=int, default=6, help="epochs per run (at least 4)")
     ap.add_argument("--driver-kills", type=int, default=3, help="sweeps whose driver is SIGKILLed (phases in turn: trials, report, registration)")
     ap.add_argument("--outages", type=int, default=1, help="sweeps whose tracking server goes down mid-sweep")
     ap.add_argument("--outage-s", type=float, default=30.0, help="how long the server is down")
     ap.add_argument("--leak-trials", type=int, default=30, help="trials of the ASHA sweep whose leftovers are counted (0: none)")
     ap.add_argument("--sweep-trials", type=int, default=3, help="trials of each driver-kill and outage sweep")
+    ap.add_argument("--sweep-epochs", type=int, default=3, help="epochs of each driver-kill sweep's trials (one more in the outage "
+                    "and ASHA sweeps)")
     ap.add_argument("--loader-workers", default="0,2", help="data.loader_workers of the faulty runs, in turn (comma-separated; the "
                     "reference run has 0: a batch's views do not depend on how many processes make them)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
@@ -326,7 +329,7 @@ def main() -> None:
                 r = rows[-1]
                 print(f"  {r.run} ({r.loader_workers} loader processes): killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
                       f"starts {r.starts}, {r.status}", file=console)
-            sweep_epochs = 3
+            sweep_epochs = args.sweep_epochs
             for i in range(args.driver_kills):
                 phase = sweep_faults.PHASES[i % len(sweep_faults.PHASES)]
                 print(f"sweep, driver killed during its {phase} ...", file=console)
@@ -353,7 +356,7 @@ def main() -> None:
     good = all(r.resumed() and r.equal() and not r.lost(args.epochs) and not r.doubled() for r in rows) and all(r.warned for r in damaged)
     good &= all(d.killed and d.check.good(args.sweep_trials) for d in drivers)
     good &= all(o.check.good(args.sweep_trials) and o.waited and down_ok(o) for o in outages)
-    good &= all(not (lk.actors or lk.groups or lk.children) and lk.check.exit_code == 0 for lk in leaks)
+    good &= all(not (lk.actors or lk.groups or lk.children) and lk.labelled and lk.check.exit_code == 0 for lk in leaks)
     sys.exit(0 if good else 1)
 
 

@@ -27,3 +27,34 @@ def ray_cluster():
     ray.shutdown()
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def finished_sweep(ray_cluster, tmp_path_factory):
+    """One sweep (3 trials of 2 epochs, the ``tiny`` sweep of ``test_sweep.write_sweep``) run as a
+    user runs it, ``selfsup sweep`` in its own process on the session's Ray, shared by the tests
+    that read a finished sweep (its records, report, UI and browser): ``(folder, sweep YAML, the
+    console's lines)``."""
+    import subprocess
+    import sys
+
+    from tests.integration.test_sweep import write_sweep
+
+    folder = tmp_path_factory.mktemp("sweep")
+    path = write_sweep(folder, "tiny", num_samples=3, epochs=2)
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run([sys.executable, "-m", "selfsup.cli", "sweep", str(path)], cwd=folder, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-6000:]
+    return folder, path, out.stdout.splitlines()
+
+
+@pytest.fixture(scope="package")
+def sweep_ui(finished_sweep):
+    """``selfsup ui`` over the finished sweep's store, started once for the tests that browse it:
+    its base URL."""
+    from tests.integration.test_ui import ui
+
+    folder = finished_sweep[0]
+    with ui(folder, f"sqlite:///{folder}/mlflow.db", folder / "artifacts") as base:
+        yield base

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.test_ui import get, ui
+from tests.integration.test_ui import get
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -38,41 +38,35 @@ def until(check, what, timeout=90):
         time.sleep(0.5)
 
 
-def test_the_sweep_opens_on_its_runs_with_its_report_and_plots(ray_cluster, workdir, monkeypatch):
-    from selfsup.config import load_sweep
-    from selfsup.tune.sweep import run_sweep
-    from tests.integration.test_sweep import write_sweep
-
-    monkeypatch.setenv("HOME", str(workdir))  # Chromium and Selenium keep nothing in the real home
-    monkeypatch.setenv("SE_CACHE_PATH", str(workdir / "selenium"))
-    path = write_sweep(workdir, "look", num_samples=2, epochs=2)
-    table = run_sweep(load_sweep(path), str(path))
+def test_the_sweep_opens_on_its_runs_with_its_report_and_plots(finished_sweep, sweep_ui, tmp_path, monkeypatch):
+    lines = finished_sweep[2]
+    monkeypatch.setenv("HOME", str(tmp_path))  # Chromium and Selenium keep nothing in the real home
+    monkeypatch.setenv("SE_CACHE_PATH", str(tmp_path / "selenium"))
+    table = "\n".join(lines)
     link = next(line for line in table.splitlines() if line.startswith("browse: "))
     view = link.split("http://127.0.0.1:5000/", 1)[1]
     assert view.endswith("?workflowType=machine_learning")
 
-    uri = f"sqlite:///{workdir}/mlflow.db"
-    driver = None
-    with ui(workdir, uri, workdir / "artifacts") as base:
-        try:
-            found = get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [view.split("/")[2].split("?")[0]]})["runs"]
-            parent = next(r["info"] for r in found if r["info"]["run_name"] == "sweep-look")
-            driver = browser(workdir / "chromium")
-            text = lambda: driver.find_element("tag name", "body").text  # noqa: E731
+    base, driver = sweep_ui, None
+    try:
+        found = get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [view.split("/")[2].split("?")[0]]})["runs"]
+        parent = next(r["info"] for r in found if r["info"]["run_name"] == "sweep-tiny")
+        driver = browser(tmp_path / "chromium")
+        text = lambda: driver.find_element("tag name", "body").text  # noqa: E731
 
-            driver.get(f"{base}/{view}")
-            until(lambda: "/runs" in driver.current_url and "sweep-look" in text(), "the runs table")
-            assert "workflowType=genai" not in driver.current_url
+        driver.get(f"{base}/{view}")
+        until(lambda: "/runs" in driver.current_url and "sweep-tiny" in text(), "the runs table")
+        assert "workflowType=genai" not in driver.current_url
 
-            run_page = f"{base}/#/experiments/{parent['experiment_id']}/runs/{parent['run_id']}?workflowType=machine_learning"
-            driver.get(run_page)
-            until(lambda: "look: 2 trials, 2 finished" in text(), "the selection report as the run's description")
-            until(lambda: "sweep/trials_finished" in text() and "pick/regret_points" in text(), "the sweep's outcome metrics")
+        run_page = f"{base}/#/experiments/{parent['experiment_id']}/runs/{parent['run_id']}?workflowType=machine_learning"
+        driver.get(run_page)
+        until(lambda: "tiny: 3 trials, 3 finished" in text(), "the selection report as the run's description")
+        until(lambda: "sweep/trials_finished" in text() and "pick/regret_points" in text(), "the sweep's outcome metrics")
 
-            driver.get(run_page.replace("?", "/artifacts/selection_scatter.png?"))
-            widths = until(lambda: [w for w in driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)") if w > 500],
-                           "the selection plot")
-            assert widths
-        finally:
-            if driver is not None:
-                driver.quit()
+        driver.get(run_page.replace("?", "/artifacts/selection_scatter.png?"))
+        widths = until(lambda: [w for w in driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)") if w > 500],
+                       "the selection plot")
+        assert widths
+    finally:
+        if driver is not None:
+            driver.quit()
