@@ -323,12 +323,17 @@ class ScalingConfig(Section):
     ``strategy``: ``ddp`` (every worker holds the whole model; gradients all-reduced) or ``fsdp``
     (each worker holds ``1/num_workers`` of the weights, gradients and optimizer state, gathered
     one transformer block at a time: models that do not fit DDP, ViT-L/H; see
-    ``train/sharding.py``). Checkpoints are the same full state either way."""
+    ``train/sharding.py``). Checkpoints are the same full state either way.
+    ``placement_timeout_s``: how long a run waits for the cluster to place its workers (free CPUs
+    and GPUs, or an autoscaler adding nodes) before it fails saying so, where Ray Train would retry
+    without end; rounded up to Ray Train's attempts of ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``
+    (60 s) each."""
 
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    placement_timeout_s: float = Field(600.0, gt=0.0)
 
 
 class TrackingConfig(Section):

@@ -67,6 +67,14 @@ def test_a_store_that_cannot_be_reached_is_refused(workdir, capsys, monkeypatch)
     line = refused(["train", "run.yaml"], capsys)
     assert line.startswith("selfsup: error: run.yaml: train.storage_path: s3://nobucket/x: cannot reach it (")
     assert files(workdir) == ["run.yaml"]
+    # The verbs that only read say at once that a tracking server does not answer (a run's writes wait it out).
+    from selfsup.train.cluster import free_port
+
+    server = f"http://127.0.0.1:{free_port()}"
+    for verb in (["export", "abc", "--out", "x"], ["report", "s"]):
+        line = refused([*verb, "--tracking-uri", server], capsys)
+        assert f"tracking server {server} cannot be reached (" in line and "is it running?" in line, line
+    assert files(workdir) == ["run.yaml"]
 
 
 def test_runs_and_sweeps_that_are_not_there(workdir, capsys):

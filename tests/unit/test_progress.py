@@ -74,3 +74,27 @@ def test_a_pickled_progress_writes_to_the_console_of_the_process_that_restores_i
     assert restored.console is None
     with to_log(tmp_path / "log") as console:
         assert restored.out is console
+
+
+def test_the_status_line_names_trials_waiting_for_resources_or_for_a_first_epoch(monkeypatch):
+    """Tune's PENDING trials wait for the cluster's resources; a running trial without a first
+    epoch for two minutes may be waiting for its workers' placement (bounded by
+    scaling.placement_timeout_s): both are named, not hidden behind a growing ETA."""
+    import selfsup.tune.progress as progress
+    from selfsup.train.launch import placement_retries
+
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    p = LiveProgress("label_free/lidar", "max", epochs=4, trials=3, interval=0.0, console=io.StringIO())
+    a, b = trial("a_00000", 1e-3), trial("b_00001", 3e-3)
+    p.on_trial_start(0, [], a)
+    p.on_trial_result(0, [], a, {"epoch": 1, "label_free/lidar": 9.0})
+    p.on_trial_start(0, [], b)
+    now[0] += 130
+    p.on_step_begin(0, [SimpleNamespace(trial_id="a_00000", status="RUNNING"), SimpleNamespace(trial_id="b_00001", status="RUNNING"),
+                        SimpleNamespace(trial_id="c_00002", status="PENDING")])
+    assert p.status().startswith("0/3 trials ended · 2 running · 1 waiting for resources (c_00002) · no first epoch yet: b_00001 2m10s · "
+                                 "best lidar 9 (a_00000) · ETA ~")
+    assert (placement_retries(600), placement_retries(60), placement_retries(61)) == (9, 0, 1)
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
+    assert placement_retries(600) == 19

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -284,11 +286,21 @@ def sqlite_file(uri: str) -> Path:
     return Path(path[1:] if path.startswith("/") else path).resolve()
 
 
-def require_store(uri: str) -> None:
+def require_store(uri: str, timeout_s: float = 10.0) -> None:
     """For the verbs that only read (``export``, ``report``): a sqlite store must already exist
-    (MLflow would create an empty one); :class:`LookupError` otherwise."""
+    (MLflow would create an empty one), and a tracking server must answer within ``timeout_s``
+    (any HTTP answer will do, an auth challenge too): :class:`LookupError` otherwise, at once,
+    where a run's writes wait out ``tracking.patience_s``."""
     if uri.startswith("sqlite:") and not sqlite_file(uri).is_file():
         raise LookupError(f"no tracking store at {uri} (the file does not exist; --tracking-uri names another)")
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+        except urllib.error.HTTPError:
+            pass  # it answered
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise LookupError(f"tracking server {uri} cannot be reached ({reason}); is it running? --tracking-uri names another") from None
 
 
 def find_experiment(uri: str, name: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -57,6 +58,18 @@ reporting epoch ``N``, once (a restart that resumes past ``N`` runs on). A kill 
 where a timer would race the run."""
 
 
+START_TIMEOUT = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+"""Ray Train's wait for a worker group's placement, per attempt (60 s unless set)."""
+
+
+def placement_retries(timeout_s: float) -> int:
+    """Ray Train's ``controller_failure_limit`` for ``scaling.placement_timeout_s``: the attempts to
+    place the workers after the first (each waits :data:`START_TIMEOUT`) that fit in ``timeout_s``,
+    rounded up. Then the run fails with Train's reason ("worker group startup timed out ...")."""
+    per_attempt = float(os.environ.get(START_TIMEOUT, "60"))
+    return max(0, math.ceil(timeout_s / per_attempt) - 1)
+
+
 def train_loop(config: dict) -> None:
     """What each Ray Train worker runs: ``selfsup.train.worker.train_loop``, imported there, so that
     the process that launches a run (a sweep's trial) does not import the model and data stack."""
@@ -83,7 +96,7 @@ def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | 
         run_config=RunConfig(
             name=name,
             storage_path=cfg.train.storage_path,
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures, controller_failure_limit=placement_retries(s.placement_timeout_s)),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
             callbacks=callbacks or [],
             logging_config=LoggingConfig(log_level="WARNING"),

@@ -26,10 +26,15 @@ class Row:
     state: str = "running"
     epoch: int = 0
     value: float | None = None
-    first: float = field(default_factory=time.time)
-    last: float = field(default_factory=time.time)
+    first: float = field(default_factory=lambda: time.time())
+    last: float = field(default_factory=lambda: time.time())
     epoch_times: list[float] = field(default_factory=list)
     """Seconds between consecutive results (the first result, which includes the start, is not one)."""
+
+
+NO_EPOCH_S = 120.0
+"""A running trial without a first epoch this long after it (re)started is named on the status line
+(its workers may be waiting for resources: ``scaling.placement_timeout_s`` bounds that wait)."""
 
 
 def minutes(seconds: float) -> str:
@@ -47,6 +52,8 @@ class LiveProgress(tune.Callback):
         self.short = metric.rsplit("/", 1)[-1]
         self.epochs, self.trials, self.interval = epochs, trials, interval
         self.rows: dict[str, Row] = {}
+        self.pending: list[str] = []
+        """Trials Tune has made but cannot start yet: the cluster lacks the resources of one more."""
         self.t0 = self.last_status = time.time()
         self.drawn = 0
 
@@ -107,6 +114,7 @@ class LiveProgress(tune.Callback):
         self.say(f"trial {trial.trial_id} FAILED (the other trials go on):\n{self.error(trial)}")
 
     def on_step_begin(self, iteration, trials, **info):
+        self.pending = [t.trial_id for t in trials if t.status == "PENDING"]
         if not self.live and self.rows and time.time() - self.last_status >= self.interval:
             self.last_status = time.time()
             self.say(self.status())
@@ -153,6 +161,13 @@ class LiveProgress(tune.Callback):
         running = sum(r.state in ("running", "retrying") for r in self.rows.values())
         best = self.best()
         parts = [f"{done}/{self.trials} trials ended", f"{running} running"]
+        if self.pending:
+            parts.append(f"{len(self.pending)} waiting for resources ({', '.join(self.pending)})")
+        now = time.time()
+        slow = [f"{r.trial} {minutes(now - r.last)}" for r in self.rows.values() if r.state in ("running", "retrying") and not r.epoch
+                and now - r.last >= NO_EPOCH_S]
+        if slow:
+            parts.append(f"no first epoch yet: {', '.join(slow)}")
         if best:
             parts.append(f"best {self.short} {self.value(best)} ({best.trial})")
         eta = self.sweep_eta()
