@@ -16,9 +16,10 @@ its leftovers counted.
   exit 1 with one line naming the store, and its newest checkpoint must read back.
 - leaks: an ASHA sweep of `leak_trials` trials; the driver's resident memory and child processes are
   sampled as trials end. Checked once it exits: no Ray actor alive, no placement group left, none of
-  its child processes alive; every trial ASHA stopped is KILLED with `selfsup.stopped_by=scheduler`
-  before its last epoch and every other one FINISHED all its epochs (at least one); the driver's
-  memory growth per 10 trials is reported.
+  its child processes alive; every trial stopped before its last epoch is KILLED and labelled by what
+  stopped it (`selfsup.stopped_by`: `scheduler`, or `collapse` at a rate that collapsed) and every
+  other one FINISHED all its epochs (at least one); the driver's memory growth per 10 trials is
+  reported.
 
 The kills inside the report and the registration are made by a wrapper that runs the real CLI with
 the named step replaced by one that SIGKILLs the process (`KILLER`); nothing else differs.
@@ -379,6 +380,7 @@ def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
     stopped = [r for r in children if r.info.status == "KILLED"]
     finished = [r for r in children if r.info.status == "FINISHED"]
     labelled = (len(stopped) + len(finished) == trials and bool(finished) and all(r.data.metrics.get("epoch") == epochs for r in finished)
-                and all(r.data.tags.get("selfsup.stopped_by") == "scheduler" and r.data.metrics.get("epoch", 0) < epochs for r in stopped))
+                and all(r.data.tags.get("selfsup.stopped_by") in ("scheduler", "collapse") and r.data.metrics.get("epoch", 0) < epochs
+                        for r in stopped))
     return Leaks(trials, len(actors), len(groups), len(alive), samples, check_sweep(uri, "leaks", trials, epochs, code), time.time() - t0,
                  len(stopped), labelled)

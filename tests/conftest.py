@@ -43,3 +43,22 @@ def experiment(tmp_path, sets):
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "artifacts")},
     }
     return ExperimentConfig.model_validate(apply_overrides(tree, sets))
+
+
+STREAMS = {
+    "tests/unit/": "a",
+    "tests/cluster/": "a",
+    "tests/integration/": "b",
+}
+"""The suite's two streams under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml): the
+unit tests (mostly one busy core) and then the cluster tests (their own nodes) on one worker, the
+integration tests (one local Ray, much of it waiting on processes and services) on the other. Each
+stream keeps its own order; the two share nothing but the machine."""
+
+
+def pytest_collection_modifyitems(config, items):
+    root = str(config.rootpath)
+    for item in items:
+        path = str(item.path).removeprefix(root).lstrip("/")
+        group = next((g for prefix, g in STREAMS.items() if path.startswith(prefix)), "a")
+        item.add_marker(pytest.mark.xdist_group(group))
