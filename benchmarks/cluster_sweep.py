@@ -1,20 +1,23 @@
-"""The README's main sweep (examples/digits_vicreg_sweep.yaml) two ways, in one command:
+"""The README's main sweep (`make sweep`: examples/mnist1d_vicreg_sweep.yaml) two ways, in one command:
 
 1. embedded default: `selfsup sweep` with a local Ray, sqlite MLflow and local checkpoints;
-2. cluster: the same sweep submitted with `ray job submit` to three Ray nodes started with the
-   `ray` CLI (one CPU each), MLflow on `selfsup server` over PostgreSQL with artifacts proxied into
-   an S3-compatible bucket (moto), checkpoints in that bucket.
+2. cluster: the same sweep submitted as cluster/README.md says (`ray job submit --working-dir .
+   -- selfsup sweep examples/...`, the working directory holding the repository's `examples/` and
+   `search_spaces/`) to three Ray nodes started with the `ray` CLI (one CPU each), MLflow on
+   `selfsup server` over PostgreSQL with artifacts proxied into an S3-compatible bucket (moto),
+   checkpoints in that bucket; checked to end 0 with the report and the registered pick.
 
 Prints each wall time (submit to report, Ray start-up included) and their ratio. Every service
 runs on 127.0.0.1 and is stopped at the end (tests/cluster/services.py).
 
-    python benchmarks/cluster_sweep.py [--trials 8]
+    python benchmarks/cluster_sweep.py [--trials 8] [--sweep examples/mnist1d_vicreg_sweep.yaml] [--cluster-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,18 +33,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from tests.cluster import services  # noqa: E402
 
-SWEEP = ROOT / "examples" / "digits_vicreg_sweep.yaml"
+SWEEP = ROOT / "examples" / "mnist1d_vicreg_sweep.yaml"
 
 
-def sweep_yaml(work: Path, trials: int, **overrides) -> Path:
-    tree = yaml.safe_load(SWEEP.read_text())
-    tree["base"] = str((SWEEP.parent / tree["base"]).resolve())
-    tree["search_space"] = str((SWEEP.parent / tree["search_space"]).resolve())
+def sweep_yaml(work: Path, sweep: Path, trials: int, **overrides) -> Path:
+    """``work/examples/<sweep>``: the sweep with ``trials`` and ``overrides``, beside copies of the
+    repository's examples and search spaces (its relative paths resolve as in the repository)."""
+    shutil.copytree(ROOT / "examples", work / "examples", dirs_exist_ok=True)
+    shutil.copytree((ROOT / "search_spaces").resolve(), work / "search_spaces", dirs_exist_ok=True)
+    tree = yaml.safe_load(sweep.read_text())
     tree["num_samples"] = trials
-    tree["overrides"].update(overrides)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "sweep.yaml").write_text(yaml.safe_dump(tree))
-    return work / "sweep.yaml"
+    tree["overrides"] = {**(tree.get("overrides") or {}), **overrides}
+    path = work / "examples" / sweep.name
+    path.write_text(yaml.safe_dump(tree))
+    return path
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -55,25 +60,38 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--sweep", type=Path, default=SWEEP, help="a sweep YAML in examples/ (default: the README's main sweep)")
+    ap.add_argument("--cluster-only", action="store_true", help="skip the embedded run")
     args = ap.parse_args()
+    sweep = args.sweep.resolve()
+    if sweep.parent != ROOT / "examples":
+        ap.error(f"--sweep: {args.sweep} is not a sweep in {ROOT / 'examples'}")
     selfsup = str(services.BIN / "selfsup")
+    embedded = None
     with tempfile.TemporaryDirectory(prefix="bench") as tmp:
-        local = Path(tmp) / "local"
-        sweep = sweep_yaml(local, args.trials)
-        embedded = timed([selfsup, "sweep", str(sweep)], local, {**os.environ, **services.RAY_ENV})
-        print(f"embedded default (local Ray, sqlite, local checkpoints): {embedded:.0f} s", flush=True)
+        if not args.cluster_only:
+            local = Path(tmp) / "local"
+            path = sweep_yaml(local, sweep, args.trials, **{"train.storage_path": str(local / "runs"),
+                                                           "tracking.uri": f"sqlite:///{local}/mlflow.db"})
+            embedded = timed([selfsup, "sweep", str(path.relative_to(local))], local, {**os.environ, **services.RAY_ENV})
+            print(f"embedded default (local Ray, sqlite, local checkpoints): {embedded:.0f} s", flush=True)
 
         with services.s3_server("artifacts", "runs") as endpoint:
             s3 = {**services.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
             with services.postgres() as pg, services.tracking_server(pg, "s3://artifacts/mlflow", env=s3) as url, \
                     services.ray_nodes(3, cpus=1, env=s3) as nodes:
                 work = Path(tmp) / "job"
-                sweep_yaml(work, args.trials, **{"tracking.uri": url, "train.storage_path": "s3://runs/bench"})
-                submit = [str(services.BIN / "ray"), "job", "submit", "--address", nodes.dashboard, "--working-dir", str(work),
-                          "--", selfsup, "sweep", "sweep.yaml"]
-                cluster = timed(submit, work, nodes.env)
+                path = sweep_yaml(work, sweep, args.trials, **{"tracking.uri": url, "train.storage_path": "s3://runs/bench"})
+                submit = [str(services.BIN / "ray"), "job", "submit", "--address", nodes.dashboard, "--working-dir", ".",
+                          "--", selfsup, "sweep", str(path.relative_to(work))]
+                t0 = time.perf_counter()
+                out = subprocess.run(submit, cwd=work, env=nodes.env, capture_output=True, text=True)
+                cluster = time.perf_counter() - t0
+                if out.returncode != 0 or "registered as" not in out.stdout:
+                    sys.exit(f"the submitted sweep failed after {cluster:.0f} s:\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}")
     print(f"3-node cluster (ray job submit, PostgreSQL server, S3 checkpoints): {cluster:.0f} s")
-    print(f"cluster / embedded: {cluster / embedded:.2f}")
+    if embedded:
+        print(f"cluster / embedded: {cluster / embedded:.2f}")
 
 
 if __name__ == "__main__":

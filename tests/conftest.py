@@ -45,20 +45,22 @@ def experiment(tmp_path, sets):
     return ExperimentConfig.model_validate(apply_overrides(tree, sets))
 
 
-STREAMS = {
-    "tests/unit/": "a",
-    "tests/cluster/": "a",
-    "tests/integration/": "b",
-}
-"""The suite's two streams under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml): the
-unit tests (mostly one busy core) and then the cluster tests (their own nodes) on one worker, the
-integration tests (one local Ray, much of it waiting on processes and services) on the other. Each
-stream keeps its own order; the two share nothing but the machine."""
+STREAMS = {"tests/unit/": "a", "tests/cluster/": "a", "tests/integration/": "b"}
+"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml): the unit tests
+(mostly one busy core) and then the cluster tests (their own nodes) on one worker, the integration
+tests (one local Ray, much of it waiting on processes and services) on the other. Each stream keeps
+its order; the two share nothing but the machine."""
 
 
-def pytest_collection_modifyitems(config, items):
-    root = str(config.rootpath)
-    for item in items:
-        path = str(item.path).removeprefix(root).lstrip("/")
-        group = next((g for prefix, g in STREAMS.items() if path.startswith(prefix)), "a")
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling with :data:`STREAMS` as the scopes: each stream goes whole, in
+    order, to one worker. (Its ``loadgroup`` marks do the same through the tests' ids, which
+    pytest 9 no longer lets a plugin rewrite.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Streams(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((g for prefix, g in STREAMS.items() if nodeid.startswith(prefix)), "a")
+
+    return Streams(config, log)

@@ -53,6 +53,12 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def open_input(path: str):
+    """A binary stream of ``path`` (``read(n)``, a context manager): a file read in pieces."""
+    fs, inner = filesystem(path)
+    return fs.open_input_stream(inner)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     fs, inner = filesystem(path)
     with fs.open_output_stream(inner) as f:

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 
@@ -14,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from tests.cluster import services
 
 
-def private_folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("selfsup-server-*"))
+def private_folders(tmp: Path) -> set[Path]:
+    return set(tmp.glob("selfsup-server-*"))
 
 
 def test_basic_auth_server_on_postgres(pg, tmp_path, monkeypatch):
@@ -23,9 +22,10 @@ def test_basic_auth_server_on_postgres(pg, tmp_path, monkeypatch):
     when the password was written into the config): 401 without credentials, a run and an artifact
     with them; the auth config's private folder is gone once the server stops."""
     admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret-%(x)s-100%"}
-    before = private_folders()
-    with services.tracking_server(pg, str(tmp_path / "artifacts"), env=admin, extra=("--auth",)) as url:
-        assert len(private_folders() - before) == 1
+    temp = tmp_path / "tmp"  # the server's temporary folder: only its own private folder lands there
+    temp.mkdir()
+    with services.tracking_server(pg, str(tmp_path / "artifacts"), env={**admin, "TMPDIR": str(temp)}, extra=("--auth",)) as url:
+        assert len(private_folders(temp)) == 1
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
         assert refused.value.code == 401
@@ -38,7 +38,7 @@ def test_basic_auth_server_on_postgres(pg, tmp_path, monkeypatch):
         assert client.get_run(run).info.artifact_uri.startswith("mlflow-artifacts:/")
         assert any((tmp_path / "artifacts").rglob("note.txt"))
     assert services.pg_rows(pg.rsplit("/", 1)[0] + "/mlflow_auth", "SELECT username FROM users") == [("admin",)]
-    assert private_folders() == before
+    assert private_folders(temp) == set()
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ checkpoint record that names a folder that is gone, so that the run resumes from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
+import tempfile
 import re
 from pathlib import Path
 
@@ -55,18 +56,33 @@ def write(folder: Path, state: dict, epoch: int) -> None:
 
 def read(path: str, map_location="cpu") -> dict:
     """The state of the checkpoint folder ``path`` (local or a storage URI), verified against its
-    manifest; :class:`CheckpointError` if it is incomplete or damaged."""
+    manifest; :class:`CheckpointError` if it is incomplete or damaged. ``state.pt`` is hashed in
+    chunks as it streams (from an object store into a local temporary file) and loaded memory-mapped
+    (``torch.load(mmap=True)``): host memory holds the state once, as its tensors are read, not the
+    file's bytes beside it."""
     try:
         manifest = json.loads(storage.read_bytes(storage.join(path, MANIFEST)))
-        data = storage.read_bytes(storage.join(path, STATE))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete ({first_line(exc)})") from None
-    if len(data) != manifest.get("bytes") or hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
-        raise CheckpointError(f"{path}: {STATE} does not match {MANIFEST} ({len(data)} bytes, manifest says {manifest.get('bytes')})")
-    try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # a file that matches its manifest but is not a state (written by something else)
-        raise CheckpointError(f"{path}: {STATE} is not a selfsup state ({type(exc).__name__}: {exc})") from None
+    with tempfile.TemporaryDirectory(prefix="selfsup-ckpt-") as tmp:
+        local = Path(storage.local_path(storage.join(path, STATE))) if storage.is_local(path) else Path(tmp) / STATE
+        digest, size = hashlib.sha256(), 0
+        try:
+            with storage.open_input(storage.join(path, STATE)) as src, contextlib.ExitStack() as stack:
+                copy = None if storage.is_local(path) else stack.enter_context(open(local, "wb"))
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if copy is not None:
+                        copy.write(chunk)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: incomplete ({first_line(exc)})") from None
+        if size != manifest.get("bytes") or digest.hexdigest() != manifest.get("sha256"):
+            raise CheckpointError(f"{path}: {STATE} does not match {MANIFEST} ({size} bytes, manifest says {manifest.get('bytes')})")
+        try:
+            return torch.load(local, map_location=map_location, weights_only=True, mmap=True)
+        except Exception as exc:  # a file that matches its manifest but is not a state (written by something else)
+            raise CheckpointError(f"{path}: {STATE} is not a selfsup state ({type(exc).__name__}: {exc})") from None
 
 
 def folders(run_dir: str) -> list[tuple[int, str]]:
