@@ -45,18 +45,11 @@ def experiment(tmp_path, sets):
     return ExperimentConfig.model_validate(apply_overrides(tree, sets))
 
 
-STREAMS = {
-    "tests/unit/": "a",
-    "tests/integration/test_faults.py::test_sweep_outage_and_leaks": "a",
-    "tests/integration/test_gpu_throughput.py": "a",
-    "tests/cluster/": "a",
-    "tests/integration/": "b",
-}
-"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), by the first
-prefix of a test's id that matches: on one worker the unit tests (mostly one busy core), a few
-integration tests that need no shared Ray, then the cluster tests (their own nodes); on the other
-the integration tests on their one local Ray. About 20 minutes each here. Each stream keeps the
-suite's order; the two share nothing but the machine."""
+STREAMS = {"tests/unit/": "a", "tests/cluster/": "a", "tests/integration/": "b"}
+"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml): the unit tests
+(mostly one busy core) and then the cluster tests (their own nodes) on one worker, the integration
+tests (one local Ray, much of it waiting on processes and services) on the other. Each stream keeps
+its order; the two share nothing but the machine."""
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -26,29 +26,18 @@ def test_fault_harness_small_n(ray_cluster, tmp_path):
     assert loaders == ["0", "2", "0", "2"], lines
 
 
-def test_sweep_driver_kills(ray_cluster, tmp_path):
-    """`selfsup sweep` killed in its trials, its report and its registration, each resumed."""
+def test_sweep_fault_harness_small_n(ray_cluster, tmp_path):
+    """`selfsup sweep` killed in its trials, its report and its registration, each resumed; its
+    tracking server down 10 s mid-sweep, then gone for good under a run; a 4-trial ASHA sweep's
+    leftovers counted, and each of its trials labelled as ASHA stopped it or finished."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "0", "--driver-kills", "3",
-           "--sweep-trials", "2", "--outages", "0", "--leak-trials", "0", "--log", str(tmp_path / "faults.log")]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-6000:]
-    last = out.stdout.strip().splitlines()[-1]
-    assert last == ("driver kills 3/3 resumed (trials, report, registration), 0 duplicate runs, 3/3 parents FINISHED, "
-                    "3/3 one registry version, 3/3 reports whole"), last
-
-
-def test_sweep_outage_and_leaks(tmp_path):
-    """A sweep's tracking server down 10 s mid-sweep, then gone for good under a run; a 4-trial ASHA
-    sweep's leftovers counted, and each of its trials labelled as ASHA stopped it or finished. On a
-    Ray the harness starts itself (this test runs in the suite's other stream, beside the
-    integration tests' Ray: tests/conftest.py)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "0", "--driver-kills", "0",
            "--sweep-trials", "2", "--outages", "1", "--outage-s", "10", "--leak-trials", "4", "--log", str(tmp_path / "faults.log")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-6000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("tracking outages 1/1 sweeps finished (10 s down), 0 epochs lost, 0 doubled, server gone for good 1/1 "
-                           "failed in one line with checkpoints intact; leaks after 4 ASHA trials ("), last
+    assert last.startswith("driver kills 3/3 resumed (trials, report, registration), 0 duplicate runs, 3/3 parents FINISHED, "
+                           "3/3 one registry version, 3/3 reports whole; tracking outages 1/1 sweeps finished (10 s down), 0 epochs "
+                           "lost, 0 doubled, server gone for good 1/1 failed in one line with checkpoints intact; leaks after 4 ASHA "
+                           "trials ("), last
     assert "stopped early, each labelled): 0 actors, 0 placement groups, 0 child processes left, driver memory " in last, last
