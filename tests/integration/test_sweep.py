@@ -60,7 +60,8 @@ def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, m
     log = workdir / "runs" / "tiny" / "sweep.log"
     assert progress[0].startswith("sweep tiny: 3 trials of vicreg on digits") and str(log) in progress[0]
     assert sum("started" in ln for ln in progress) == 3 and sum("finished at epoch 2" in ln for ln in progress) == 3
-    assert len(progress) <= 12 and not any("core_worker" in ln or "INFO" in ln for ln in lines), lines
+    events = [ln for ln in progress if "trials ended" not in ln]  # the status line comes every 30 s, more on a busy machine
+    assert len(events) <= 10 and not any("core_worker" in ln or "INFO" in ln for ln in lines), lines
     assert log.stat().st_size > 0, "Ray's and Tune's own output went to the sweep's log"
 
     client, parent, children = trial_runs(workdir, "tiny")
