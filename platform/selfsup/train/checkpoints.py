@@ -64,12 +64,12 @@ def read(path: str, map_location="cpu") -> dict:
         manifest = json.loads(storage.read_bytes(storage.join(path, MANIFEST)))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete ({first_line(exc)})") from None
-    with tempfile.TemporaryDirectory(prefix="selfsup-ckpt-") as tmp:
-        local = Path(storage.local_path(storage.join(path, STATE))) if storage.is_local(path) else Path(tmp) / STATE
+    source, remote = storage.join(path, STATE), not storage.is_local(path)
+    with tempfile.TemporaryDirectory(prefix="selfsup-ckpt-") if remote else contextlib.nullcontext() as tmp:
+        local = Path(tmp) / STATE if remote else Path(storage.local_path(source))
         digest, size = hashlib.sha256(), 0
         try:
-            with storage.open_input(storage.join(path, STATE)) as src, contextlib.ExitStack() as stack:
-                copy = None if storage.is_local(path) else stack.enter_context(open(local, "wb"))
+            with storage.open_input(source) as src, open(local, "wb") if remote else contextlib.nullcontext() as copy:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
