@@ -257,15 +257,21 @@ def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2) -> None:
-    """Start node ``i`` (0: the head) with fresh ports; once more on new ports if it exits
+def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, temp: str | None = None) -> None:
+    """Start node ``i`` (0: the head) with fresh ports and a temp dir of its own (or ``temp``, one
+    another node has: the two then share a session folder); once more on new ports if it exits
     before its raylet is up (a port taken meanwhile by another process)."""
+    shared = temp
     for attempt in range(tries):
-        temp = tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
-        cluster.temp_dirs.append(temp)
+        temp = shared or tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
+        if not shared:
+            cluster.temp_dirs.append(temp)
         if i == 0:
             port, dash = free_port(), free_port()
             cluster.address, cluster.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+            # Ray Train's placement-group cleaner asks the state API whether a run's controller
+            # lives; unpinned, the API finds this machine's newest Ray, which may be another one.
+            cluster.env["RAY_API_SERVER_ADDRESS"] = cluster.dashboard
             args = ["--head", "--port", str(port), "--dashboard-port", str(dash), "--include-dashboard", "true",
                     "--ray-client-server-port", str(free_port())]
         else:

@@ -117,6 +117,29 @@ def test_bad_cluster_setups_are_refused_before_anything_starts(nodes, server, cl
     assert out.returncode != 0 and "train.storage_path:" in out.stdout and "inside the job's working directory" in out.stdout
 
 
+def test_nodes_sharing_a_session_folder_are_refused_for_a_working_dir_job(nodes, server, tmp_path):
+    """A node started on the head's machine without a ``--temp-dir`` of its own joins the head's
+    session folder; its Ray unpacks a job's ``--working-dir`` there anew, deleting the folder the
+    job's driver runs in (a sweep then failed at its end, in Tune's final analysis). Such a job
+    is refused in one line, before any run, naming the fix."""
+    extra = len(nodes.nodes)
+    services.start_node(nodes, extra, cpus=1, temp=nodes.temp_dirs[0])
+    try:
+        services.wait_for(lambda: services.alive_nodes(nodes) == 4, "a fourth node", timeout=90)
+        work = sweep_dir(tmp_path / "job", "shared-session", server, trials=2, epochs=1)
+        out = submit(nodes, work, "sweep", "sweep.yaml")
+        assert out.returncode != 0, out.stdout[-3000:]
+        # `ray job submit` shows the job's output, then again in the failure's status message
+        lines = {line for line in out.stdout.splitlines() if "in one session folder" in line}
+        assert len(lines) == 1, out.stdout[-3000:]
+        line = lines.pop()
+        assert line.startswith("selfsup: error: sweep.yaml: Ray nodes ") and "ray start --temp-dir DIR" in line and nodes.temp_dirs[0] in line
+        assert MlflowClient(server).get_experiment_by_name("shared-session") is None
+    finally:
+        services.kill_tree(nodes.nodes.pop(extra).pid)
+        services.wait_for(lambda: services.alive_nodes(nodes) == 3, "the fourth node gone", timeout=90)
+
+
 def test_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_path):
     trials, epochs = 4, 2
     work = sweep_dir(tmp_path / "job", "cluster-sweep", server, trials, epochs)

@@ -4,7 +4,7 @@ import json
 
 from selfsup import storage
 from selfsup.config import ExperimentConfig, resolve_paths
-from selfsup.train.cluster import JOB_CONFIG, forwarded_env
+from selfsup.train.cluster import JOB_CONFIG, forwarded_env, shared_sessions
 
 
 def test_local_paths_and_uris(tmp_path):
@@ -55,6 +55,23 @@ def test_workers_inherit_settings_the_job_does_not_set_but_no_secret(monkeypatch
     assert set(SECRETS) <= set(env)
     warning = secrets_warning(env)
     assert warning.startswith("[selfsup] warning: SELFSUP_FORWARD_SECRETS=1 forwards AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY") and "\n" not in warning
+
+
+def ray_node(host: str, temp: str, socket: str, node_id: str) -> dict:
+    """A ``ray.nodes()`` row, as Ray 2.60 gives it, with the keys :func:`shared_sessions` reads."""
+    session = f"{temp}/session_2026-12-02_05-02-36_902897_31564"
+    return {"NodeID": node_id * 7, "Alive": True, "NodeManagerHostname": host, "RayletSocketName": f"{session}/sockets/{socket}"}
+
+
+def test_nodes_of_one_machine_in_one_session_folder_are_found():
+    """Nodes on one host that share a session folder (a node started without its own --temp-dir)
+    are found; the same folder path on other hosts (every KubeRay pod has /tmp/ray) is not shared."""
+    head = ray_node("vm", "/tmp/ray", "raylet", "7d1adf84")
+    joined = ray_node("vm", "/tmp/ray", "raylet.1", "5660e449")
+    own = ray_node("vm", "/tmp/rn2x", "raylet", "aa11bb22")
+    pod = ray_node("pod-2", "/tmp/ray", "raylet", "cc33dd44")
+    assert shared_sessions([head, joined, own, pod]) == {"/tmp/ray/session_2026-12-02_05-02-36_902897_31564": ["7d1adf84", "5660e449"]}
+    assert shared_sessions([head, own, pod]) == {}
 
 
 def test_server_warns_when_bound_beyond_loopback():

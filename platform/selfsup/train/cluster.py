@@ -144,9 +144,19 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
 
 
 def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
-    """Refuse local paths inside a submitted job's working directory (Ray deletes that copy)."""
+    """In a job submitted with ``--working-dir``: refuse nodes of one machine that share a session
+    folder (:func:`shared_sessions`), and local paths inside the job's working directory (Ray
+    deletes that copy)."""
     if not job_runtime_env().get("working_dir"):
         return
+    shared = shared_sessions(alive_nodes())
+    if shared:
+        folder, ids = next(iter(shared.items()))
+        raise ConfigError(
+            f"{source}: Ray nodes {', '.join(ids)} run on one machine in one session folder ({folder}): each node unpacks the "
+            "job's --working-dir there anew, deleting the copy this job runs in, so it would fail at its end: "
+            "start each node of that machine with its own `ray start --temp-dir DIR` (cluster/README.md)"
+        )
     here = os.getcwd().rstrip("/") + "/"
     t = cfg.tracking
     paths = {
@@ -160,6 +170,25 @@ def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
                 f"{source}: {key}: {path} is inside the job's working directory, which Ray deletes after the job: "
                 "use s3://BUCKET/PREFIX, an absolute path on shared storage, or (tracking) an MLflow server"
             )
+
+
+def shared_sessions(nodes: list[dict]) -> dict[str, list[str]]:
+    """The session folders that several of ``nodes`` (``ray.nodes()`` rows) on one host share,
+    each with those nodes' short ids.
+
+    Nodes started on one machine without their own ``--temp-dir`` join the head's session folder,
+    and with it one ``runtime_resources/working_dir_files``. Ray's runtime-env agent of each node
+    unpacks a job's ``--working-dir`` with ``overwrite=True`` the first time that node needs it
+    (``ray/_private/runtime_env/working_dir.py``, ``WorkingDirPlugin.create``): it deletes the
+    folder the job's driver, started by another node's agent, has as its working directory, and
+    unpacks a new one at the same path. The driver notices only when it next asks for its working
+    directory: a sweep ran all its trials, then Tune's final ``ExperimentAnalysis``
+    (``os.path.relpath``) raised ``FileNotFoundError``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for n in nodes:
+        folder = str(Path(n["RayletSocketName"]).parent.parent)
+        groups.setdefault((n["NodeManagerHostname"], folder), []).append(n["NodeID"][:8])
+    return {folder: ids for (_, folder), ids in groups.items() if len(ids) > 1}
 
 
 @ray.remote(num_cpus=0)
