@@ -18,9 +18,9 @@ The faulty runs make their views in `--loader-workers` DataLoader processes, in 
 and 2: persistent processes, which drew their views from a stream seeded once when they started,
 until every batch got a seed of its own); the reference makes them in the worker's own process.
 
-Then the sweep faults of `benchmarks/sweep_faults.py` (see there): `--driver-kills N` sweeps whose
+Then the sweep faults of `benchmarks/sweep_faults.py` (see there): `--killed-sweeps N` sweeps whose
 `selfsup sweep` process is SIGKILLed during its trials, its report and its registration in turn,
-then resumed (default 3); `--outages N` sweeps whose tracking server is down `--outage-s` seconds
+resumed after each kill (default 1); `--outages N` sweeps whose tracking server is down `--outage-s` seconds
 (default 1 of 30 s), plus one run whose server stays down; `--leak-trials N`, an ASHA sweep whose
 leftovers and driver memory are measured (default 30; 0 skips it).
 
@@ -35,7 +35,7 @@ reference's arithmetic exactly. (On a GPU, nondeterministic kernels would need a
 Ray's, Train's and the runs' own output go to a log file named first; then one line per run, a
 table, and last one summary line. Exits 1 if any run fails a check.
 
-    python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--driver-kills 3] [--outages 1]
+    python benchmarks/faults.py [--worker-kills 20] [--damaged 6] [--epochs 6] [--killed-sweeps 1] [--outages 1]
                                 [--outage-s 30] [--leak-trials 30] [--sweep-trials 3] [--sweep-epochs 3] [--loader-workers 0,2] [--seed 0] [--log FILE]
 
 With ``RAY_ADDRESS`` set it runs on that Ray instead of starting one.
@@ -225,7 +225,8 @@ def sweep_table(drivers, outages, leaks) -> str:
                      f"{c.versions:>8d} {'whole' if c.report_whole else 'NO':6s} {wall:7.1f}  {notes}")
 
     for d in drivers:
-        row(f"driver killed: {d.phase}", d.check, d.wall_s, f"{d.moment}{'' if d.killed else ' (ended before the kill)'}")
+        row("driver killed 3 times", d.check, d.wall_s,
+            "; ".join(f"{phase}: {moment}{'' if killed else ' (ended before the kill)'}" for phase, moment, killed in d.kills))
     for o in outages:
         row(f"server down {o.outage_s:g} s", o.check, o.wall_s, f"{'waited' if o.waited else 'NO wait reported'}; down for good: exit "
             f"{o.down_exit}, checkpoint of epoch {o.checkpoint_epoch} readable: {o.down_line[:90]}")
@@ -243,11 +244,13 @@ def down_ok(o) -> bool:
 def sweep_summary(drivers, outages, leaks, trials: int) -> list[str]:
     parts = []
     if drivers:
-        phases = ", ".join(d.phase for d in drivers if d.killed)
-        parts.append(f"driver kills {sum(d.killed and d.check.good(trials) for d in drivers)}/{len(drivers)} resumed ({phases}), "
-                     f"{sum(d.check.runs - trials for d in drivers)} duplicate runs, {sum(d.check.parent_status == 'FINISHED' for d in drivers)}/"
-                     f"{len(drivers)} parents FINISHED, {sum(d.check.versions == 1 for d in drivers)}/{len(drivers)} one registry version, "
-                     f"{sum(d.check.report_whole for d in drivers)}/{len(drivers)} reports whole")
+        kills = [k for d in drivers for k in d.kills]
+        phases = ", ".join(dict.fromkeys(phase for phase, _, killed in kills if killed))
+        n = len(drivers)
+        parts.append(f"driver kills {sum(killed for _, _, killed in kills)}/{len(kills)} ({phases}) in {n} sweep(s), resumed after each: "
+                     f"{sum(d.check.good(trials) for d in drivers)}/{n} ended 0, {sum(d.check.runs - trials for d in drivers)} duplicate runs, "
+                     f"{sum(d.check.parent_status == 'FINISHED' for d in drivers)}/{n} parents FINISHED, "
+                     f"{sum(d.check.versions == 1 for d in drivers)}/{n} one registry version, {sum(d.check.report_whole for d in drivers)}/{n} reports whole")
     if outages:
         parts.append(f"tracking outages {sum(o.check.good(trials) and o.waited for o in outages)}/{len(outages)} sweeps finished "
                      f"({outages[0].outage_s:g} s down), {sum(o.check.epochs_lost for o in outages)} epochs lost, "
@@ -278,7 +281,8 @@ def main() -> None:
     ap.add_argument("--worker-kills", type=int, default=20, help="runs whose Train worker is SIGKILLed mid-epoch")
     ap.add_argument("--damaged", type=int, default=6, help="runs whose newest checkpoint is damaged as the worker dies")
     ap.add_argument("--epochs", type=int, default=6, help="epochs per run (at least 4)")
-    ap.add_argument("--driver-kills", type=int, default=3, help="sweeps whose driver is SIGKILLed (phases in turn: trials, report, registration)")
+    ap.add_argument("--killed-sweeps", type=int, default=1,
+                    help="sweeps whose driver is SIGKILLed in each phase in turn (trials, report, registration), resumed after each kill")
     ap.add_argument("--outages", type=int, default=1, help="sweeps whose tracking server goes down mid-sweep")
     ap.add_argument("--outage-s", type=float, default=30.0, help="how long the server is down")
     ap.add_argument("--leak-trials", type=int, default=30, help="trials of the ASHA sweep whose leftovers are counted (0: none)")
@@ -330,10 +334,9 @@ def main() -> None:
                 print(f"  {r.run} ({r.loader_workers} loader processes): killed in epoch {r.kill_epoch}{f', {how} (epoch {r.damaged_epoch})' if r.damaged_epoch else ''}; "
                       f"starts {r.starts}, {r.status}", file=console)
             sweep_epochs = args.sweep_epochs
-            for i in range(args.driver_kills):
-                phase = sweep_faults.PHASES[i % len(sweep_faults.PHASES)]
-                print(f"sweep, driver killed during its {phase} ...", file=console)
-                drivers.append(sweep_faults.driver_kill(tmp / f"d{i}", phase, args.sweep_trials, sweep_epochs, rng, sys.stdout))
+            for i in range(args.killed_sweeps):
+                print("sweep, driver killed during its trials, its report and its registration ...", file=console)
+                drivers.append(sweep_faults.driver_kills(tmp / f"d{i}", args.sweep_trials, sweep_epochs, rng, sys.stdout))
             for i in range(args.outages):
                 print(f"sweep, tracking server down {args.outage_s:g} s ...", file=console)
                 outages.append(sweep_faults.outage(tmp / f"o{i}", args.sweep_trials, sweep_epochs + 1, args.outage_s, sys.stdout))
@@ -354,7 +357,7 @@ def main() -> None:
     line = "; ".join(p for p in [summary(kills, damaged, args.epochs), *sweep_summary(drivers, outages, leaks, args.sweep_trials)] if p)
     print(line)
     good = all(r.resumed() and r.equal() and not r.lost(args.epochs) and not r.doubled() for r in rows) and all(r.warned for r in damaged)
-    good &= all(d.killed and d.check.good(args.sweep_trials) for d in drivers)
+    good &= all(all(killed for _, _, killed in d.kills) and d.check.good(args.sweep_trials) for d in drivers)
     good &= all(o.check.good(args.sweep_trials) and o.waited and down_ok(o) for o in outages)
     good &= all(not (lk.actors or lk.groups or lk.children) and lk.labelled and lk.check.exit_code == 0 for lk in leaks)
     sys.exit(0 if good else 1)

@@ -2,13 +2,14 @@
 runs it, a real CLI process on the harness's Ray, its driver killed, its tracking server stopped,
 its leftovers counted.
 
-- driver kills: SIGKILL the `selfsup sweep` process at a random moment of one phase, in turn:
-  `trials` (once a random number of trials have started, a random 0-3 s later), `report` (a random
-  0-1 s into writing the selection report) and `registration` (right after the pick's model version
-  is created, before the sweep records it: the worst moment). Then `selfsup sweep --resume`. Checked:
-  it ends 0; one parent run, FINISHED; one run per trial; every epoch of every trial logged once;
-  one registry version; the report whole (its text, table, summary and plots on the parent, the
-  summary as the parent's description).
+- driver kills: one sweep whose `selfsup sweep` process is SIGKILLed in each phase in turn, and
+  resumed (`selfsup sweep --resume`) after each kill: in its `trials` (once a random number of
+  trials have started, a random 0-3 s later), in its `report` (a random 0-1 s into writing the
+  selection report, the resumed run having finished the trials) and in its `registration` (right
+  after the pick's model version is created, before the sweep records it: the worst moment); then
+  resumed to its end. Checked: it ends 0; one parent run, FINISHED; one run per trial; every epoch
+  of every trial logged once; one registry version; the report whole (its text, table, summary and
+  plots on the parent, the summary as the parent's description).
 - tracking outage: the sweep logs to a `selfsup server` that is stopped (process killed) once a
   trial has logged an epoch and started again on the same port `outage_s` later. Checked: the sweep
   ends 0 with every trial FINISHED, every epoch once, the parent FINISHED, and it said it waited.
@@ -181,43 +182,47 @@ def run_logged(cmd: list[str], log, env: dict, cwd: Path, timeout: float = 1200,
 
 
 @dataclass
-class DriverKill:
-    phase: str
-    moment: str
-    killed: bool
+class DriverKills:
+    """One sweep killed in each of :data:`PHASES` in turn: ``(phase, moment, killed)`` per kill,
+    and its records once the last ``--resume`` ended."""
+
+    kills: list[tuple[str, str, bool]]
     check: SweepCheck
     wall_s: float
 
 
-def driver_kill(tmp: Path, phase: str, trials: int, epochs: int, rng: random.Random, log) -> DriverKill:
-    """One sweep whose driver is SIGKILLed in ``phase``, then resumed."""
-    name = f"kill-{phase}"
-    where = tmp / name
-    uri = f"sqlite:///{where}/mlflow.db"
-    sweep = write_sweep(where, name, trials, epochs, uri)
+def driver_kills(tmp: Path, trials: int, epochs: int, rng: random.Random, log) -> DriverKills:
+    """One sweep SIGKILLed in its trials, then (resumed) in its report, then (resumed) in its
+    registration, then resumed to its end."""
+    name = "kill"
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    sweep = write_sweep(tmp, name, trials, epochs, uri)
     env = environment()
     t0 = time.time()
-    if phase == "trials":
-        started = rng.randint(1, trials)
-        delay = rng.uniform(0, 3)
-        moment = f"{delay:.1f} s after trial {started} started"
-        log.write(f"\n$ selfsup sweep {sweep}  (killed {moment})\n")
-        log.flush()
-        proc = subprocess.Popen(cli("sweep", str(sweep)), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=where)
-        try:
-            wait(lambda: len(sweep_runs(uri, name)[1]) >= started or proc.poll() is not None, f"{name}: trial {started}")
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            code = proc.wait(timeout=600)
-    else:
-        delay = rng.uniform(0, 1) if phase == "report" else 0.0
-        moment = f"{delay:.2f} s into the report" if phase == "report" else "after the model version was created"
-        code = run_logged([sys.executable, "-c", KILLER, phase, str(delay), "sweep", str(sweep)], log, env, where,
-                          shown=f"selfsup sweep {sweep}  (killed {moment})")
-    killed = code == -signal.SIGKILL
-    code = run_logged(cli("sweep", str(sweep), "--resume"), log, env, where)
-    return DriverKill(phase, moment, killed, check_sweep(uri, name, trials, epochs, code), time.time() - t0)
+    kills = []
+    for phase in PHASES:
+        resume = ["--resume"] if kills else []
+        if phase == "trials":
+            started = rng.randint(1, trials)
+            delay = rng.uniform(0, 3)
+            moment = f"{delay:.1f} s after trial {started} started"
+            log.write(f"\n$ selfsup sweep {sweep}  (killed {moment})\n")
+            log.flush()
+            proc = subprocess.Popen(cli("sweep", str(sweep)), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            try:
+                wait(lambda: len(sweep_runs(uri, name)[1]) >= started or proc.poll() is not None, f"{name}: trial {started}")
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+            finally:
+                code = proc.wait(timeout=600)
+        else:
+            delay = rng.uniform(0, 1) if phase == "report" else 0.0
+            moment = f"{delay:.2f} s into the report" if phase == "report" else "after the model version was created"
+            code = run_logged([sys.executable, "-c", KILLER, phase, str(delay), "sweep", str(sweep), *resume], log, env, tmp,
+                              shown=f"selfsup sweep {sweep} {' '.join(resume)}  (killed {moment})")
+        kills.append((phase, moment, code == -signal.SIGKILL))
+    code = run_logged(cli("sweep", str(sweep), "--resume"), log, env, tmp)
+    return DriverKills(kills, check_sweep(uri, name, trials, epochs, code), time.time() - t0)
 
 
 @dataclass
