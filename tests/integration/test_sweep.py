@@ -162,7 +162,7 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):
 def test_crashing_trial_does_not_take_the_sweep_down(ray_cluster, workdir):
     """A trial whose worker dies (no retries left: none in Train, none in Tune) ends FAILED; the
     others and the table survive."""
-    path = write_sweep(workdir, "crash", num_samples=2, epochs=6, cpus_per_worker=1.0, extra="trial_retries: 0\n")
+    path = write_sweep(workdir, "crash", num_samples=2, epochs=4, cpus_per_worker=1.0, extra="trial_retries: 0\n")
     base = workdir / "base.yaml"
     base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, "))
     out = {}
