@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,8 @@ def main() -> None:
     if sweep.parent != ROOT / "examples":
         ap.error(f"--sweep: {args.sweep} is not a sweep in {ROOT / 'examples'}")
     selfsup = str(services.BIN / "selfsup")
+    # stopped from outside (kill, timeout): the services' context managers still stop what they started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("cluster_sweep.py: terminated"))
     embedded = None
     with tempfile.TemporaryDirectory(prefix="bench") as tmp:
         if not args.cluster_only:
