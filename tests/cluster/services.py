@@ -257,14 +257,13 @@ def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, temp: str | None = None) -> None:
-    """Start node ``i`` (0: the head) with fresh ports and a temp dir of its own (or ``temp``, one
-    another node has: the two then share a session folder); once more on new ports if it exits
-    before its raylet is up (a port taken meanwhile by another process)."""
-    shared = temp
+def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, shared_temp: str | None = None) -> None:
+    """Start node ``i`` (0: the head) with fresh ports and a temp dir of its own (or
+    ``shared_temp``, one another node has: the two then share a session folder); once more on new
+    ports if it exits before its raylet is up (a port taken meanwhile by another process)."""
     for attempt in range(tries):
-        temp = shared or tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
-        if not shared:
+        temp = shared_temp or tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
+        if not shared_temp:
             cluster.temp_dirs.append(temp)
         if i == 0:
             port, dash = free_port(), free_port()

@@ -123,7 +123,7 @@ def test_nodes_sharing_a_session_folder_are_refused_for_a_working_dir_job(nodes,
     job's driver runs in (a sweep then failed at its end, in Tune's final analysis). Such a job
     is refused in one line, before any run, naming the fix."""
     extra = len(nodes.nodes)
-    services.start_node(nodes, extra, cpus=1, temp=nodes.temp_dirs[0])
+    services.start_node(nodes, extra, cpus=1, shared_temp=nodes.temp_dirs[0])
     try:
         services.wait_for(lambda: services.alive_nodes(nodes) == 4, "a fourth node", timeout=90)
         work = sweep_dir(tmp_path / "job", "shared-session", server, trials=2, epochs=1)

@@ -116,8 +116,8 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
     """In a job submitted with ``--working-dir``, refuse local paths inside that directory (Ray
     deletes its copy after the job). On a cluster of more than one node, refuse what only one node
     can reach: a local MLflow store, a local artifact folder, a checkpoint folder some node does not see."""
-    check_job_paths(cfg, source)
     nodes = alive_nodes()
+    check_job_paths(cfg, source, nodes)
     if len(nodes) < 2:
         return
     t, where = cfg.tracking, f"the Ray cluster has {len(nodes)} nodes"
@@ -143,13 +143,13 @@ def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
             )
 
 
-def check_job_paths(cfg: ExperimentConfig, source: str) -> None:
-    """In a job submitted with ``--working-dir``: refuse nodes of one machine that share a session
-    folder (:func:`shared_sessions`), and local paths inside the job's working directory (Ray
-    deletes that copy)."""
+def check_job_paths(cfg: ExperimentConfig, source: str, nodes: list[dict]) -> None:
+    """In a job submitted with ``--working-dir``: refuse ``nodes`` of one machine that share a
+    session folder (:func:`shared_sessions`), and local paths inside the job's working directory
+    (Ray deletes that copy)."""
     if not job_runtime_env().get("working_dir"):
         return
-    shared = shared_sessions(alive_nodes())
+    shared = shared_sessions(nodes)
     if shared:
         folder, ids = next(iter(shared.items()))
         raise ConfigError(
