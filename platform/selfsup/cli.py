@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selfsup.config import ConfigError
-from selfsup.data.datasets import DataError
+from selfsup.errors import ConfigError, DataError
 
 EXIT_USAGE = 2
 

@@ -17,16 +17,13 @@ from pydantic import Field, ValidationError, model_validator
 
 from selfsup.data.tables import MAX_CATEGORIES
 from selfsup.methods import METHODS
+from selfsup.errors import ConfigError  # noqa: F401 (raised here, imported from here by the layers above)
 from selfsup.sections import Section
 
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 """Run, sweep and experiment names: they become folder names under ``train.storage_path`` and the
 artifact location, so no ``/`` and no leading dot (``..`` cannot climb out of where they belong)."""
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line: ``FILE: key.path: what is wrong``."""
 
 
 class TableColumns(Section):

@@ -1,7 +1,17 @@
 """Exceptions in one line, for the one-line errors and warnings every layer prints (the data and
-model stack, the engine, tracking and the launcher alike; imports nothing)."""
+model stack, the engine, tracking and the launcher alike), and the two errors the CLI turns into
+that line with exit 2. Imports nothing, so that ``selfsup --help`` imports neither torch, Ray nor
+MLflow."""
 
 from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line: ``FILE: key.path: what is wrong``."""
+
+
+class DataError(ValueError):
+    """A dataset problem, reported as one line naming the file and the key."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -92,3 +92,28 @@ def test_runs_and_sweeps_that_are_not_there(workdir, capsys):
     (workdir / "run.yaml").write_text(yaml.safe_dump({**DIGITS, "optim": {"schedule": "infinite"}, "tracking": {"uri": uri}}))
     assert "run.yaml: --from nope: no such run" in refused(["train", "run.yaml", "--from", "nope"], capsys)
     assert not (workdir / "x").exists()
+
+
+HELP = """
+import sys
+from selfsup.cli import main, parser
+verbs = [None, *parser()._subparsers._group_actions[0].choices]
+for verb in verbs:
+    try:
+        main(["--help"] if verb is None else [verb, "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0, (verb, exc.code)
+print(len(verbs), "verbs; imported:", *sorted(m for m in ("torch", "ray", "mlflow", "optuna", "numpy") if m in sys.modules))
+"""
+
+
+def test_help_of_every_verb_imports_no_torch_ray_or_mlflow():
+    """Parsing arguments and printing help (of the CLI and every verb) in a fresh interpreter leaves
+    torch, Ray, MLflow, Optuna and NumPy unimported (their import took seconds; benchmarks/cli_startup.py
+    times it)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "9 verbs; imported:", out.stdout[-500:]  # the CLI's own and its 8 verbs

@@ -1,6 +1,6 @@
 """What every dataset module shares: the train/test containers (:class:`SplitData`), the checks
 that turn user arrays into samples, ``.npz`` reading, and :class:`StreamedFiles`, the base of the
-datasets read from their files on access. Imports nothing from the package: the image datasets
+datasets read from their files on access. Imports nothing from the package but its errors: the image datasets
 (``datasets.py``), ``signals.py`` and ``tables.py`` build on it, and ``datasets.load_dataset``
 picks among them."""
 
@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """A dataset problem, reported as one line naming the file and the key."""
+from selfsup.errors import DataError  # noqa: F401 (raised here, imported from here by the dataset modules)
 
 
 @dataclass
