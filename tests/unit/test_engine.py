@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.train.engine import LARS, Engine, build_optimizer, ema_update, lr_factor, param_groups
+from selfsup.methods.ema import ema_update
+from selfsup.train.engine import LARS, Engine, build_optimizer, lr_factor, param_groups
 
 
 class Quadratic(nn.Module):

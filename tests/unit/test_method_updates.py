@@ -9,7 +9,8 @@ import torch
 from selfsup.data.views import ViewCollate
 from selfsup.methods import METHODS, build_method
 from selfsup.models.backbones import build_backbone
-from selfsup.train.engine import Engine, build_optimizer, cosine_momentum
+from selfsup.methods.ema import cosine_momentum
+from selfsup.train.engine import Engine, build_optimizer
 
 PARAMS = {
     "vicreg": dict(projector=[32, 32]),

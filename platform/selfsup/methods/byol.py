@@ -19,7 +19,7 @@ from selfsup.methods.base import Method, PredictorSection, register
 from selfsup.models.heads import Projected
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Widths
-from selfsup.train.engine import cosine_momentum, ema_update
+from selfsup.methods.ema import cosine_momentum, ema_update
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from selfsup.methods.base import Method, register
 from selfsup.methods.gather import world
 from selfsup.models.heads import Projected
 from selfsup.sections import Fraction, Section
-from selfsup.train.engine import cosine_momentum, ema_update
+from selfsup.methods.ema import cosine_momentum, ema_update
 
 
 def dino_loss(

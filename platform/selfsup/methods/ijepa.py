@@ -31,7 +31,7 @@ from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.train.engine import ema_update
+from selfsup.methods.ema import ema_update
 
 
 def ijepa_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:

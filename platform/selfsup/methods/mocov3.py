@@ -20,7 +20,7 @@ from selfsup.methods.gather import gather_with_grad, world
 from selfsup.models.heads import Projected
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Widths
-from selfsup.train.engine import cosine_momentum, ema_update
+from selfsup.methods.ema import cosine_momentum, ema_update
 
 
 def moco_v3_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:

@@ -36,7 +36,7 @@ from torch import nn
 from selfsup.data.batch_views import ACTION_DIM, transformed_view
 from selfsup.methods.base import Method, register
 from selfsup.sections import Fraction, Range, Section, check_shares
-from selfsup.train.engine import ema_update
+from selfsup.methods.ema import ema_update
 
 EQUIVARIANCE_SEED = 1234
 

@@ -30,7 +30,7 @@ from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import ViT1d
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.train.engine import ema_update
+from selfsup.methods.ema import ema_update
 
 
 def sjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

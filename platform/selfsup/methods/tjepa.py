@@ -35,7 +35,7 @@ from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import FeatureTransformer
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.train.engine import ema_update
+from selfsup.methods.ema import ema_update
 
 
 class TJEPAConfig(PredictorShape):

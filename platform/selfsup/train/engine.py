@@ -1,6 +1,6 @@
-"""The pure-PyTorch training engine: optimizer, schedule, precision, clipping, EMA, exact resume,
-and the options that make a GPU step fast (``torch.compile`` with an eager fallback, fused AdamW,
-channels-last convolutions).
+"""The pure-PyTorch training engine: optimizer, schedule, precision, clipping, the methods'
+after-step updates (their EMA: ``methods/ema.py``), exact resume, and the options that make a GPU
+step fast (``torch.compile`` with an eager fallback, fused AdamW, channels-last convolutions).
 
 No Ray and no MLflow here: the same :class:`Engine` step runs in a unit test, a GPU benchmark and
 inside a Ray Train worker.
@@ -158,21 +158,6 @@ def infinite_lr_factor(
         t = (step - warmup_steps) / cooldown_steps
         return constant_ratio + (1 - constant_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     return constant_ratio
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``target <- momentum * target + (1 - momentum) * online`` for parameters; buffers copied."""
-    for t, o in zip(target.parameters(), online.parameters()):
-        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
-    for t, o in zip(target.buffers(), online.buffers()):
-        t.copy_(o)
-
-
-def cosine_momentum(base: float, progress: float) -> float:
-    """EMA rate rising from ``base`` at progress 0 to 1 at progress 1:
-    ``1 - (1 - base) (cos(pi progress) + 1) / 2`` (BYOL sec. 3.2, MoCo v3 sec. 4)."""
-    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
 def cosine_value(start: float, end: float, progress: float) -> float:
