@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from selfsup.report.benchmark import load_cells, write_summary
+    sys.path.insert(0, str(Path(__file__).parent))  # beside this file, also when a test loads it by path
+    from selection_summary import load_cells, write_summary
 
     names = BUDGETS[args.budget]["cells"]
     specs = [c for c in CELLS if (names is None or c.name in names) and (not args.cells or any(p in c.name for p in args.cells))]

@@ -78,7 +78,7 @@ def _methods(args) -> int:
 
 def _export(args) -> int:
     from selfsup.config import ExperimentConfig, resolve_paths
-    from selfsup.tracking.registry import export_run
+    from selfsup.train.export import export_run
 
     uri = args.tracking_uri or resolve_paths(ExperimentConfig()).tracking.uri
     try:

@@ -7,7 +7,7 @@ import pkgutil
 
 from selfsup.methods.base import METHODS, Method, build_method
 
-SHARED = {"base", "ema", "gather"}
+SHARED = {"base", "ema"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in SHARED:
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from selfsup.methods.base import Method, register
-from selfsup.methods.gather import gather_with_grad
+from selfsup.gather import gather_with_grad
 from selfsup.methods.vicreg import off_diagonal
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Section, Widths

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.methods.base import Method, register
-from selfsup.methods.gather import world
+from selfsup.gather import world
 from selfsup.models.heads import Projected
 from selfsup.sections import Fraction, Section
 from selfsup.methods.ema import cosine_momentum, ema_update

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from selfsup.methods.base import Method, PredictorSection, register
-from selfsup.methods.gather import gather_with_grad, world
+from selfsup.gather import gather_with_grad, world
 from selfsup.models.heads import Projected
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Widths

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from selfsup.methods.base import Method, register
-from selfsup.methods.gather import gather_with_grad, world
+from selfsup.gather import gather_with_grad, world
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Section, Widths
 

@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.methods.base import Method, register
-from selfsup.methods.gather import gather_with_grad, world
+from selfsup.gather import gather_with_grad, world
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Fraction, Section, Widths
 

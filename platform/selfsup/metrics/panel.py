@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from selfsup.methods.base import Method
-from selfsup.methods.gather import world
+from selfsup.gather import world
 from selfsup.metrics.alphareq import alpha_req
 from selfsup.metrics.lidar import lidar
 from selfsup.metrics.probes import knn_probe, linear_probe
@@ -80,7 +80,7 @@ def lidar_views(view: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, q
 
 
 def evaluate(
-    method: Method,
+    method: nn.Module,
     eval_x: torch.Tensor,
     device,
     probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -90,7 +90,9 @@ def evaluate(
     lidar_q: int = 8,
     aug_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """The metric panel. On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
+    """The metric panel of ``method`` (a ``methods.base.Method``: its ``embed``, ``project``,
+    ``view_embed`` and ``label_free_metrics``; typed as a module, the metrics being a layer below
+    the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
     ``label_free/rankme_projector`` and ``label_free/alpha_req`` (backbone). With ``lidar_x``
     ``(n, ...)`` and ``view`` (one random view of a batch): ``label_free/lidar`` of ``lidar_q`` views
     per sample (``Method.view_embed``); with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of

@@ -38,7 +38,6 @@ from selfsup.methods import METHODS
 from selfsup.metrics import LABEL_FREE, LIDAR_AUG, PROBES
 from selfsup.report.publish import publish
 from selfsup.report.selection import DEFAULT, sweep_report
-from selfsup.tracking.registry import register_pick
 from selfsup.tracking.server import runs_view
 from selfsup.tracking import runs
 from selfsup import storage
@@ -47,6 +46,7 @@ from selfsup.train.cluster import check_cluster, init_ray
 from selfsup.train.launch import preflight, storage_exists
 from selfsup.tune.trial import run_trial
 from selfsup.tune.progress import LiveProgress
+from selfsup.tune.registry import register_pick
 from selfsup.tune.space import check_space, space_path, to_tune
 
 

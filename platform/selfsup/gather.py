@@ -6,6 +6,9 @@ summed (all-reduce) and each worker keeps the slice of its own inputs. With DDP 
 parameter gradients over ``W`` workers, this gives exactly the gradient of the global-batch loss
 when each worker's loss is the mean over its local anchors (SimCLR) or the loss of the whole
 gathered batch (VICReg). Without an initialised process group it is the identity.
+
+Below the metrics and the methods (DESIGN.md, layer 1): the methods gather their batches with it,
+and the metric panel shards its evaluation by :func:`world`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The selection benchmark's analysis: its cells read back from MLflow, every rule judged on each,
 the default rule chosen by leave-one-dataset-out, ASHA replayed, and the Markdown summary and plots
-(``benchmarks/selection.py`` runs the cells and calls :func:`write_summary`)."""
+(``benchmarks/selection.py`` runs the cells and calls :func:`write_summary`). Research code, so it
+lives here and not in the shipped package (DESIGN.md, "Layers")."""
 
 from __future__ import annotations
 

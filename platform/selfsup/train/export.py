@@ -1,20 +1,15 @@
-"""Pretrained backbones out of runs: ``selfsup export`` and the MLflow model registry.
+"""``selfsup export``: a run's trained encoder out of its checkpoint.
 
-``export_run`` rebuilds the encoder a run evaluates (``Method.encoder``: the backbone, or the EMA
-target encoder of the JEPAs) from the run's latest checkpoint (tag ``selfsup.checkpoint``: a local
-folder or an object-store URI such as ``s3://bucket/...``), its
-``config.yaml`` and its input shape, and writes it with ``selfsup.models.saved.save_backbone``
-(safetensors + JSON), so that ``load_backbone`` gives an identical module anywhere.
-
-``register_pick`` does that for a sweep's picked trial, logs the directory as the trial run's
-``backbone/`` artifacts and registers it as a new version of the registered model named after the
-sweep, with the trial's config and final metrics as version tags.
+:func:`export_run` rebuilds the encoder a run evaluates (``Method.encoder``: the backbone, or the
+EMA target encoder of the JEPAs) from the run's latest checkpoint (tag ``selfsup.checkpoint``: a
+local folder or an object-store URI such as ``s3://bucket/...``), its ``config.yaml`` and its input
+shape, and writes it with ``selfsup.models.saved.save_backbone`` (safetensors + JSON), so that
+``load_backbone`` gives an identical module anywhere. It lives beside the checkpoints it reads.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -64,31 +59,3 @@ def export_run(uri: str, run_id: str, out: str | Path, allow_collapsed: bool = F
     net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     source = {"run_id": run_id, "run_name": run.name, "checkpoint": where, "method": cfg["method"]["name"], "dataset": cfg["data"]["name"]}
     return save_backbone(net, out, cfg["model"], in_shape, groups, source)
-
-
-def register_pick(uri: str, run_id: str, model_name: str, description: str = "") -> str:
-    """Export ``run_id``'s encoder, log it on the run as ``backbone/`` and register it under
-    ``model_name``; returns the new version number, or the version that already holds this run
-    (registering again after an interruption adds none)."""
-    from mlflow.exceptions import MlflowException
-
-    c = runs.client(uri)
-    done = c.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-    if done:
-        return str(max(int(v.version) for v in done))
-    with tempfile.TemporaryDirectory() as tmp:
-        export_run(uri, run_id, Path(tmp) / "backbone")
-        c.log_artifacts(run_id, str(Path(tmp) / "backbone"), "backbone")
-    try:
-        c.create_registered_model(model_name, description=description)
-    except MlflowException:
-        pass  # registered by an earlier sweep of the same name
-    run = runs.get_run(uri, run_id)
-    tags = {f"metric.{k}": f"{v:.6g}" for k, v in run.metrics.items() if not k.startswith("perf/")}
-    tags.update({"selfsup.trial_id": run.tags.get(runs.TRIAL_ID, ""), "selfsup.method": run.tags.get(runs.METHOD, "")})
-    config = runs.read_text(uri, run_id, "config.yaml") or ""
-    if len(config) < 5000:  # MLflow's limit on a tag value
-        tags["selfsup.config"] = config
-    artifact_uri = c.get_run(run_id).info.artifact_uri
-    version = c.create_model_version(model_name, f"{artifact_uri}/backbone", run_id=run_id, tags=tags, description=description)
-    return str(version.version)
