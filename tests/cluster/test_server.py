@@ -1,5 +1,6 @@
 """`selfsup server` as a team runs it: basic auth on PostgreSQL, and its refusals."""
 
+import contextlib
 import os
 import subprocess
 import urllib.error
@@ -7,6 +8,7 @@ import urllib.request
 
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -15,6 +17,22 @@ from tests.cluster import services
 
 def private_folders(tmp: Path) -> set[Path]:
     return set(tmp.glob("selfsup-server-*"))
+
+
+def job_runners(url: str) -> list[str]:
+    """Command lines of MLflow job-runner processes (``huey_consumer``, ``_job_runner``) under the
+    ``mlflow server`` serving ``url``."""
+    port = url.rsplit(":", 1)[1]
+    found = []
+    for server in psutil.process_iter(["cmdline"]):
+        cmd = server.info["cmdline"] or []
+        if len(cmd) > 2 and cmd[1].endswith("/mlflow") and cmd[2] == "server" and port in cmd:
+            for child in server.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    line = " ".join(child.cmdline())
+                    if "huey" in line or "_job_runner" in line:
+                        found.append(line)
+    return found
 
 
 def test_basic_auth_server_on_postgres(pg, tmp_path, monkeypatch):
@@ -26,6 +44,7 @@ def test_basic_auth_server_on_postgres(pg, tmp_path, monkeypatch):
     temp.mkdir()
     with services.tracking_server(pg, str(tmp_path / "artifacts"), env={**admin, "TMPDIR": str(temp)}, extra=("--auth",)) as url:
         assert len(private_folders(temp)) == 1
+        assert job_runners(url) == [], "MLflow's job runner (eight processes, ~2 GiB) is off"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
         assert refused.value.code == 401

@@ -41,6 +41,11 @@ def runs_view(experiment_id: str | None = None) -> str:
 
 
 STORES = ("postgresql", "mysql", "mssql", "sqlite")
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""What the ``mlflow server`` that ``selfsup ui`` and ``selfsup server`` start gets unless the
+environment sets it: no job runner. MLflow 3 starts one by default for its GenAI jobs (evaluation,
+trace roll-ups), which selfsup never submits: eight more processes, about 2 GiB of memory, per
+server."""
 
 
 def mlflow_executable() -> str:
@@ -76,6 +81,8 @@ def serve(uri: str, artifact_location: str, host: str = "127.0.0.1", port: int =
     """``selfsup ui``: replace this process with an MLflow server over the local store (warned
     about when ``host`` is not a loopback address, as ``selfsup server`` does)."""
     cmd = server_command(uri, artifact_location, host, port)
+    for key, value in SERVER_ENV.items():
+        os.environ.setdefault(key, value)
     warning = exposure_warning(host, port, False)
     if warning:
         print(f"[selfsup] warning: {warning}", file=sys.stderr, flush=True)
@@ -189,7 +196,7 @@ def serve_team(
     With ``auth``, the admin reaches MLflow through its environment and the auth config lives in
     a private temporary folder removed when the server stops (its workers read it when they start)."""
     check_store(uri)
-    env = dict(os.environ)
+    env = {**SERVER_ENV, **os.environ}
     with tempfile.TemporaryDirectory(prefix="selfsup-server-") as private:
         if auth:
             env.update(admin_env())
