@@ -45,20 +45,11 @@ def experiment(tmp_path, sets):
     return ExperimentConfig.model_validate(apply_overrides(tree, sets))
 
 
-STREAMS = {
-    "tests/integration/test_gpu_throughput.py": "a",
-    "tests/integration/test_package.py": "a",
-    "tests/integration/test_two_commands.py": "a",
-    "tests/unit/": "a",
-    "tests/cluster/": "a",
-    "tests/integration/": "b",
-}
-"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), the first prefix
-that matches a test's path naming its stream: the unit tests (mostly one busy core), the
-integration tests that need no shared Ray (the GPU benchmark's CPU smoke run, the wheel in a fresh
-venv, two commands with their own local Rays) and then the cluster tests (their own nodes) on one
-worker; the integration tests on the shared local Ray (much of it waiting on processes and
-services) on the other. Each stream keeps its order; the two share nothing but the machine."""
+STREAMS = {"tests/unit/": "a", "tests/cluster/": "a", "tests/integration/": "b"}
+"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml): the unit tests
+(mostly one busy core) and then the cluster tests (their own nodes) on one worker, the integration
+tests (one local Ray, much of it waiting on processes and services) on the other. Each stream keeps
+its order; the two share nothing but the machine."""
 
 
 @pytest.hookimpl(tryfirst=True)
