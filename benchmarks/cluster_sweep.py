@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,29 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from tests.cluster import services  # noqa: E402
-
-SWEEP = ROOT / "examples" / "mnist1d_vicreg_sweep.yaml"
-
-
-def sweep_yaml(work: Path, sweep: Path, trials: int, **overrides) -> Path:
-    """``work/examples/<sweep>``: the sweep with ``trials`` and ``overrides``, beside copies of the
-    repository's examples and search spaces (its relative paths resolve as in the repository)."""
-    shutil.copytree(ROOT / "examples", work / "examples", dirs_exist_ok=True)
-    shutil.copytree((ROOT / "search_spaces").resolve(), work / "search_spaces", dirs_exist_ok=True)
-    tree = yaml.safe_load(sweep.read_text())
-    tree["num_samples"] = trials
-    tree["overrides"] = {**(tree.get("overrides") or {}), **overrides}
-    path = work / "examples" / sweep.name
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -61,7 +43,7 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--sweep", type=Path, default=SWEEP, help="a sweep YAML in examples/ (default: the README's main sweep)")
+    ap.add_argument("--sweep", type=Path, default=services.README_SWEEP, help="a sweep YAML in examples/ (default: the README's main sweep)")
     ap.add_argument("--cluster-only", action="store_true", help="skip the embedded run")
     args = ap.parse_args()
     sweep = args.sweep.resolve()
@@ -74,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench") as tmp:
         if not args.cluster_only:
             local = Path(tmp) / "local"
-            path = sweep_yaml(local, sweep, args.trials, **{"train.storage_path": str(local / "runs"),
+            path = services.readme_sweep(local, sweep, args.trials, **{"train.storage_path": str(local / "runs"),
                                                            "tracking.uri": f"sqlite:///{local}/mlflow.db"})
             embedded = timed([selfsup, "sweep", str(path.relative_to(local))], local, {**os.environ, **services.RAY_ENV})
             print(f"embedded default (local Ray, sqlite, local checkpoints): {embedded:.0f} s", flush=True)
@@ -84,7 +66,7 @@ def main() -> None:
             with services.postgres() as pg, services.tracking_server(pg, "s3://artifacts/mlflow", env=s3) as url, \
                     services.ray_nodes(3, cpus=1, env=s3) as nodes:
                 work = Path(tmp) / "job"
-                path = sweep_yaml(work, sweep, args.trials, **{"tracking.uri": url, "train.storage_path": "s3://runs/bench"})
+                path = services.readme_sweep(work, sweep, args.trials, **{"tracking.uri": url, "train.storage_path": "s3://runs/bench"})
                 submit = [str(services.BIN / "ray"), "job", "submit", "--address", nodes.dashboard, "--working-dir", ".",
                           "--", selfsup, "sweep", str(path.relative_to(work))]
                 t0 = time.perf_counter()

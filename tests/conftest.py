@@ -45,11 +45,23 @@ def experiment(tmp_path, sets):
     return ExperimentConfig.model_validate(apply_overrides(tree, sets))
 
 
-STREAMS = {"tests/unit/": "a", "tests/cluster/": "a", "tests/integration/": "b"}
-"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml): the unit tests
-(mostly one busy core) and then the cluster tests (their own nodes) on one worker, the integration
-tests (one local Ray, much of it waiting on processes and services) on the other. Each stream keeps
-its order; the two share nothing but the machine."""
+STREAMS = {
+    "tests/unit/": "a",
+    "tests/integration/test_faults.py::test_fault_harness_small_n": "a",
+    "tests/integration/test_gpu_throughput.py": "a",
+    "tests/integration/test_package.py": "a",
+    "tests/integration/test_two_commands.py": "a",
+    "tests/cluster/": "a",
+    "tests/integration/": "b",
+}
+"""The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), each in
+collection order, sharing nothing but the machine (the first prefix that matches wins). Stream
+``a``: the unit tests (mostly one busy core), then the integration tests that need no shared sweep
+(the worker-kill fault harness on a local Ray of this stream's own, the GPU benchmark's CPU smoke
+run, the wheel install, two commands at once), then the cluster tests on their own nodes. Stream
+``b``: the other integration tests, on one local Ray (much of it waiting on processes and
+services). The two take about as long; the sweep fault harness (stream ``b``) ends before the
+cluster tests start, which together once ran this 24 GiB machine out of memory."""
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -7,6 +7,8 @@ temporary directory and stops it (and every process it started) on the way out, 
 - :func:`tracking_server`: ``selfsup server`` (MLflow on PostgreSQL, proxied artifacts); yields its URL.
 - :func:`ray_nodes`: a Ray cluster of real nodes started with the ``ray`` CLI (``ray start --head``,
   then ``ray start --address``), each with its own ports and temp dir; yields a :class:`RayNodes`.
+
+And :func:`readme_sweep`, the README's main sweep laid out as a job's working directory.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import yaml
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+README_SWEEP = ROOT / "examples" / "mnist1d_vicreg_sweep.yaml"
+"""The README's main sweep (``make sweep``): 8 VICReg trials on MNIST-1D, ASHA, 8 epochs."""
 PG_BINARIES = ("initdb", "pg_ctl", "postgres")
 
 
@@ -299,3 +305,19 @@ def alive_nodes(cluster: RayNodes) -> int:
     with urllib.request.urlopen(f"{cluster.dashboard}/nodes?view=summary", timeout=5) as r:
         summary = json.load(r)["data"]["summary"]
     return sum(1 for n in summary if n["raylet"]["state"] == "ALIVE")
+
+
+def readme_sweep(work: Path, sweep: Path = README_SWEEP, trials: int | None = None, **overrides) -> Path:
+    """``work/examples/<sweep>``: a sweep of the repository's ``examples/`` (the README's main sweep
+    unless named) with ``trials`` (unless None) and ``overrides`` (dotted config keys) added, beside
+    copies of the repository's examples and search spaces, so that its relative paths resolve as in
+    the repository: ``work`` is what ``ray job submit --working-dir .`` sends from the repository."""
+    shutil.copytree(ROOT / "examples", work / "examples", dirs_exist_ok=True)
+    shutil.copytree((ROOT / "search_spaces").resolve(), work / "search_spaces", dirs_exist_ok=True)
+    tree = yaml.safe_load(sweep.read_text())
+    if trials is not None:
+        tree["num_samples"] = trials
+    tree["overrides"] = {**(tree.get("overrides") or {}), **overrides}
+    path = work / "examples" / sweep.name
+    path.write_text(yaml.safe_dump(tree))
+    return path

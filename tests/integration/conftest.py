@@ -1,7 +1,7 @@
-"""The integration tests' one local Ray, started by the first test that needs it and stopped after
-the last of this folder, so that it neither idles beside the unit tests nor stays up (with
-``RAY_API_SERVER_ADDRESS`` naming it in this process's environment) under the cluster tests'
-own nodes, whose jobs would then be sent to it."""
+"""The integration tests' local Ray (one per test stream that runs them, tests/conftest.py STREAMS),
+started by the first test that needs it and stopped after the last of this folder, so that it
+neither idles beside the unit tests nor stays up (with ``RAY_API_SERVER_ADDRESS`` naming it in this
+process's environment) under the cluster tests' own nodes, whose jobs would then be sent to it."""
 
 import os
 import shutil
