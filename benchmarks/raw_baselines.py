@@ -10,7 +10,7 @@ pretrained backbone's embeddings, so a run's ``probe/*`` metrics compare with th
 
 from __future__ import annotations
 
-from selfsup.data.datasets import load_dataset
+from selfsup.modalities import load_dataset
 from selfsup.metrics.probes import knn_probe, linear_probe
 
 DATASETS = [

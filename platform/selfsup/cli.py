@@ -90,12 +90,12 @@ def _export(args) -> int:
 
 
 def _datasets(args) -> int:
-    from selfsup.data.datasets import DATASETS
-    from selfsup.data.signals import SIGNAL_DATASETS
-    from selfsup.data.tables import TABLE_DATASETS
+    from selfsup.modalities import MODALITIES
 
-    for name, text in {**DATASETS, **SIGNAL_DATASETS, **TABLE_DATASETS}.items():
-        print(f"{name:10s} {text}")
+    for kind in MODALITIES.values():
+        print(f"{kind.plural} {kind.sample}:")
+        for name, source in kind.datasets.items():
+            print(f"  {name:10s} {source.describe}")
     return 0
 
 
@@ -206,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_server)
 
     sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)
-    sub.add_parser("datasets", help="list datasets").set_defaults(fn=_datasets)
+    sub.add_parser("datasets", help="list datasets by kind of data").set_defaults(fn=_datasets)
     return p
 
 

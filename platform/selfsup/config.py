@@ -1,7 +1,9 @@
 """Experiment and sweep configuration: pydantic models, YAML loading and ``--set`` overrides.
 
 Every section of an experiment YAML has a model here, except ``method:``, whose variants live in
-the method files (``methods/<name>.py``) and are gathered from the registry. Unknown keys, wrong
+the method files (``methods/<name>.py``) and are gathered from the registry; the dataset names,
+view recipes and backbones of ``data:`` and ``model:`` come from the modality files
+(``modalities/<name>.py``), which also check what their datasets need. Unknown keys, wrong
 types and impossible values raise :class:`ConfigError` with one line naming the file and the dotted key path, before
 anything (Ray, MLflow, data) starts.
 """
@@ -17,6 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from selfsup.data.tables import MAX_CATEGORIES
 from selfsup.methods import METHODS
+from selfsup.modalities import DATASETS, MODALITIES, dataset, modality_of
 from selfsup.errors import ConfigError  # noqa: F401 (raised here, imported from here by the layers above)
 from selfsup.sections import Section
 
@@ -82,12 +85,12 @@ class DataConfig(Section):
     that the loader's CPUs cannot feed. Images only.
     """
 
-    name: Literal["digits", "npz", "folder", "cifar10", "cifar100", "mnist1d", "ucr", "signal_npz", "wfdb", "table", "csv", "parquet"] = "digits"
+    name: Literal[tuple(DATASETS)] = "digits"
     path: str | None = None
     image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
-    views: Literal["auto", "light", "simclr", "byol", "dino", "crop", "mae", "signal", "scarf", "none"] = "auto"
+    views: Literal[("auto", *dict.fromkeys(r for m in MODALITIES.values() for r in m.recipes))] = "auto"
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     flip: bool | None = None
@@ -118,45 +121,42 @@ class DataConfig(Section):
                 raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {value}")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        if self.name not in ("digits", "mnist1d") and not self.path:
+        kind, source = self.kind, dataset(self.name)
+        if source.path != "none" and not self.path:
             raise ValueError(f"data.name {self.name!r} needs data.path")
-        if self.is_signal:
-            if self.views not in ("auto", "signal", "none"):
-                raise ValueError(f"data.views {self.views!r} is an image recipe; signals take 'signal' or 'none' (or auto)")
-            if self.image_size is not None:
-                raise ValueError("data.image_size applies to images, not signals")
-        elif self.is_table:
-            if self.views not in ("auto", "scarf", "none"):
-                raise ValueError(f"data.views {self.views!r} is not for tables; tables take 'scarf' or 'none' (or auto)")
-            if self.name in ("csv", "parquet") and self.columns is None:
-                raise ValueError(f"data.name {self.name!r} needs data.columns (numerical, categorical, label)")
-        elif self.views in ("signal", "scarf"):
-            raise ValueError(f"data.views {self.views!r} is not for images ({self.name!r})")
-        if self.augment_on == "device" and (self.is_signal or self.is_table):
-            raise ValueError(f"data.augment_on: device makes image views; {self.name!r} is not image data")
-        if self.stream and self.name not in ("folder", "wfdb"):
-            raise ValueError(f"data.stream applies to image folders and WFDB records only, not {self.name!r}")
+        if self.views != "auto" and self.views not in kind.recipes:
+            raise ValueError(f"data.views {self.views!r} is not for {kind.plural} ({self.name!r}); {kind.plural} take "
+                             f"{', '.join(map(repr, kind.recipes))} (or auto)")
+        if self.augment_on == "device" and not kind.device_views:
+            raise ValueError(f"data.augment_on: device makes the views of {', '.join(m.plural for m in MODALITIES.values() if m.device_views)} "
+                             f"on the device; {self.name!r} holds {kind.plural}")
+        if self.stream and not source.streams:
+            streamed = [name for name in DATASETS if dataset(name).streams]
+            raise ValueError(f"data.stream applies to datasets read file by file ({', '.join(streamed)}), not {self.name!r}")
         if self.on_bad_file == "skip" and not self.stream:
             raise ValueError("data.on_bad_file: skip applies to streamed data (data.stream: true); data read into memory fails on its first unreadable file, before training")
-        wfdb_keys = [k for k in ("signal_length", "sampling_rate", "leads", "labels") if getattr(self, k) is not None]
-        if wfdb_keys and self.name != "wfdb":
-            raise ValueError(f"data.{wfdb_keys[0]} applies to WFDB records (data.name: wfdb), not {self.name!r}")
+        for other in MODALITIES.values():
+            for key in other.keys:
+                if getattr(self, key) is not None and other is not kind:
+                    raise ValueError(f"data.{key} applies to {other.plural}, not {kind.plural}")
+        for name in DATASETS:
+            for key in dataset(name).keys:
+                if getattr(self, key) is not None and name != self.name:
+                    raise ValueError(f"data.{key} applies to data.name {name!r} only, not {self.name!r}")
+        kind.check(self)
         return self
 
     @property
-    def is_signal(self) -> bool:
-        return self.name in SIGNAL_DATASETS
-
-    @property
-    def is_table(self) -> bool:
-        return self.name in TABLE_DATASETS
+    def kind(self):
+        """The data's :class:`~selfsup.modalities.Modality`."""
+        return modality_of(self.name)
 
     @property
     def modality(self) -> str:
-        return "signal" if self.is_signal else "table" if self.is_table else "image"
+        return self.kind.name
 
     def load_args(self) -> dict:
-        """The keyword arguments of ``selfsup.data.datasets.load_dataset`` for this section: what
+        """The keyword arguments of ``selfsup.modalities.load_dataset`` for this section: what
         loading the data depends on (two runs with equal ``load_args`` can share one loaded copy)."""
         return {
             "name": self.name, "path": self.path, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
@@ -164,12 +164,6 @@ class DataConfig(Section):
             "missing": self.missing, "on_bad_file": self.on_bad_file,
             "signal": {"length": self.signal_length, "rate": self.sampling_rate, "leads": self.leads, "labels": self.labels},
         }
-
-
-SIGNAL_DATASETS = ("mnist1d", "ucr", "signal_npz", "wfdb")
-TABLE_DATASETS = ("table", "csv", "parquet")
-NAMED_DATA = ("table", "ucr")
-"""Datasets whose ``data.path`` names a bundled set rather than a file."""
 
 
 class ModelConfig(Section):
@@ -214,17 +208,20 @@ MASKED = tuple(name for name, method in METHODS.items() if method.masked)
 """Methods that see one view and masks instead of two augmented views."""
 MODALITY = {name: method.modality for name, method in METHODS.items() if method.modality}
 """Methods made for one kind of data; the others take any."""
-BACKBONES = {"image": ("cnn", "mlp", "timm"), "signal": ("cnn1d", "mlp", "vit1d"), "table": ("mlp", "ft_transformer")}
+BACKBONES = {name: modality.backbones for name, modality in MODALITIES.items()}
+"""The backbones that take each modality's samples."""
 VIEWS = {name: method.recipes for name, method in METHODS.items()}
 """The image recipes each method accepts (each method's ``recipes``), its default first."""
 
 
 def view_recipes(method: str, modality: str = "image") -> tuple[str, ...]:
     """The recipes ``method`` accepts on ``modality`` data, its default first: its own, or for a
-    method that takes any data, the modality's (``signal``, ``scarf``) on signals and tables."""
-    if modality == "image" or method in MODALITY:
+    method that takes any data, the modality's ``default_recipes`` where it has them (``signal``
+    on signals, ``scarf`` on tables; images take each method's own)."""
+    own = MODALITIES[modality].default_recipes
+    if own is None or method in MODALITY:
         return VIEWS[method]
-    return {"signal": ("signal",), "table": ("scarf",)}[modality]
+    return own
 
 
 def views_of(cfg: "ExperimentConfig") -> str:
@@ -620,7 +617,7 @@ def is_server(uri: str) -> bool:
 
 def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
     """Make local storage and data paths absolute (Ray workers run in another directory); the
-    ``data.path`` of a bundled set (:data:`NAMED_DATA`) is a name and stays as it is."""
+    ``data.path`` of a bundled set (a dataset whose ``path`` is a ``name``) stays as it is."""
     base = base or Path.cwd()
     cfg = cfg.model_copy(deep=True)
     if "://" not in cfg.train.storage_path:
@@ -631,7 +628,7 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         cfg.tracking.artifact_location = LOCAL_ARTIFACTS
     if cfg.tracking.artifact_location and "://" not in cfg.tracking.artifact_location:
         cfg.tracking.artifact_location = str((base / cfg.tracking.artifact_location).resolve())
-    if cfg.data.path and "://" not in cfg.data.path and cfg.data.name not in NAMED_DATA:
+    if cfg.data.path and "://" not in cfg.data.path and dataset(cfg.data.name).path == "file":
         cfg.data.path = str((base / cfg.data.path).resolve())
     if cfg.data.labels and "://" not in cfg.data.labels:
         cfg.data.labels = str((base / cfg.data.labels).resolve())

@@ -53,8 +53,8 @@ def test_defaults_and_overrides(tmp_path):
         ("method: {name: seqjepa, crop_scale: [0.9, 0.2]}\n", [], "crop_scale must satisfy 0 < low <= high <= 1"),
         ("method: {name: tjepa, predictor_dim: 30, predictor_heads: 4}\n", [], "predictor_dim 30 must be divisible by 2 and by predictor_heads 4"),
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
-        ("data: {signal_length: 100}\n", [], "data.signal_length applies to WFDB records (data.name: wfdb), not 'digits'"),
-        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to image folders and WFDB records only"),
+        ("data: {signal_length: 100}\n", [], "data.signal_length applies to data.name 'wfdb' only, not 'digits'"),
+        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, wfdb), not 'mnist1d'"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):

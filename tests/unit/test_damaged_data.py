@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from selfsup.data.datasets import DataError, folder, load_dataset
+from selfsup.data.datasets import DataError, folder
+from selfsup.modalities import load_dataset
 from selfsup.data.splits import Skipped
 from selfsup.data.signals import WFDBRecords, wfdb_folder
 from selfsup.data.views import ViewCollate

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from selfsup.config import load_experiment
-from selfsup.data.datasets import DataError, load_dataset
+from selfsup.data.splits import DataError
+from selfsup.modalities import load_dataset
 from tests.unit.test_config import error_of, write
 from selfsup.data.signals import WFDBRecords, mnist1d, signal_npz, ucr, wfdb_folder
 from selfsup.data.views import SignalViews, build_views
@@ -130,7 +131,7 @@ def test_wfdb_errors_name_the_record(tmp_path):
     [
         (["data.name=mnist1d", "model.backbone=cnn"], "model.backbone 'cnn' does not suit 'mnist1d' data; use one of cnn1d, mlp, vit1d"),
         (["model.backbone=cnn1d"], "model.backbone 'cnn1d' does not suit 'digits' data"),
-        (["data.name=mnist1d", "model.backbone=cnn1d", "data.views=byol"], "data.views 'byol' is an image recipe"),
+        (["data.name=mnist1d", "model.backbone=cnn1d", "data.views=byol"], "data.views 'byol' is not for signals ('mnist1d'); signals take 'signal', 'none' (or auto)"),
         (["data.views=signal"], "data.views 'signal' is not for images ('digits')"),
         (["data.name=ucr", "model.backbone=cnn1d"], "data.name 'ucr' needs data.path"),
         (["data.name=mnist1d", "model.backbone=cnn1d", "method.name=dino"], "method 'dino' is for images"),

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from selfsup.config import load_experiment
-from selfsup.data.datasets import DataError, load_dataset
+from selfsup.data.splits import DataError
+from selfsup.modalities import load_dataset
 from tests.unit.test_config import error_of, write
 from selfsup.data.tables import bundled, user_table
 from selfsup.data.views import CorruptionViews

@@ -1,4 +1,5 @@
-"""Built-in and user datasets, returned as float tensors with a fixed train/test split.
+"""The image datasets' loaders (registered in ``selfsup.modalities.image``), returned as float
+tensors with a fixed train/test split.
 
 Images are ``(N, C, H, W)`` float32 tensors (or, for a streamed folder, an :class:`ImageFiles`
 that indexes like one, see :class:`StreamedFiles`); labels ``(N,)`` int64 or ``None`` when the data has none.
@@ -12,16 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data import signals, tables
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 
-DATASETS = {
-    "digits": "scikit-learn's 1,797 real 8x8 handwritten digits, 10 classes, fixed 80/20 split",
-    "npz": "your arrays: data.path -> .npz with x (N,H,W)|(N,C,H,W), optional y, x_test, y_test",
-    "folder": "your images: data.path -> class subfolders (or none: unlabelled), optional train/ and val/ or test/",
-    "cifar10": "CIFAR-10 python pickles at data.path (data_batch_1..5, test_batch), 32x32 RGB, 10 classes",
-    "cifar100": "CIFAR-100 python pickles at data.path (train, test), 32x32 RGB, 100 fine classes",
-}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -163,48 +156,3 @@ def resized(data: SplitData, size: int) -> SplitData:
         return data
     scale = lambda s: Split(F.interpolate(s.x, size=(size, size), mode="bilinear", antialias=True, align_corners=False), s.y)  # noqa: E731
     return SplitData(data.name, scale(data.train), scale(data.test))
-
-
-def load_dataset(
-    name: str,
-    path: str | None = None,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    image_size: int | None = None,
-    stream: bool = False,
-    columns: dict | None = None,
-    missing: str = "error",
-    signal: dict | None = None,
-    on_bad_file: str = "fail",
-) -> SplitData:
-    """Load a dataset by its config name (see :data:`DATASETS`, ``signals.SIGNAL_DATASETS`` and
-    ``tables.TABLE_DATASETS``), images resized to ``image_size`` if given; ``columns`` (numerical,
-    categorical, label) and ``missing`` describe a CSV/Parquet table; ``signal`` (length, rate,
-    leads, labels) shapes WFDB records; ``on_bad_file`` (fail | skip) is what a streamed dataset
-    does with a file it cannot read."""
-    if name == "digits":
-        data = digits(test_fraction, split_seed)
-    elif name == "npz":
-        data = npz(path, test_fraction, split_seed)
-    elif name == "folder":
-        return folder(path, image_size or 32, test_fraction, split_seed, stream, on_bad_file)
-    elif name in ("cifar10", "cifar100"):
-        data = cifar(path, int(name.removeprefix("cifar")))
-    elif name == "mnist1d":
-        return signals.mnist1d()
-    elif name == "ucr":
-        return signals.ucr(path)
-    elif name == "signal_npz":
-        return signals.signal_npz(path, test_fraction, split_seed)
-    elif name == "wfdb":
-        return signals.wfdb_folder(path, **(signal or {}), test_fraction=test_fraction, split_seed=split_seed, stream=stream, on_bad_file=on_bad_file)
-    elif name == "table":
-        return tables.bundled(path, test_fraction, split_seed)
-    elif name in ("csv", "parquet"):
-        c = columns or {}
-        return tables.user_table(path, name, c.get("numerical", []), c.get("categorical", []), c.get("label"), missing, test_fraction, split_seed,
-                                 c.get("max_categories", tables.MAX_CATEGORIES))
-    else:
-        known = [*DATASETS, *signals.SIGNAL_DATASETS, *tables.TABLE_DATASETS]
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join(known)}")
-    return resized(data, image_size) if image_size else data

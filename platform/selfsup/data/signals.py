@@ -28,12 +28,6 @@ import torch
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 from selfsup.errors import first_line
 
-SIGNAL_DATASETS = {
-    "mnist1d": "MNIST-1D regenerated offline (mnist1d package): 5,000 signals of length 40, 10 classes",
-    "ucr": "a UCR/UEA set bundled with aeon, data.path = its name (GunPoint, ArrowHead, BasicMotions, ...)",
-    "signal_npz": "your signals: data.path -> .npz with x (N,T)|(N,C,T), optional y, x_test, y_test",
-    "wfdb": "your WFDB records (e.g. ECG): data.path -> folder of .hea + signal files, optional data.labels CSV",
-}
 
 
 def mnist1d(seed: int = 42) -> SplitData:

@@ -1,7 +1,7 @@
 """What every dataset module shares: the train/test containers (:class:`SplitData`), the checks
 that turn user arrays into samples, ``.npz`` reading, and :class:`StreamedFiles`, the base of the
 datasets read from their files on access. Imports nothing from the package but its errors: the image datasets
-(``datasets.py``), ``signals.py`` and ``tables.py`` build on it, and ``datasets.load_dataset``
+(``datasets.py``), ``signals.py`` and ``tables.py`` build on it, and ``selfsup.modalities.load_dataset``
 picks among them."""
 
 from __future__ import annotations

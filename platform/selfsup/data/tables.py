@@ -26,11 +26,6 @@ import numpy as np
 from selfsup.data.splits import DataError, SplitData, split_arrays, to_split
 from selfsup.errors import first_line
 
-TABLE_DATASETS = {
-    "table": "a table bundled with scikit-learn, data.path = breast_cancer | wine | iris",
-    "csv": "your table: data.path -> .csv with data.columns {numerical, categorical, label}",
-    "parquet": "your table: data.path -> .parquet with data.columns {numerical, categorical, label}",
-}
 BUNDLED = ("breast_cancer", "wine", "iris")
 MAX_CATEGORIES = 64
 """Default ``data.columns.max_categories``: one-hot width of a categorical column at most."""

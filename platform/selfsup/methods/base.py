@@ -48,10 +48,12 @@ class Method(nn.Module):
     config: ClassVar[type[Section] | None] = None
     """The method's section of an experiment YAML (``method:``); ``build_method`` gets its fields."""
     modality: ClassVar[str | None] = None
-    """``image``, ``signal`` or ``table`` for a method made for one kind of data; ``None``: any."""
+    """The modality (``modalities/<name>.py``: ``image``, ``signal``, ``table``, ...) of a method made
+    for one kind of data; ``None``: any."""
     recipes: ClassVar[tuple[str, ...]] = ("byol", "simclr", "light")
     """The view recipes (``selfsup.data.views``) it accepts on its data, its default first; a
-    method for any data takes the modality's own (``signal``, ``scarf``) on signals and tables."""
+    method for any data takes a modality's ``default_recipes`` where it has them (``signal`` on
+    signals, ``scarf`` on tables), these on images."""
     backbones: ClassVar[tuple[str, ...] | None] = None
     """The ``model.backbone`` values it needs; ``None``: any that suits the data."""
     vit: ClassVar[bool] = False

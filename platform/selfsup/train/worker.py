@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
-from selfsup.data.datasets import load_dataset
-from selfsup.data.views import SeededBatches, SeededSamples, Unchanged, ViewCollate, build_views
+from selfsup.data.views import SeededBatches, SeededSamples, Unchanged, ViewCollate
 from selfsup.methods import METHODS, Method, build_method
+from selfsup.modalities import load_dataset
 from selfsup.metrics import LABEL_FREE
 from selfsup.metrics.panel import embed_all, evaluate, singular_values
 from selfsup.models.backbones import build_backbone
@@ -150,14 +150,9 @@ def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None
 
 
 def view_maker(cfg: ExperimentConfig, data, n_views: int, local_crops: int, recipe: str | None = None, batched: bool = False):
-    """The configured (or the method's) view recipe, or ``recipe``; ``data``'s training rows are
-    the marginals SCARF's corruption draws from; ``batched``: made on the batch's device."""
-    d = cfg.data
-    pool = data.train.x if d.is_table else None
-    return build_views(
-        recipe or views_of(cfg), data.shape, n_views, d.crop_scale, d.crop_ratio, d.flip, d.noise_std, d.color_strength,
-        local_crops, d.local_scale, d.local_size, d.amplitude_scale, d.channel_dropout, pool, d.corruption_rate, batched,
-    )
+    """The configured (or the method's) view recipe, or ``recipe``, as the data's modality makes
+    it; ``batched``: made on the batch's device."""
+    return cfg.data.kind.views(recipe or views_of(cfg), data, cfg.data, n_views, local_crops, batched)
 
 
 def training_views(cfg: ExperimentConfig, data):
@@ -180,17 +175,13 @@ def lidar_view(cfg: ExperimentConfig, data):
     return lambda x: maker(x)[1]
 
 
-AUGMENTATION = {"image": "light", "signal": "signal", "table": "scarf"}
-"""The augmentation of each modality that ``label_free/lidar_aug`` measures masked methods under."""
-
-
 def lidar_aug_view(cfg: ExperimentConfig, data):
     """For masked methods (whose LiDAR views are their own random contexts): one random
-    augmented view of a batch, the modality's :data:`AUGMENTATION` with the run's data settings,
+    augmented view of a batch, the modality's ``augmentation`` with the run's data settings,
     for ``label_free/lidar_aug``; ``None`` for the two-view methods, whose LiDAR already uses it."""
     if cfg.method.name not in MASKED:
         return None
-    maker = view_maker(cfg, data, 2, 0, AUGMENTATION[cfg.data.modality])
+    maker = view_maker(cfg, data, 2, 0, cfg.data.kind.augmentation)
     return lambda x: maker(x)[1]
 
 

@@ -1,0 +1,130 @@
+"""The modality contract and its registry (DESIGN.md, "Modality contract").
+
+A modality is one kind of data, the whole of it in one file ``modalities/<name>.py``: a
+:class:`Modality` subclass registered under its name, saying
+
+- ``sample``: the shape of one sample it promises (``(C, H, W)``, ``(C, T)``, ``(F,)``, ...);
+- ``datasets``: its datasets by config name (``data.name``), each a :class:`Dataset` with the
+  one-line description ``selfsup datasets`` prints and the loader it runs;
+- ``recipes``: the view recipes that apply to it (``data.views``), ``default_recipes`` the ones a
+  method made for any data takes on it (``None``: the method's own, ``Method.recipes``), and
+  ``augmentation`` the one ``label_free/lidar_aug`` measures masked methods under;
+- ``views(...)``: the view maker of a recipe (per sample, or batched on the device where
+  ``device_views``);
+- ``backbones``: the ``model.backbone`` values that take its samples;
+- ``check(data)``: what its datasets need of the ``data:`` section beyond the shared checks;
+- ``fake(data, root)``: a tiny stand-in of a config's data on disk, for tests.
+
+``config.py`` derives dataset names, recipes, backbones and their checks from :data:`MODALITIES`,
+so adding a modality touches no shared table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from selfsup.data.splits import DataError, SplitData
+
+ViewMaker = Callable[[Any], list]
+"""A batch -> its list of views."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of a modality: ``describe`` (one line for ``selfsup datasets``), ``load`` (the
+    ``DataConfig.load_args`` dict -> :class:`SplitData`), what ``data.path`` is (``file``: a file
+    or folder, resolved against the working directory; ``name``: the name of a bundled set;
+    ``none``: built in, no path), whether ``data.stream`` applies (read file by file), and the
+    ``data:`` keys that only it reads (refused, when set, for any other dataset)."""
+
+    describe: str
+    load: Callable[[dict], SplitData]
+    path: str = "file"
+    streams: bool = False
+    keys: tuple[str, ...] = ()
+
+
+class Modality:
+    """Base class of a kind of data (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    plural: ClassVar[str] = ""
+    """How errors name samples of it: ``images``, ``signals``, ``tables``."""
+    sample: ClassVar[str] = ""
+    datasets: ClassVar[dict[str, Dataset]] = {}
+    recipes: ClassVar[dict[str, str]] = {}
+    """Every view recipe that applies to it, with a one-line description."""
+    default_recipes: ClassVar[tuple[str, ...] | None] = None
+    augmentation: ClassVar[str] = "none"
+    device_views: ClassVar[bool] = False
+    """``data.augment_on: device`` applies: its views run as batched tensor ops on the device."""
+    backbones: ClassVar[tuple[str, ...]] = ()
+    keys: ClassVar[tuple[str, ...]] = ()
+    """``data:`` keys that only its datasets read (refused, when set, for other kinds of data)."""
+
+    def check(self, data) -> None:
+        """Raise ``ValueError`` (one line, naming the key) where ``data`` (a ``DataConfig``) asks
+        what its dataset cannot give; the shared checks are the config's."""
+
+    def views(self, recipe: str, data: SplitData, cfg, n_views: int, local_crops: int, batched: bool) -> ViewMaker:
+        """The view maker of ``recipe`` for ``data`` (its training split is the marginals a
+        corruption recipe draws from), with ``cfg``'s settings (a ``DataConfig``): ``n_views``
+        full-size views (plus ``local_crops`` small ones where the recipe has them); ``batched``:
+        made on the batch's device."""
+        raise NotImplementedError
+
+    def fake(self, cfg, root: Path) -> str:
+        """A tiny stand-in for ``cfg``'s data (a ``DataConfig``) written under ``root``, of its
+        shape (channels, leads, length, columns): the ``data.path`` to load it from."""
+        raise NotImplementedError
+
+
+MODALITIES: dict[str, Modality] = {}
+DATASETS: dict[str, str] = {}
+"""Each dataset's name -> its modality's name."""
+
+
+def register(cls: type[Modality]) -> type[Modality]:
+    """Class decorator: make a :class:`Modality` and its datasets available by name."""
+    if cls.name in MODALITIES:
+        raise ValueError(f"modality {cls.name!r} registered twice")
+    for dataset in cls.datasets:
+        if dataset in DATASETS:
+            raise ValueError(f"dataset {dataset!r} of modality {cls.name!r} is already {DATASETS[dataset]!r}'s")
+        DATASETS[dataset] = cls.name
+    MODALITIES[cls.name] = cls()
+    return cls
+
+
+def modality_of(dataset: str) -> Modality:
+    """The modality of the dataset named ``dataset`` (``data.name``)."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; available: {', '.join(DATASETS)}")
+    return MODALITIES[DATASETS[dataset]]
+
+
+def dataset(name: str) -> Dataset:
+    return modality_of(name).datasets[name]
+
+
+def load_dataset(
+    name: str,
+    path: str | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    image_size: int | None = None,
+    stream: bool = False,
+    columns: dict | None = None,
+    missing: str = "error",
+    signal: dict | None = None,
+    on_bad_file: str = "fail",
+) -> SplitData:
+    """Load a dataset by its config name: the keyword arguments are ``DataConfig.load_args()``
+    (``image_size`` resizes images; ``columns`` and ``missing`` describe a CSV/Parquet table;
+    ``signal`` (length, rate, leads, labels) shapes WFDB records; ``on_bad_file`` (fail | skip) is
+    what a streamed dataset does with a file it cannot read)."""
+    args = {"name": name, "path": path, "test_fraction": test_fraction, "split_seed": split_seed, "image_size": image_size,
+            "stream": stream, "columns": columns, "missing": missing, "signal": signal, "on_bad_file": on_bad_file}
+    return dataset(name).load(args)
