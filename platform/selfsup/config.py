@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from selfsup.data.tables import MAX_CATEGORIES
 from selfsup.methods import METHODS
 from selfsup.modalities import DATASETS, MODALITIES, dataset, modality_of
+from selfsup.models.backbones import BACKBONES as BUILT
 from selfsup.errors import ConfigError  # noqa: F401 (raised here, imported from here by the layers above)
 from selfsup.sections import Section
 
@@ -178,7 +179,7 @@ class ModelConfig(Section):
     ``small_stem`` gives a timm ResNet the CIFAR-style stem, and ``timm_kwargs`` go to
     ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
 
-    backbone: Literal["cnn", "cnn1d", "mlp", "ft_transformer", "vit1d", "timm"] = "cnn"
+    backbone: Literal[tuple(BUILT)] = "cnn"
     embed_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=1)
     depth: int = Field(3, ge=1, le=24)

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from selfsup.config import BACKBONES, DataConfig
+from selfsup.data.masks import MASK_MAKERS, MultiBlockMasks, RandomPatchMasks, mask_maker
 from selfsup.data.views import RECIPES
 from selfsup.modalities import DATASETS, MODALITIES, load_dataset
 from selfsup.models.backbones import BACKBONES as BUILT
@@ -53,6 +54,7 @@ TOY = textwrap.dedent('''\
 
     from selfsup.data.splits import SplitData, to_split
     from selfsup.modalities.base import Dataset, Modality, register
+    from selfsup.models.backbones import backbone
 
 
     def blobs(a):
@@ -60,6 +62,13 @@ TOY = textwrap.dedent('''\
         y = torch.arange(300) % 3
         x = torch.randn(300, 12, generator=g) + 3 * torch.nn.functional.one_hot(y, 12)
         return SplitData("blobs", to_split(x[:240].numpy(), y[:240].numpy()), to_split(x[240:].numpy(), y[240:].numpy()))
+
+
+    @backbone("linear", "one linear map")
+    def linear(in_shape, embed_dim, **_):
+        net = torch.nn.Linear(in_shape[0], embed_dim)
+        net.embed_dim = embed_dim
+        return net
 
 
     class Jitter:
@@ -77,7 +86,7 @@ TOY = textwrap.dedent('''\
         recipes = {"jitter": "Gaussian jitter", "none": "the vectors as they are"}
         default_recipes = ("jitter",)
         augmentation = "jitter"
-        backbones = ("mlp",)
+        backbones = ("mlp", "linear")
 
         def check(self, data):
             if data.noise_std > 1:
@@ -91,13 +100,18 @@ ADDED = textwrap.dedent('''\
     sys.path.insert(0, sys.argv[1])
     import vector  # registers the modality, as a file in selfsup/modalities/ would
     from selfsup.config import ConfigError, build_experiment, views_of
+    from selfsup.models.saved import save_backbone
     from selfsup.train.launch import preflight
+    from selfsup.train.worker import build
 
     tree = {"data": {"name": "blobs"}, "model": {"backbone": "mlp", "embed_dim": 16, "width": 32, "depth": 2},
             "method": {"name": "vicreg", "projector": [32, 32]}, "train": {"batch_size": 64}}
     cfg = build_experiment(tree, "blobs.yaml")
     data = preflight(cfg, "blobs.yaml")
     print("ok", cfg.data.modality, views_of(cfg), tuple(data.shape))
+    linear = build_experiment({**tree, "model": {"backbone": "linear", "embed_dim": 16}}, "blobs.yaml")
+    method = build(linear, data.shape)
+    save_backbone(method.backbone, sys.argv[2], linear.model.model_dump(), data.shape)
     for key, value in [("data.noise_std", 2.0), ("model.backbone", "cnn"), ("data.views", "byol")]:
         section, leaf = key.split(".")
         bad = {**tree, section: {**tree[section], leaf: value}}
@@ -108,17 +122,38 @@ ADDED = textwrap.dedent('''\
     ''')
 
 
+LOADED = textwrap.dedent('''\
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import torch
+    from selfsup.models.saved import load_backbone
+
+    print(tuple(load_backbone(sys.argv[2])(torch.zeros(2, 12)).shape), "vector" in sys.modules)
+    ''')
+
+
 def test_a_new_modality_is_one_file(tmp_path):
-    """A modality registered from a file of its own: the config takes its dataset, recipe and
-    backbones and runs its checks, and a method for any data trains a batch of it, with no
-    line of config.py, the worker or the CLI changed."""
+    """A modality registered from a file of its own, with a backbone of its own: the config takes
+    its dataset, recipe and backbones and runs its checks, a method for any data trains a batch of
+    it, and its saved backbone loads back where nothing imported the file, with no line of
+    config.py, the worker or the CLI changed."""
     (tmp_path / "vector.py").write_text(TOY)
-    out = subprocess.run([sys.executable, "-c", ADDED, str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    saved = tmp_path / "saved"
+    out = subprocess.run([sys.executable, "-c", ADDED, str(tmp_path), str(saved)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert lines == [
         "ok vector jitter (12,)",
         "blobs.yaml: data: data.noise_std 2.0 would drown vectors",
-        "blobs.yaml: <top>: model.backbone 'cnn' does not suit 'blobs' data; use one of mlp",
+        "blobs.yaml: <top>: model.backbone 'cnn' does not suit 'blobs' data; use one of mlp, linear",
         "blobs.yaml: data: data.views 'byol' is not for vectors ('blobs'); vectors take 'jitter', 'none' (or auto)",
     ], out.stdout
+    out = subprocess.run([sys.executable, "-c", LOADED, str(tmp_path), str(saved)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.split() == ["(2,", "16)", "True"], out.stdout + out.stderr[-3000:]
+
+
+def test_masked_methods_ask_the_modalities_for_masks_of_their_grid():
+    assert MASK_MAKERS["blocks", 2] is MultiBlockMasks and MASK_MAKERS["random", 2] is RandomPatchMasks
+    assert isinstance(mask_maker("random", (4, 6), 0.5), RandomPatchMasks)
+    with pytest.raises(ValueError, match=r"^no blocks masks over a 3-D token grid \(2, 4, 4\); registered for \[2\] dimensions$"):
+        mask_maker("blocks", (2, 4, 4))

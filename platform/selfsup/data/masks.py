@@ -32,8 +32,37 @@ On the 14x14 grid with the paper's settings (batches of 64) a context keeps 82 p
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+
+MASK_MAKERS: dict[tuple[str, int], Callable] = {}
+"""``(kind, dims)`` -> the class whose ``maker(grid, **params)`` draws ``kind`` masks over a
+``dims``-D token grid: ``blocks`` (I-JEPA-style multi-blocks: ``context, [targets]``) and ``random``
+(MAE-style uniform: ``visible, masked``). Each modality registers those of its own token grids
+(``modalities/<name>.py``: images the 2-D ones below), so a masked method made for any grid asks
+for a kind, not a class."""
+
+
+def register_masks(kind: str, dims: int):
+    """Decorator: the class draws ``kind`` masks over ``dims``-D token grids (see :data:`MASK_MAKERS`)."""
+
+    def wrap(cls):
+        if (kind, dims) in MASK_MAKERS:
+            raise ValueError(f"{kind} masks over {dims}-D grids registered twice")
+        MASK_MAKERS[kind, dims] = cls
+        return cls
+
+    return wrap
+
+
+def mask_maker(kind: str, grid: tuple[int, ...], *args, **params):
+    """The ``kind`` mask maker registered for ``grid``'s dimensionality, over ``grid``."""
+    cls = MASK_MAKERS.get((kind, len(grid)))
+    if cls is None:
+        have = sorted(dims for k, dims in MASK_MAKERS if k == kind)
+        raise ValueError(f"no {kind} masks over a {len(grid)}-D token grid {tuple(grid)}; registered for {have or 'no'} dimensions")
+    return cls(tuple(grid), *args, **params)
 
 
 class MultiBlockMasks:

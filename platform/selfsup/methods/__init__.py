@@ -7,6 +7,8 @@ import pkgutil
 
 from selfsup.methods.base import METHODS, Method, build_method
 
+importlib.import_module("selfsup.modalities")  # they register their mask makers, which the masked methods ask for
+
 SHARED = {"base", "ema"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in SHARED:

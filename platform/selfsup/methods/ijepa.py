@@ -1,7 +1,8 @@
 """I-JEPA: Joint-Embedding Predictive Architecture for images (Assran et al., CVPR 2023).
 
 https://arxiv.org/abs/2301.08243 — sec. 3 and Figure 3. Per image, one context block and ``M``
-target blocks of patches (``selfsup.data.masks.MultiBlockMasks``, made at collate time):
+target blocks of patches (the ``blocks`` masks of the data's token grid,
+``selfsup.data.masks.MultiBlockMasks`` on images, made at collate time):
 
     s_y = LayerNorm(target_encoder(x))            # all patches, EMA weights, no gradient
     s_x = context_encoder(x, keep=context)        # only the context patches enter the ViT
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from selfsup.data.masks import MultiBlockMasks
+from selfsup.data.masks import mask_maker
 from selfsup.methods.base import Method, PredictorShape, masked_view, register
 from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
@@ -107,7 +108,7 @@ class IJEPA(Method):
         self.predictor = MaskedPredictor(backbone.embed_dim, backbone.grid, predictor_dim, predictor_depth, predictor_heads, backbone.embed_dim)
         self.target = copy.deepcopy(backbone).requires_grad_(False)
         self.base_momentum = base_momentum
-        self.mask_maker = MultiBlockMasks(backbone.grid, tuple(enc_scale), tuple(pred_scale), tuple(aspect_ratio), n_pred, min_keep)
+        self.mask_maker = mask_maker("blocks", backbone.grid, tuple(enc_scale), tuple(pred_scale), tuple(aspect_ratio), n_pred, min_keep)
 
     def masks(self):
         return ContextAndTargets(self.mask_maker)

@@ -1,9 +1,10 @@
 """MAE: Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022).
 
 https://arxiv.org/abs/2111.06377 — sec. 3. A uniformly random ``mask_ratio`` of the patches is
-hidden (``selfsup.data.masks.RandomPatchMasks``, made at collate time); the ViT encoder sees only
-the visible patches; a light decoder (mask tokens + fixed sine-cosine positions, a few
-transformer blocks) predicts the pixels of every hidden patch:
+hidden (the ``random`` masks of the data's token grid, ``selfsup.data.masks.RandomPatchMasks`` on
+images, made at collate time); the ViT encoder sees only the visible patches; a light decoder
+(mask tokens + fixed sine-cosine positions, a few transformer blocks) predicts the pixels of every
+hidden patch:
 
     z = encoder(x, keep=visible)                  # (B, N_vis, D)
     x_hat = decoder(z, visible, masked)           # (B, N_mask, p*p*C)
@@ -20,7 +21,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from selfsup.data.masks import RandomPatchMasks
+from selfsup.data.masks import mask_maker
 from selfsup.methods.base import Method, masked_view, register
 from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
@@ -87,7 +88,7 @@ class MAE(Method):
         super().__init__(backbone)
         self.patch = backbone.patch_size
         self.decoder = MaskedPredictor(backbone.embed_dim, backbone.grid, decoder_dim, decoder_depth, decoder_heads, self.patch**2 * backbone.in_channels)
-        self.mask_maker = RandomPatchMasks(backbone.grid, mask_ratio)
+        self.mask_maker = mask_maker("random", backbone.grid, mask_ratio)
         self.norm_pix_loss = norm_pix_loss
 
     def masks(self):

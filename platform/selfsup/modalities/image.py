@@ -1,6 +1,7 @@
 """Images ``(C, H, W)``: scikit-learn's digits, CIFAR, ``.npz`` arrays and folders of image files
 (loaders in ``selfsup.data.datasets``); the methods' own paper recipes (``selfsup.data.views``),
-per sample with torchvision or batched on the device; conv nets, MLPs and timm models."""
+per sample with torchvision or batched on the device; conv nets, MLPs and timm models; I-JEPA's
+multi-block and MAE's random masks over a ViT's 2-D patch grid (``selfsup.data.masks``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.data import datasets
+from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks, register_masks
 from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
+
+
+register_masks("blocks", 2)(MultiBlockMasks)
+register_masks("random", 2)(RandomPatchMasks)
 
 
 def _resized(data, size: int | None):

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -23,14 +24,25 @@ from torch import nn
 from selfsup.models.tokens import run_blocks, select
 from selfsup.models.transformers import FeatureTransformer, ViT1d
 
-BACKBONES = {
-    "cnn": "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool",
-    "cnn1d": "1-D conv net for signals (C, T): conv-BN-ReLU blocks (kernel 5), stride-2, global average pool",
-    "mlp": "multilayer perceptron on flattened inputs",
-    "ft_transformer": "table rows as column tokens (numerical/categorical embeddings, [REG] tokens) + transformer (T-JEPA)",
-    "vit1d": "ViT over time patches of all channels (model.patch_size samples), register tokens (signal JEPA)",
-    "timm": "any timm model by name (model.timm_name), random init, pooled features",
-}
+BACKBONES: dict[str, str] = {}
+"""Each registered backbone's name (``model.backbone``) -> its one-line description."""
+BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def backbone(name: str, describe: str):
+    """Decorator: register ``builder(in_shape, embed_dim, width, depth, timm_name, patch_size,
+    small_stem, timm_kwargs, heads, registers, groups, patch_stride) -> nn.Module`` (the
+    ``model:`` section's keys; each takes what it needs) as ``model.backbone: name``. The built
+    module maps a batch of samples to ``(B, .embed_dim)``. A modality file registers the backbones
+    of its own samples here (``selfsup.models.saved`` finds them again by the builder's module)."""
+
+    def wrap(builder):
+        if name in BUILDERS:
+            raise ValueError(f"backbone {name!r} registered twice")
+        BUILDERS[name], BACKBONES[name] = builder, describe
+        return builder
+
+    return wrap
 
 
 def _conv(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -180,16 +192,38 @@ def build_backbone(
     ``class_token``, ``global_pool``, ``drop_path_rate``). The token transformers take ``depth``
     blocks of ``heads`` heads and ``registers`` extra tokens; ``groups`` are a table's column widths
     (all 1 when not given); ``patch_stride`` makes ``vit1d``'s patches overlap (see ``ViT1d``)."""
-    if name == "cnn":
-        return SmallCNN(in_shape[0], embed_dim, width, depth)
-    if name == "cnn1d":
-        return SmallCNN1d(in_shape[0], embed_dim, width, depth)
-    if name == "mlp":
-        return MLP(math.prod(in_shape), embed_dim, width, depth)
-    if name == "ft_transformer":
-        return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
-    if name == "vit1d":
-        return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers, patch_stride)
-    if name == "timm":
-        return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **(timm_kwargs or {}))
-    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    return BUILDERS[name](in_shape=tuple(in_shape), embed_dim=embed_dim, width=width, depth=depth, timm_name=timm_name, patch_size=patch_size,
+                          small_stem=small_stem, timm_kwargs=timm_kwargs or {}, heads=heads, registers=registers, groups=groups,
+                          patch_stride=patch_stride)
+
+
+@backbone("cnn", "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool")
+def _cnn(in_shape, embed_dim, width, depth, **_):
+    return SmallCNN(in_shape[0], embed_dim, width, depth)
+
+
+@backbone("cnn1d", "1-D conv net for signals (C, T): conv-BN-ReLU blocks (kernel 5), stride-2, global average pool")
+def _cnn1d(in_shape, embed_dim, width, depth, **_):
+    return SmallCNN1d(in_shape[0], embed_dim, width, depth)
+
+
+@backbone("mlp", "multilayer perceptron on flattened inputs")
+def _mlp(in_shape, embed_dim, width, depth, **_):
+    return MLP(math.prod(in_shape), embed_dim, width, depth)
+
+
+@backbone("ft_transformer", "table rows as column tokens (numerical/categorical embeddings, [REG] tokens) + transformer (T-JEPA)")
+def _ft_transformer(in_shape, embed_dim, depth, heads, registers, groups, **_):
+    return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
+
+
+@backbone("vit1d", "ViT over time patches of all channels (model.patch_size samples), register tokens (signal JEPA)")
+def _vit1d(in_shape, embed_dim, depth, heads, registers, patch_size, patch_stride, **_):
+    return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers, patch_stride)
+
+
+@backbone("timm", "any timm model by name (model.timm_name), random init, pooled features")
+def _timm(in_shape, timm_name, patch_size, small_stem, timm_kwargs, **_):
+    return TimmBackbone(timm_name, in_shape, patch_size, small_stem, **timm_kwargs)

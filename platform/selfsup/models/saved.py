@@ -1,6 +1,7 @@
 """A pretrained backbone on disk, independent of selfsup's training state: ``backbone.safetensors``
 (the weights) and ``backbone.json`` (how to rebuild the module: the ``model`` section of the run's
-config, the input shape, a table's column widths, and where it came from).
+config, the input shape, a table's column widths, the module that registers its builder, and where it
+came from).
 
     from selfsup.models.saved import load_backbone
     net = load_backbone("exported/")          # an nn.Module in eval mode
@@ -9,12 +10,13 @@ config, the input shape, a table's column widths, and where it came from).
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 from torch import nn
 
-from selfsup.models.backbones import build_backbone
+from selfsup.models.backbones import BUILDERS, build_backbone
 
 WEIGHTS, META = "backbone.safetensors", "backbone.json"
 
@@ -37,7 +39,8 @@ def save_backbone(backbone: nn.Module, directory: str | Path, model: dict, in_sh
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     save_file(state, str(out / WEIGHTS))
-    meta = {"model": model, "in_shape": list(in_shape), "groups": list(groups) if groups else None, "source": source or {}}
+    meta = {"model": model, "in_shape": list(in_shape), "groups": list(groups) if groups else None, "source": source or {},
+            "builder": BUILDERS[model["backbone"]].__module__}
     (out / META).write_text(json.dumps(meta, indent=2))
     return out
 
@@ -51,6 +54,8 @@ def load_backbone(directory: str | Path) -> nn.Module:
         if not (where / name).is_file():
             raise FileNotFoundError(f"{where / name}: not found (a directory written by `selfsup export`)")
     meta = json.loads((where / META).read_text())
+    if meta["model"]["backbone"] not in BUILDERS and meta.get("builder"):
+        importlib.import_module(meta["builder"])  # a modality's own backbone registers itself there
     net = build_backbone(**backbone_kwargs(meta["model"], meta["in_shape"], meta.get("groups")))
     net.load_state_dict(load_file(str(where / WEIGHTS)))
     return net.eval()
