@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
-from selfsup.data.tables import MAX_CATEGORIES
 from selfsup.methods import METHODS
 from selfsup.modalities import DATASETS, MODALITIES, dataset, modality_of
 from selfsup.models.backbones import BACKBONES as BUILT
@@ -30,28 +29,7 @@ NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 artifact location, so no ``/`` and no leading dot (``..`` cannot climb out of where they belong)."""
 
 
-class TableColumns(Section):
-    """The schema of a CSV/Parquet table: which columns are numerical, which categorical, and
-    the optional label column (used by the probes only); ``max_categories`` caps a categorical
-    column's one-hot width (the most frequent categories, the rest as one ``<other>``)."""
-
-    numerical: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    label: str | None = None
-    max_categories: int = Field(MAX_CATEGORIES, ge=2)
-
-    @model_validator(mode="after")
-    def _check(self) -> "TableColumns":
-        names = [*self.numerical, *self.categorical, *([self.label] if self.label else [])]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"column {twice[0]!r} is declared twice")
-        if not self.numerical and not self.categorical:
-            raise ValueError("declare at least one numerical or categorical column")
-        return self
-
-
-class DataConfig(Section):
+class SharedData(Section):
     """Dataset and view augmentation.
 
     ``name`` is a built-in dataset (``digits``), ``npz`` for a user file with ``x`` (and optional
@@ -88,40 +66,20 @@ class DataConfig(Section):
 
     name: Literal[tuple(DATASETS)] = "digits"
     path: str | None = None
-    image_size: int | None = Field(None, ge=4)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
     views: Literal[("auto", *dict.fromkeys(r for m in MODALITIES.values() for r in m.recipes))] = "auto"
     crop_scale: tuple[float, float] | None = None
-    crop_ratio: tuple[float, float] = (0.75, 1.3333)
-    flip: bool | None = None
     noise_std: float = Field(0.05, ge=0.0)
-    color_strength: float = Field(1.0, ge=0.0)
-    local_crops: int = Field(6, ge=0)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    local_size: int | None = Field(None, ge=2)
-    columns: TableColumns | None = None
-    missing: Literal["error", "impute"] = "error"
-    corruption_rate: float = Field(0.6, gt=0.0, lt=1.0)
-    amplitude_scale: tuple[float, float] = (0.8, 1.25)
-    channel_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    signal_length: int | None = Field(None, ge=2)
-    sampling_rate: float | None = Field(None, gt=0.0)
-    leads: list[str] | None = Field(None, min_length=1)
-    labels: str | None = None
     stream: bool = False
     on_bad_file: Literal["fail", "skip"] = "fail"
     loader_workers: int = Field(0, ge=0)
     augment_on: Literal["loader", "device"] = "loader"
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
-        for key in ("crop_scale", "local_scale"):
-            value = getattr(self, key)
-            if value is not None and not 0.0 < value[0] <= value[1] <= 1.0:
-                raise ValueError(f"{key} must satisfy 0 < low <= high <= 1, got {value}")
-        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
+    def _check(self) -> "SharedData":
+        if self.crop_scale is not None and not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         kind, source = self.kind, dataset(self.name)
         if source.path != "none" and not self.path:
             raise ValueError(f"data.name {self.name!r} needs data.path")
@@ -165,6 +123,12 @@ class DataConfig(Section):
             "missing": self.missing, "on_bad_file": self.on_bad_file,
             "signal": {"length": self.signal_length, "rate": self.sampling_rate, "leads": self.leads, "labels": self.labels},
         }
+
+
+DataConfig = create_model("DataConfig", __base__=SharedData, __doc__=SharedData.__doc__,
+                          **{key: field for kind in MODALITIES.values() for key, field in kind.fields.items()})
+"""The ``data:`` section: the shared keys (:class:`SharedData`) plus each modality's own
+(``Modality.fields``)."""
 
 
 class ModelConfig(Section):

@@ -49,8 +49,10 @@ def test_selfsup_datasets_lists_them_by_modality():
 
 
 TOY = textwrap.dedent('''\
-    """A kind of data added as one file: vectors (F,) with their own dataset, recipe and checks."""
+    """A kind of data added as one file: vectors (F,) with their own dataset, recipe, data: key,
+    backbone and checks."""
     import torch
+    from pydantic import Field
 
     from selfsup.data.splits import SplitData, to_split
     from selfsup.modalities.base import Dataset, Modality, register
@@ -87,13 +89,15 @@ TOY = textwrap.dedent('''\
         default_recipes = ("jitter",)
         augmentation = "jitter"
         backbones = ("mlp", "linear")
+        fields = {"jitter_std": (float, Field(0.1, ge=0.0))}
+        keys = ("jitter_std",)
 
         def check(self, data):
-            if data.noise_std > 1:
-                raise ValueError(f"data.noise_std {data.noise_std} would drown vectors")
+            if data.jitter_std > 1:
+                raise ValueError(f"data.jitter_std {data.jitter_std} would drown vectors")
 
         def views(self, recipe, data, cfg, n_views, local_crops, batched):
-            return Jitter(n_views, cfg.noise_std if recipe == "jitter" else 0.0)
+            return Jitter(n_views, cfg.jitter_std if recipe == "jitter" else 0.0)
     ''')
 ADDED = textwrap.dedent('''\
     import sys
@@ -112,9 +116,9 @@ ADDED = textwrap.dedent('''\
     linear = build_experiment({**tree, "model": {"backbone": "linear", "embed_dim": 16}}, "blobs.yaml")
     method = build(linear, data.shape)
     save_backbone(method.backbone, sys.argv[2], linear.model.model_dump(), data.shape)
-    for key, value in [("data.noise_std", 2.0), ("model.backbone", "cnn"), ("data.views", "byol")]:
+    for key, value in [("data.jitter_std", 2.0), ("model.backbone", "cnn"), ("data.views", "byol"), ("data.name", "digits")]:
         section, leaf = key.split(".")
-        bad = {**tree, section: {**tree[section], leaf: value}}
+        bad = {**tree, section: {**tree[section], leaf: value, **({"jitter_std": 0.5} if leaf == "name" else {})}}
         try:
             build_experiment(bad, "blobs.yaml")
         except ConfigError as exc:
@@ -133,8 +137,8 @@ LOADED = textwrap.dedent('''\
 
 
 def test_a_new_modality_is_one_file(tmp_path):
-    """A modality registered from a file of its own, with a backbone of its own: the config takes
-    its dataset, recipe and backbones and runs its checks, a method for any data trains a batch of
+    """A modality registered from a file of its own, with a ``data:`` key and a backbone of its own:
+    the config takes its dataset, key, recipe and backbones and runs its checks, a method for any data trains a batch of
     it, and its saved backbone loads back where nothing imported the file, with no line of
     config.py, the worker or the CLI changed."""
     (tmp_path / "vector.py").write_text(TOY)
@@ -144,9 +148,10 @@ def test_a_new_modality_is_one_file(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines == [
         "ok vector jitter (12,)",
-        "blobs.yaml: data: data.noise_std 2.0 would drown vectors",
+        "blobs.yaml: data: data.jitter_std 2.0 would drown vectors",
         "blobs.yaml: <top>: model.backbone 'cnn' does not suit 'blobs' data; use one of mlp, linear",
         "blobs.yaml: data: data.views 'byol' is not for vectors ('blobs'); vectors take 'jitter', 'none' (or auto)",
+        "blobs.yaml: data: data.jitter_std applies to vectors, not images",
     ], out.stdout
     out = subprocess.run([sys.executable, "-c", LOADED, str(tmp_path), str(saved)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.split() == ["(2,", "16)", "True"], out.stdout + out.stderr[-3000:]

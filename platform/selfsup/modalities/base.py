@@ -11,7 +11,9 @@ A modality is one kind of data, the whole of it in one file ``modalities/<name>.
   ``augmentation`` the one ``label_free/lidar_aug`` measures masked methods under;
 - ``views(...)``: the view maker of a recipe (per sample, or batched on the device where
   ``device_views``);
-- ``backbones``: the ``model.backbone`` values that take its samples;
+- ``backbones``: the ``model.backbone`` values that take its samples (a modality can register its
+  own, ``selfsup.models.backbones.backbone``), and its mask makers (``selfsup.data.masks.register_masks``);
+- ``fields``: the ``data:`` keys only it reads, with their types and defaults;
 - ``check(data)``: what its datasets need of the ``data:`` section beyond the shared checks;
 - ``fake(data, root)``: a tiny stand-in of a config's data on disk, for tests.
 
@@ -61,6 +63,10 @@ class Modality:
     device_views: ClassVar[bool] = False
     """``data.augment_on: device`` applies: its views run as batched tensor ops on the device."""
     backbones: ClassVar[tuple[str, ...]] = ()
+    fields: ClassVar[dict[str, tuple]] = {}
+    """The ``data:`` keys its datasets and views read, beyond the shared ones, as pydantic field
+    definitions ``key -> (type, default or Field(...))``: the config's ``data:`` section is the
+    shared keys plus every modality's (a YAML written for one kind of data reads as before)."""
     keys: ClassVar[tuple[str, ...]] = ()
     """``data:`` keys that only its datasets read (refused, when set, for other kinds of data)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from selfsup.data import datasets
 from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks, register_masks
@@ -43,7 +44,22 @@ class Image(Modality):
     augmentation = "light"
     device_views = True
     backbones = ("cnn", "mlp", "timm")
+    fields = {
+        "image_size": (int | None, Field(None, ge=4)),
+        "crop_ratio": (tuple[float, float], (0.75, 1.3333)),
+        "flip": (bool | None, None),
+        "color_strength": (float, Field(1.0, ge=0.0)),
+        "local_crops": (int, Field(6, ge=0)),
+        "local_scale": (tuple[float, float], (0.05, 0.4)),
+        "local_size": (int | None, Field(None, ge=2)),
+    }
     keys = ("image_size",)
+
+    def check(self, data) -> None:
+        if not 0.0 < data.local_scale[0] <= data.local_scale[1] <= 1.0:
+            raise ValueError(f"local_scale must satisfy 0 < low <= high <= 1, got {data.local_scale}")
+        if not 0.0 < data.crop_ratio[0] <= data.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {data.crop_ratio}")
 
     def views(self, recipe, data, cfg, n_views, local_crops, batched):
         return build_views(recipe, data.shape, n_views, cfg.crop_scale, cfg.crop_ratio, cfg.flip, cfg.noise_std, cfg.color_strength,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from selfsup.data import signals
 from selfsup.data.views import RECIPES, build_views
@@ -34,6 +35,14 @@ class Signal(Modality):
     default_recipes = ("signal",)
     augmentation = "signal"
     backbones = ("cnn1d", "mlp", "vit1d")
+    fields = {
+        "amplitude_scale": (tuple[float, float], (0.8, 1.25)),
+        "channel_dropout": (float, Field(0.0, ge=0.0, lt=1.0)),
+        "signal_length": (int | None, Field(None, ge=2)),
+        "sampling_rate": (float | None, Field(None, gt=0.0)),
+        "leads": (list[str] | None, Field(None, min_length=1)),
+        "labels": (str | None, None),
+    }
 
     def views(self, recipe, data, cfg, n_views, local_crops, batched):
         return build_views(recipe, data.shape, n_views, cfg.crop_scale, noise_std=cfg.noise_std, amplitude=cfg.amplitude_scale,

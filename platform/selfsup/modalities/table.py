@@ -6,11 +6,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field, model_validator
 
 from selfsup.data import tables
 from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
+from selfsup.sections import Section
+
+
+class TableColumns(Section):
+    """The schema of a CSV/Parquet table (``data.columns``): which columns are numerical, which
+    categorical, and the optional label column (used by the probes only); ``max_categories`` caps a
+    categorical column's one-hot width (the most frequent categories, the rest as one ``<other>``)."""
+
+    numerical: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    label: str | None = None
+    max_categories: int = Field(tables.MAX_CATEGORIES, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TableColumns":
+        names = [*self.numerical, *self.categorical, *([self.label] if self.label else [])]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"column {twice[0]!r} is declared twice")
+        if not self.numerical and not self.categorical:
+            raise ValueError("declare at least one numerical or categorical column")
+        return self
 
 
 def _user_table(a: dict):
@@ -32,6 +57,11 @@ class Table(Modality):
     default_recipes = ("scarf",)
     augmentation = "scarf"
     backbones = ("mlp", "ft_transformer")
+    fields = {
+        "columns": (TableColumns | None, None),
+        "missing": (Literal["error", "impute"], "error"),
+        "corruption_rate": (float, Field(0.6, gt=0.0, lt=1.0)),
+    }
 
     def check(self, data) -> None:
         if data.name in ("csv", "parquet") and data.columns is None:
