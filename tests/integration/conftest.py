@@ -3,10 +3,12 @@ started by the first test that needs it and stopped after the last of this folde
 neither idles beside the unit tests nor stays up (with ``RAY_API_SERVER_ADDRESS`` naming it in this
 process's environment) under the cluster tests' own nodes, whose jobs would then be sent to it."""
 
+import contextlib
 import os
 import shutil
 import tempfile
 
+import psutil
 import pytest
 
 
@@ -23,10 +25,22 @@ def ray_cluster():
     # its processes ask its own dashboard, not another local Ray's (see selfsup.train.cluster.init_ray)
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=True, dashboard_port=port, log_to_driver=True)
+    raylets = {p.pid for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet" and temp in " ".join(p.info["cmdline"] or [])}
     yield ray
     ray.shutdown()
+    stop_orphans(raylets)
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_orphans(raylets: set[int]) -> None:
+    """Kill what outlived its Ray: worker processes (``ray::TrainController`` and the like) of the
+    raylets ``raylets`` that ``ray.shutdown()`` left behind, reparented to init (seen once after a
+    whole suite)."""
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if int(proc.environ().get("RAY_RAYLET_PID", 0)) in raylets:
+                proc.kill()
 
 
 @pytest.fixture(scope="package")
