@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from selfsup.methods import METHODS
 from selfsup.modalities import DATASETS, MODALITIES, dataset, modality_of
-from selfsup.models.backbones import BACKBONES as BUILT
+from selfsup.models.backbones import BACKBONES as BUILT, TRANSFORMERS, has_patches
 from selfsup.errors import ConfigError  # noqa: F401 (raised here, imported from here by the layers above)
 from selfsup.sections import Section
 
@@ -96,14 +96,18 @@ class SharedData(Section):
             raise ValueError("data.on_bad_file: skip applies to streamed data (data.stream: true); data read into memory fails on its first unreadable file, before training")
         for other in MODALITIES.values():
             for key in other.keys:
-                if getattr(self, key) is not None and other is not kind:
+                if self.changed(key) and other is not kind:
                     raise ValueError(f"data.{key} applies to {other.plural}, not {kind.plural}")
         for name in DATASETS:
             for key in dataset(name).keys:
-                if getattr(self, key) is not None and name != self.name:
+                if self.changed(key) and name != self.name:
                     raise ValueError(f"data.{key} applies to data.name {name!r} only, not {self.name!r}")
         kind.check(self)
         return self
+
+    def changed(self, key: str) -> bool:
+        """Whether ``key`` differs from its default (a key of another kind of data may then be refused)."""
+        return getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True)
 
     @property
     def kind(self):
@@ -117,12 +121,9 @@ class SharedData(Section):
     def load_args(self) -> dict:
         """The keyword arguments of ``selfsup.modalities.load_dataset`` for this section: what
         loading the data depends on (two runs with equal ``load_args`` can share one loaded copy)."""
-        return {
-            "name": self.name, "path": self.path, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-            "image_size": self.image_size, "stream": self.stream, "columns": self.columns.model_dump() if self.columns else None,
-            "missing": self.missing, "on_bad_file": self.on_bad_file,
-            "signal": {"length": self.signal_length, "rate": self.sampling_rate, "leads": self.leads, "labels": self.labels},
-        }
+        shared = {key: getattr(self, key) for key in ("name", "path", "test_fraction", "split_seed", "stream", "on_bad_file")}
+        own = {key: getattr(self, key) for kind in MODALITIES.values() for key in kind.loads}
+        return {**shared, **{key: v.model_dump() if isinstance(v, Section) else v for key, v in own.items()}}
 
 
 DataConfig = create_model("DataConfig", __base__=SharedData, __doc__=SharedData.__doc__,
@@ -131,7 +132,7 @@ DataConfig = create_model("DataConfig", __base__=SharedData, __doc__=SharedData.
 (``Modality.fields``)."""
 
 
-class ModelConfig(Section):
+class SharedModel(Section):
     """Backbone: ``cnn`` (small conv net), ``cnn1d`` (its 1-D twin, for signals), ``mlp``,
     ``ft_transformer`` (table columns as tokens, T-JEPA), ``vit1d`` (time-patch ViT, signal JEPA) or
     ``timm`` (any timm model ``timm_name``, random init). ``embed_dim``/``width``/``depth`` size the
@@ -156,14 +157,20 @@ class ModelConfig(Section):
     timm_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
+    def _check(self) -> "SharedModel":
         if self.backbone == "timm" and not self.timm_name:
             raise ValueError("model.backbone 'timm' needs model.timm_name (e.g. resnet18, vit_small_patch16_224)")
-        if self.backbone in ("ft_transformer", "vit1d") and self.embed_dim % self.heads:
+        if self.backbone in TRANSFORMERS and self.embed_dim % self.heads:
             raise ValueError(f"model.embed_dim {self.embed_dim} must be divisible by model.heads {self.heads}")
         if self.patch_stride is not None and self.backbone != "vit1d":
             raise ValueError(f"model.patch_stride applies to model.backbone vit1d, not {self.backbone!r}")
         return self
+
+
+ModelConfig = create_model("ModelConfig", __base__=SharedModel, __doc__=SharedModel.__doc__,
+                           **{key: field for kind in MODALITIES.values() for key, field in kind.model_fields.items()})
+"""The ``model:`` section: the shared keys (:class:`SharedModel`) plus each modality's own
+(``Modality.model_fields``, e.g. the video ViT's tubelet length)."""
 
 
 METHOD_CONFIGS = {name: method.config for name, method in METHODS.items()}
@@ -171,8 +178,9 @@ METHOD_CONFIGS = {name: method.config for name, method in METHODS.items()}
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
 MASKED = tuple(name for name, method in METHODS.items() if method.masked)
 """Methods that see one view and masks instead of two augmented views."""
-MODALITY = {name: method.modality for name, method in METHODS.items() if method.modality}
-"""Methods made for one kind of data; the others take any."""
+MODALITY = {name: (method.modality,) if isinstance(method.modality, str) else method.modality
+            for name, method in METHODS.items() if method.modality}
+"""Methods made for some kinds of data (their modalities' names); the others take any."""
 BACKBONES = {name: modality.backbones for name, modality in MODALITIES.items()}
 """The backbones that take each modality's samples."""
 VIEWS = {name: method.recipes for name, method in METHODS.items()}
@@ -180,13 +188,10 @@ VIEWS = {name: method.recipes for name, method in METHODS.items()}
 
 
 def view_recipes(method: str, modality: str = "image") -> tuple[str, ...]:
-    """The recipes ``method`` accepts on ``modality`` data, its default first: its own, or for a
-    method that takes any data, the modality's ``default_recipes`` where it has them (``signal``
-    on signals, ``scarf`` on tables; images take each method's own)."""
-    own = MODALITIES[modality].default_recipes
-    if own is None or method in MODALITY:
-        return VIEWS[method]
-    return own
+    """The recipes ``method`` accepts on ``modality`` data, its default first, as the modality
+    says (``Modality.method_recipes``: its own, or for a method that takes any data the modality's
+    defaults, ``signal`` on signals, ``scarf`` on tables; images take each method's own)."""
+    return MODALITIES[modality].method_recipes(METHODS[method])
 
 
 def views_of(cfg: "ExperimentConfig") -> str:
@@ -328,15 +333,21 @@ class ExperimentConfig(Section):
         modality, method = self.data.modality, self.method.name
         if self.model.backbone not in BACKBONES[modality]:
             raise ValueError(f"model.backbone {self.model.backbone!r} does not suit {self.data.name!r} data; use one of {', '.join(BACKBONES[modality])}")
-        if MODALITY.get(method, modality) != modality:
-            suits = sorted(m for m in METHOD_CONFIGS if MODALITY.get(m, modality) == modality)
-            raise ValueError(f"method {method!r} is for {MODALITY[method]}s, not {modality}s; {modality}s take {', '.join(suits)}")
+        if modality not in MODALITY.get(method, (modality,)):
+            suits = sorted(m for m in METHOD_CONFIGS if modality in MODALITY.get(m, (modality,)))
+            made_for = " or ".join(MODALITIES[m].plural if m in MODALITIES else m for m in MODALITY[method])
+            raise ValueError(f"method {method!r} is for {made_for}, not {self.data.kind.plural}; {self.data.kind.plural} take {', '.join(suits)}")
+        for kind in MODALITIES.values():
+            for key in kind.model_fields:
+                if key in self.model.model_fields_set and kind is not self.data.kind:
+                    raise ValueError(f"model.{key} applies to {kind.plural}, not {self.data.kind.plural}")
         allowed = view_recipes(method, modality)
         if self.data.views not in ("auto", *allowed):
             raise ValueError(f"data.views {self.data.views!r} does not suit method {method!r}; use one of auto, {', '.join(allowed)}")
         spec = METHODS[method]
-        if spec.vit and not (self.model.backbone == "timm" and "vit" in (self.model.timm_name or "")):
-            raise ValueError(f"method {method!r} needs a ViT: model.backbone timm with a vit_* model.timm_name")
+        if spec.vit and not has_patches(self.model.backbone, self.model.timm_name):
+            vits = [b for b in BACKBONES[modality] if b != "timm" and has_patches(b, None)]
+            raise ValueError(f"method {method!r} needs a ViT: model.backbone {' or '.join(vits + ['timm with a vit_* model.timm_name'])}")
         if spec.backbones and self.model.backbone not in spec.backbones:
             raise ValueError(f"method {method!r} needs model.backbone {' or '.join(spec.backbones)}, got {self.model.backbone!r}")
         if self.train.batch_size % self.scaling.num_workers:

@@ -12,7 +12,8 @@ from selfsup.methods.barlowtwins import barlow_twins_loss
 from selfsup.methods.byol import byol_loss
 from selfsup.methods.dino import dino_loss, koleo_loss
 from selfsup.methods.ijepa import ijepa_loss
-from selfsup.methods.mae import mae_loss, patchify
+from selfsup.methods.mae import mae_loss
+from selfsup.models.tokens import patchify
 from selfsup.methods.mocov3 import moco_v3_loss
 from selfsup.methods.simclr import nt_xent_loss
 from selfsup.methods.sarjepa import LocalWindowMasks, gradient_features, half_window_sums, patch_targets
@@ -197,7 +198,7 @@ def test_ijepa_loss_is_mean_squared_distance_per_block():
 
 def test_patchify_layout():
     x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)  # C=2, 4x4, p=2
-    patches = patchify(x, 2)
+    patches = patchify(x, (2, 2))
     assert patches.shape == (1, 4, 8)
     # patch 1 is the top-right 2x2 block; pixels (row, col, channel)
     assert patches[0, 1].tolist() == [2, 18, 3, 19, 6, 22, 7, 23]

@@ -49,8 +49,8 @@ def test_selfsup_datasets_lists_them_by_modality():
 
 
 TOY = textwrap.dedent('''\
-    """A kind of data added as one file: vectors (F,) with their own dataset, recipe, data: key,
-    backbone and checks."""
+    """A kind of data added as one file: vectors (F,) with their own dataset, recipe, data: keys
+    (one read by the loader), backbone, model: key and checks."""
     import torch
     from pydantic import Field
 
@@ -62,13 +62,13 @@ TOY = textwrap.dedent('''\
     def blobs(a):
         g = torch.Generator().manual_seed(a["split_seed"])
         y = torch.arange(300) % 3
-        x = torch.randn(300, 12, generator=g) + 3 * torch.nn.functional.one_hot(y, 12)
+        x = torch.randn(300, 12, generator=g) + a["blob_spread"] * torch.nn.functional.one_hot(y, 12)
         return SplitData("blobs", to_split(x[:240].numpy(), y[:240].numpy()), to_split(x[240:].numpy(), y[240:].numpy()))
 
 
     @backbone("linear", "one linear map")
-    def linear(in_shape, embed_dim, **_):
-        net = torch.nn.Linear(in_shape[0], embed_dim)
+    def linear(in_shape, embed_dim, bias=True, **_):
+        net = torch.nn.Linear(in_shape[0], embed_dim, bias=bias)
         net.embed_dim = embed_dim
         return net
 
@@ -89,8 +89,10 @@ TOY = textwrap.dedent('''\
         default_recipes = ("jitter",)
         augmentation = "jitter"
         backbones = ("mlp", "linear")
-        fields = {"jitter_std": (float, Field(0.1, ge=0.0))}
+        fields = {"jitter_std": (float, Field(0.1, ge=0.0)), "blob_spread": (float, 3.0)}
         keys = ("jitter_std",)
+        loads = ("blob_spread",)
+        model_fields = {"bias": (bool, True)}
 
         def check(self, data):
             if data.jitter_std > 1:
@@ -113,12 +115,16 @@ ADDED = textwrap.dedent('''\
     cfg = build_experiment(tree, "blobs.yaml")
     data = preflight(cfg, "blobs.yaml")
     print("ok", cfg.data.modality, views_of(cfg), tuple(data.shape))
-    linear = build_experiment({**tree, "model": {"backbone": "linear", "embed_dim": 16}}, "blobs.yaml")
+    linear = build_experiment({**tree, "model": {"backbone": "linear", "embed_dim": 16, "bias": False}}, "blobs.yaml")
     method = build(linear, data.shape)
+    print("loads", linear.data.load_args()["blob_spread"], "bias", method.backbone.bias)
     save_backbone(method.backbone, sys.argv[2], linear.model.model_dump(), data.shape)
-    for key, value in [("data.jitter_std", 2.0), ("model.backbone", "cnn"), ("data.views", "byol"), ("data.name", "digits")]:
+    for key, value in [("data.jitter_std", 2.0), ("model.backbone", "cnn"), ("data.views", "byol"), ("data.name", "digits"),
+                       ("model.bias", False)]:
         section, leaf = key.split(".")
         bad = {**tree, section: {**tree[section], leaf: value, **({"jitter_std": 0.5} if leaf == "name" else {})}}
+        if leaf == "bias":
+            bad = {**bad, "data": {"name": "digits"}, "model": {"backbone": "cnn", "bias": False}}
         try:
             build_experiment(bad, "blobs.yaml")
         except ConfigError as exc:
@@ -137,8 +143,9 @@ LOADED = textwrap.dedent('''\
 
 
 def test_a_new_modality_is_one_file(tmp_path):
-    """A modality registered from a file of its own, with a ``data:`` key and a backbone of its own:
-    the config takes its dataset, key, recipe and backbones and runs its checks, a method for any data trains a batch of
+    """A modality registered from a file of its own, with ``data:`` keys (one its loader reads), a
+    backbone and a ``model:`` key of its own: the config takes its dataset, keys, recipe and
+    backbones and runs its checks, the loader and the backbone get their keys, a method for any data trains a batch of
     it, and its saved backbone loads back where nothing imported the file, with no line of
     config.py, the worker or the CLI changed."""
     (tmp_path / "vector.py").write_text(TOY)
@@ -148,10 +155,12 @@ def test_a_new_modality_is_one_file(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines == [
         "ok vector jitter (12,)",
+        "loads 3.0 bias None",
         "blobs.yaml: data: data.jitter_std 2.0 would drown vectors",
         "blobs.yaml: <top>: model.backbone 'cnn' does not suit 'blobs' data; use one of mlp, linear",
         "blobs.yaml: data: data.views 'byol' is not for vectors ('blobs'); vectors take 'jitter', 'none' (or auto)",
         "blobs.yaml: data: data.jitter_std applies to vectors, not images",
+        "blobs.yaml: <top>: model.bias applies to vectors, not images",
     ], out.stdout
     out = subprocess.run([sys.executable, "-c", LOADED, str(tmp_path), str(saved)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.split() == ["(2,", "16)", "True"], out.stdout + out.stderr[-3000:]

@@ -47,9 +47,10 @@ class Method(nn.Module):
     description: str = ""
     config: ClassVar[type[Section] | None] = None
     """The method's section of an experiment YAML (``method:``); ``build_method`` gets its fields."""
-    modality: ClassVar[str | None] = None
+    modality: ClassVar[str | tuple[str, ...] | None] = None
     """The modality (``modalities/<name>.py``: ``image``, ``signal``, ``table``, ...) of a method made
-    for one kind of data; ``None``: any."""
+    for one kind of data, or the modalities of one made for a few (MAE: images and videos);
+    ``None``: any."""
     recipes: ClassVar[tuple[str, ...]] = ("byol", "simclr", "light")
     """The view recipes (``selfsup.data.views``) it accepts on its data, its default first; a
     method for any data takes a modality's ``default_recipes`` where it has them (``signal`` on

@@ -29,13 +29,6 @@ from selfsup.models.tokens import select
 from selfsup.sections import Section
 
 
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, H/p * W/p, p * p * C)``, patches row-major, pixels ``(p, p, C)`` within a patch."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // p, p, w // p, p)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
-
-
 def mae_loss(pred: torch.Tensor, patches: torch.Tensor, norm_pix: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """Mean squared error ``(B, M, P)`` between predicted and target pixels of the hidden patches;
     with ``norm_pix`` each target patch is first normalised by its own mean and variance
@@ -86,8 +79,7 @@ class MAE(Method):
     ):
         require_vit(backbone, "mae")
         super().__init__(backbone)
-        self.patch = backbone.patch_size
-        self.decoder = MaskedPredictor(backbone.embed_dim, backbone.grid, decoder_dim, decoder_depth, decoder_heads, self.patch**2 * backbone.in_channels)
+        self.decoder = MaskedPredictor(backbone.embed_dim, backbone.grid, decoder_dim, decoder_depth, decoder_heads, backbone.patch_dim)
         self.mask_maker = mask_maker("random", backbone.grid, mask_ratio)
         self.norm_pix_loss = norm_pix_loss
 
@@ -103,7 +95,7 @@ class MAE(Method):
         visible, masked = batch["visible"], batch["masked"]
         z = self.backbone.tokens(x, keep=visible)
         pred = self.decoder(z, visible, masked).float()
-        loss = mae_loss(pred, select(patchify(x.float(), self.patch), masked), self.norm_pix_loss)
+        loss = mae_loss(pred, select(self.backbone.patchify(x.float()), masked), self.norm_pix_loss)
         return {"loss": loss}
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,9 @@ A modality is one kind of data, the whole of it in one file ``modalities/<name>.
   ``device_views``);
 - ``backbones``: the ``model.backbone`` values that take its samples (a modality can register its
   own, ``selfsup.models.backbones.backbone``), and its mask makers (``selfsup.data.masks.register_masks``);
-- ``fields``: the ``data:`` keys only it reads, with their types and defaults;
+- ``fields``: the ``data:`` keys only it reads, with their types and defaults (``loads``: those
+  its loaders read), and ``model_fields`` the ``model:`` keys only its backbones read;
+- ``method_recipes(method)``: the recipes a method takes on it, its default first;
 - ``check(data)``: what its datasets need of the ``data:`` section beyond the shared checks;
 - ``fake(data, root)``: a tiny stand-in of a config's data on disk, for tests.
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
+
+from pydantic.fields import FieldInfo
 
 from selfsup.data.splits import DataError, SplitData
 
@@ -68,7 +72,21 @@ class Modality:
     definitions ``key -> (type, default or Field(...))``: the config's ``data:`` section is the
     shared keys plus every modality's (a YAML written for one kind of data reads as before)."""
     keys: ClassVar[tuple[str, ...]] = ()
-    """``data:`` keys that only its datasets read (refused, when set, for other kinds of data)."""
+    """``data:`` keys that only its datasets read (refused, when changed from their defaults, for other kinds of data)."""
+    loads: ClassVar[tuple[str, ...]] = ()
+    """The ``fields`` its loaders read (``load_dataset``'s keyword arguments beyond the shared
+    ones, in ``DataConfig.load_args``: two runs that agree on them can share one loaded copy)."""
+    model_fields: ClassVar[dict[str, tuple]] = {}
+    """The ``model:`` keys only its backbones read, as ``fields`` (refused, when changed, for other kinds
+    of data); every backbone builder receives them as keyword arguments."""
+
+    def method_recipes(self, method) -> tuple[str, ...]:
+        """The recipes ``method`` (a ``Method`` class) takes on this data, its default first: a
+        method's own where it is made for this kind of data or the modality has no defaults
+        (images), else the modality's ``default_recipes``."""
+        if self.default_recipes is None or method.modality is not None:
+            return method.recipes
+        return self.default_recipes
 
     def check(self, data) -> None:
         """Raise ``ValueError`` (one line, naming the key) where ``data`` (a ``DataConfig``) asks
@@ -115,22 +133,23 @@ def dataset(name: str) -> Dataset:
     return modality_of(name).datasets[name]
 
 
-def load_dataset(
-    name: str,
-    path: str | None = None,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    image_size: int | None = None,
-    stream: bool = False,
-    columns: dict | None = None,
-    missing: str = "error",
-    signal: dict | None = None,
-    on_bad_file: str = "fail",
-) -> SplitData:
-    """Load a dataset by its config name: the keyword arguments are ``DataConfig.load_args()``
-    (``image_size`` resizes images; ``columns`` and ``missing`` describe a CSV/Parquet table;
-    ``signal`` (length, rate, leads, labels) shapes WFDB records; ``on_bad_file`` (fail | skip) is
-    what a streamed dataset does with a file it cannot read)."""
-    args = {"name": name, "path": path, "test_fraction": test_fraction, "split_seed": split_seed, "image_size": image_size,
-            "stream": stream, "columns": columns, "missing": missing, "signal": signal, "on_bad_file": on_bad_file}
+def field_default(field: tuple) -> Any:
+    """The default of a ``fields`` entry ``(type, default or Field(...))``."""
+    default = field[1]
+    return default.get_default(call_default_factory=True) if isinstance(default, FieldInfo) else default
+
+
+def load_dataset(name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False,
+                 on_bad_file: str = "fail", **keys) -> SplitData:
+    """Load a dataset by its config name: the keyword arguments are ``DataConfig.load_args()``:
+    the shared ones (``on_bad_file``, fail | skip, is what a streamed dataset does with a file it
+    cannot read) and each modality's ``loads`` (``image_size`` resizes images; ``columns`` and
+    ``missing`` describe a CSV/Parquet table; ``signal_length``, ``sampling_rate``, ``leads`` and
+    ``labels`` shape WFDB records; ...), their defaults where not given."""
+    defaults = {key: field_default(kind.fields[key]) for kind in MODALITIES.values() for key in kind.loads}
+    unknown = sorted(set(keys) - set(defaults))
+    if unknown:
+        raise TypeError(f"load_dataset got unknown keys {', '.join(unknown)}")
+    args = {**defaults, **keys, "name": name, "path": path, "test_fraction": test_fraction, "split_seed": split_seed,
+            "stream": stream, "on_bad_file": on_bad_file}
     return dataset(name).load(args)

@@ -54,6 +54,7 @@ class Image(Modality):
         "local_size": (int | None, Field(None, ge=2)),
     }
     keys = ("image_size",)
+    loads = ("image_size",)
 
     def check(self, data) -> None:
         if not 0.0 < data.local_scale[0] <= data.local_scale[1] <= 1.0:

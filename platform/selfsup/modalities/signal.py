@@ -14,7 +14,7 @@ from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
 
 def _wfdb(a: dict):
-    return signals.wfdb_folder(a["path"], **(a["signal"] or {}), test_fraction=a["test_fraction"], split_seed=a["split_seed"],
+    return signals.wfdb_folder(a["path"], a["signal_length"], a["sampling_rate"], a["leads"], a["labels"], test_fraction=a["test_fraction"], split_seed=a["split_seed"],
                                stream=a["stream"], on_bad_file=a["on_bad_file"])
 
 
@@ -35,6 +35,7 @@ class Signal(Modality):
     default_recipes = ("signal",)
     augmentation = "signal"
     backbones = ("cnn1d", "mlp", "vit1d")
+    loads = ("signal_length", "sampling_rate", "leads", "labels")
     fields = {
         "amplitude_scale": (tuple[float, float], (0.8, 1.25)),
         "channel_dropout": (float, Field(0.0, ge=0.0, lt=1.0)),

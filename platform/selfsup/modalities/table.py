@@ -57,6 +57,7 @@ class Table(Modality):
     default_recipes = ("scarf",)
     augmentation = "scarf"
     backbones = ("mlp", "ft_transformer")
+    loads = ("columns", "missing")
     fields = {
         "columns": (TableColumns | None, None),
         "missing": (Literal["error", "impute"], "error"),

@@ -21,28 +21,45 @@ from typing import Callable
 import torch
 from torch import nn
 
-from selfsup.models.tokens import run_blocks, select
+from selfsup.models.tokens import patchify, run_blocks, select
 from selfsup.models.transformers import FeatureTransformer, ViT1d
 
 BACKBONES: dict[str, str] = {}
 """Each registered backbone's name (``model.backbone``) -> its one-line description."""
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+TRANSFORMERS: set[str] = set()
+"""Backbones that are token transformers sized by ``embed_dim``, ``depth`` and ``heads``."""
+PATCHED: set[str] = {"timm"}
+"""Backbones with a patch grid for the masked methods (``tokens(x, keep)``, ``grid``,
+``patchify``); ``timm`` only with a ViT (``model.timm_name: vit_*``)."""
 
 
-def backbone(name: str, describe: str):
+def backbone(name: str, describe: str, transformer: bool = False, patches: bool = False):
     """Decorator: register ``builder(in_shape, embed_dim, width, depth, timm_name, patch_size,
-    small_stem, timm_kwargs, heads, registers, groups, patch_stride) -> nn.Module`` (the
-    ``model:`` section's keys; each takes what it needs) as ``model.backbone: name``. The built
-    module maps a batch of samples to ``(B, .embed_dim)``. A modality file registers the backbones
-    of its own samples here (``selfsup.models.saved`` finds them again by the builder's module)."""
+    small_stem, timm_kwargs, heads, registers, groups, patch_stride, **modality_keys) -> nn.Module``
+    (the ``model:`` section's keys, including those of every modality's ``model_fields``; each takes
+    what it needs) as ``model.backbone: name``. The built module maps a batch of samples to
+    ``(B, .embed_dim)``; ``transformer``: a token transformer (``embed_dim`` must divide by
+    ``heads``); ``patches``: it has the masked methods' patch interface (see :data:`PATCHED`). A
+    modality file registers the backbones of its own samples here (``selfsup.models.saved`` finds
+    them again by the builder's module)."""
 
     def wrap(builder):
         if name in BUILDERS:
             raise ValueError(f"backbone {name!r} registered twice")
         BUILDERS[name], BACKBONES[name] = builder, describe
+        if transformer:
+            TRANSFORMERS.add(name)
+        if patches:
+            PATCHED.add(name)
         return builder
 
     return wrap
+
+
+def has_patches(name: str, timm_name: str | None) -> bool:
+    """Whether ``model.backbone: name`` (with ``model.timm_name``) gives the masked methods a patch grid."""
+    return name in PATCHED and (name != "timm" or "vit" in (timm_name or ""))
 
 
 def _conv(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -147,6 +164,15 @@ class TimmBackbone(nn.Module):
     def patch_size(self) -> int:
         return self.model.patch_embed.patch_size[0]
 
+    @property
+    def patch_dim(self) -> int:
+        """Values in one patch, ``p * p * C``: what MAE's decoder predicts per patch."""
+        return self.patch_size**2 * self.in_channels
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, H/p * W/p, p * p * C)`` in the order of ``tokens``."""
+        return patchify(x, (self.patch_size, self.patch_size))
+
     def tokens(self, x, keep: torch.Tensor | None = None, hide: torch.Tensor | None = None, mask_token: torch.Tensor | None = None):
         """Patch tokens ``(B, N, D)`` after the final norm; with ``keep`` ``(B, K)`` (patch indices,
         row-major) only those patches enter the encoder (after their positional embedding, as in
@@ -166,9 +192,10 @@ class TimmBackbone(nn.Module):
 
 
 def require_vit(backbone: nn.Module, method: str) -> None:
-    """Raise a one-line error unless ``backbone`` is a timm ViT (masked methods work on patch tokens)."""
+    """Raise a one-line error unless ``backbone`` has a patch grid (a timm ViT, or a modality's
+    ViT such as the video ViT): masked methods work on patch tokens."""
     if not getattr(backbone, "is_vit", False):
-        raise ValueError(f"method {method!r} needs a ViT backbone (model.backbone: timm, model.timm_name: vit_*)")
+        raise ValueError(f"method {method!r} needs a ViT backbone ({', '.join(sorted(PATCHED - {'timm'}))} or timm with a vit_* model.timm_name)")
 
 
 def build_backbone(
@@ -185,18 +212,20 @@ def build_backbone(
     registers: int = 1,
     groups: tuple[int, ...] | None = None,
     patch_stride: int | None = None,
+    **modality_keys,
 ) -> nn.Module:
     """Build a backbone for inputs of shape ``in_shape`` (``(C, H, W)``, ``(C, T)`` or ``(F,)``);
     ``.embed_dim`` gives its output size (``embed_dim`` except for ``timm``: the model's own feature
     size). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``,
     ``class_token``, ``global_pool``, ``drop_path_rate``). The token transformers take ``depth``
     blocks of ``heads`` heads and ``registers`` extra tokens; ``groups`` are a table's column widths
-    (all 1 when not given); ``patch_stride`` makes ``vit1d``'s patches overlap (see ``ViT1d``)."""
+    (all 1 when not given); ``patch_stride`` makes ``vit1d``'s patches overlap (see ``ViT1d``);
+    ``modality_keys`` are the ``model:`` keys of a modality's own (``Modality.model_fields``)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
     return BUILDERS[name](in_shape=tuple(in_shape), embed_dim=embed_dim, width=width, depth=depth, timm_name=timm_name, patch_size=patch_size,
                           small_stem=small_stem, timm_kwargs=timm_kwargs or {}, heads=heads, registers=registers, groups=groups,
-                          patch_stride=patch_stride)
+                          patch_stride=patch_stride, **modality_keys)
 
 
 @backbone("cnn", "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool")
@@ -214,12 +243,13 @@ def _mlp(in_shape, embed_dim, width, depth, **_):
     return MLP(math.prod(in_shape), embed_dim, width, depth)
 
 
-@backbone("ft_transformer", "table rows as column tokens (numerical/categorical embeddings, [REG] tokens) + transformer (T-JEPA)")
+@backbone("ft_transformer", "table rows as column tokens (numerical/categorical embeddings, [REG] tokens) + transformer (T-JEPA)",
+          transformer=True)
 def _ft_transformer(in_shape, embed_dim, depth, heads, registers, groups, **_):
     return FeatureTransformer(tuple(groups or (1,) * in_shape[0]), embed_dim, depth, heads, registers)
 
 
-@backbone("vit1d", "ViT over time patches of all channels (model.patch_size samples), register tokens (signal JEPA)")
+@backbone("vit1d", "ViT over time patches of all channels (model.patch_size samples), register tokens (signal JEPA)", transformer=True)
 def _vit1d(in_shape, embed_dim, depth, heads, registers, patch_size, patch_stride, **_):
     return ViT1d(in_shape[0], in_shape[1], patch_size or 25, embed_dim, depth, heads, registers, patch_stride)
 

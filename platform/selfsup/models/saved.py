@@ -21,9 +21,15 @@ from selfsup.models.backbones import BUILDERS, build_backbone
 WEIGHTS, META = "backbone.safetensors", "backbone.json"
 
 
+SHARED = ("backbone", "embed_dim", "width", "depth", "timm_name", "patch_size", "small_stem", "timm_kwargs", "heads", "registers",
+          "patch_stride")
+
+
 def backbone_kwargs(model: dict, in_shape, groups=None) -> dict:
-    """``build_backbone`` arguments from a config's ``model`` section (as a dict)."""
+    """``build_backbone`` arguments from a config's ``model`` section (as a dict): its shared keys
+    and, as they are, the keys of a modality's own (``Modality.model_fields``)."""
     return dict(
+        **{key: value for key, value in model.items() if key not in SHARED},
         name=model["backbone"], in_shape=tuple(in_shape), embed_dim=model["embed_dim"], width=model["width"], depth=model["depth"],
         timm_name=model.get("timm_name"), patch_size=model.get("patch_size"), small_stem=model.get("small_stem", False),
         timm_kwargs=model.get("timm_kwargs") or {}, heads=model.get("heads", 4), registers=model.get("registers", 1),

@@ -4,6 +4,8 @@ sine-cosine positions. The bottom of ``models/``: it imports nothing from the pa
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -57,3 +59,15 @@ def sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
         return sincos_1d(dim, torch.arange(grid[0])).float()
     rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
     return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1).float()
+
+
+def patchify(x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
+    """Cut ``(B, C, *size)`` into patches of ``patch`` (one size per axis): ``(B, N, prod(patch) * C)``
+    with ``N = prod(size // patch)``, patches in row-major grid order (the order of a ViT's tokens)
+    and values ``(*patch, C)`` within a patch (MAE's layout; for video ``(t, p, p, C)``, VideoMAE's)."""
+    b, c, *size = x.shape
+    grid = [s // p for s, p in zip(size, patch)]
+    x = x.reshape(b, c, *[v for g, p in zip(grid, patch) for v in (g, p)])
+    d = len(patch)
+    x = x.permute(0, *[2 + 2 * i for i in range(d)], *[3 + 2 * i for i in range(d)], 1)
+    return x.reshape(b, math.prod(grid), math.prod(patch) * c)
