@@ -339,7 +339,7 @@ class ExperimentConfig(Section):
             raise ValueError(f"method {method!r} is for {made_for}, not {self.data.kind.plural}; {self.data.kind.plural} take {', '.join(suits)}")
         for kind in MODALITIES.values():
             for key in kind.model_fields:
-                if key in self.model.model_fields_set and kind is not self.data.kind:
+                if getattr(self.model, key) != type(self.model).model_fields[key].get_default() and kind is not self.data.kind:
                     raise ValueError(f"model.{key} applies to {kind.plural}, not {self.data.kind.plural}")
         allowed = view_recipes(method, modality)
         if self.data.views not in ("auto", *allowed):
