@@ -92,10 +92,11 @@ def _export(args) -> int:
 def _datasets(args) -> int:
     from selfsup.modalities import MODALITIES
 
+    width = max(len(name) for kind in MODALITIES.values() for name in kind.datasets)
     for kind in MODALITIES.values():
         print(f"{kind.plural} {kind.sample}:")
         for name, source in kind.datasets.items():
-            print(f"  {name:10s} {source.describe}")
+            print(f"  {name:{width}s} {source.describe}")
     return 0
 
 
