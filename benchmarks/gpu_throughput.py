@@ -12,7 +12,7 @@ ways in one process:
 - ``engine``: what a CUDA worker runs by default: bf16, ``torch.compile`` of the step, fused AdamW,
   channels-last convolutions (``train.compile/channels_last: auto``).
 
-For each: samples/s (images, ECGs, table rows) over timed steps after warm-up (compilation included in
+For each: samples/s (images, clips, ECGs, table rows) over timed steps after warm-up (compilation included in
 warm-up), TFLOP/s from torch's FLOP counter (forward + backward of one step), that as a share of the bf16
 matmul peak measured on the same device in the same run, and peak memory. Views and masks are made once before
 timing (their CPU cost is the data loader's, not the step's). The table is printed last, then the issue's
@@ -50,7 +50,7 @@ CONFIGS = {
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
-    "seqjepa": "seqjepa_imagenet.yaml",
+    "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -72,6 +72,8 @@ SMOKE_METHOD = {
     "twotower": dict(projector=[32, 16]),
     "sarjepa": dict(window=2, n_windows=2, scales=[1, 2], predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "seqjepa": dict(action_dim=16, depth=1, heads=2, predictor_hidden=32),
+    "cvrl": dict(projector=[32, 16]),
+    "vcop": dict(clip_frames=2, gap=1),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -88,6 +90,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (3, size, size)
         if "vit" in model["timm_name"]:
             model["timm_name"] = VIT_B
+    elif data.get("name") == "video_folder":  # a clip as the views see it: a temporal crop, or the whole clip
+        shape = (3, data.get("view_frames") or data["clip_frames"], data["frame_size"], data["frame_size"])
     elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
@@ -100,11 +104,14 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
+        elif len(shape) == 4:
+            model = dict(backbone="cnn3d", embed_dim=16, width=4, depth=2)
+            shape = (3, 8, 16, 16)
         else:
             model.update(embed_dim=16, depth=1, heads=2)
             shape = (2, 200) if model["backbone"] == "vit1d" else shape
     n_views = METHODS[name].n_views
-    label = model.get("timm_name") or f"{model['backbone']} {model['embed_dim']}x{model['depth']}"
+    label = model.get("timm_name") or model.get("video_resnet") or f"{model['backbone']} {model['embed_dim']}x{model['depth']}"
     return dict(model=model, params=params, shape=shape, n_views=n_views, local=local, batch=batch, optim=optim, label=label)
 
 
@@ -120,7 +127,7 @@ def make_batches(method, setup: dict, device, count: int) -> list[dict]:
     masks = method.masks()
     batches = []
     for _ in range(count):
-        pixels = len(shape) == 3  # images are intensities in [0, 1]; signals and table rows standardised
+        pixels = len(shape) in (3, 4)  # images and clips are intensities in [0, 1]; signals and table rows standardised
         draw = torch.rand if pixels else torch.randn
         views = [draw(b, *shape, device=device) for _ in range(setup["n_views"])]
         n_local, size = setup["local"]

@@ -27,12 +27,15 @@ PARAMS = {
     "twotower": dict(projector=[32, 16]),
     "sarjepa": dict(window=2, n_windows=2, scales=[1], predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "seqjepa": dict(views=2, action_dim=8, depth=1, heads=2, predictor_hidden=16, base_momentum=0.9),
+    "cvrl": dict(projector=[32, 16]),
+    "vcop": dict(clip_frames=1, gap=1, dropout=0.0),  # 3 one-frame clips of a 5-frame clip; no dropout (compiled = eager)
 }
 TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
 MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
 EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
-INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,)}  # a table row, a 2-channel signal; images (1, 8, 8) for the others
+INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,), "cvrl": (3, 4, 8, 8), "vcop": (3, 5, 8, 8)}
+"""A table row, a 2-channel signal, RGB clips; images (1, 8, 8) for the others."""
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
 
@@ -45,6 +48,8 @@ def backbone(name):
         return build_backbone("vit1d", INPUT[name], 16, 0, 1, patch_size=4, heads=2, patch_stride=2 if name == "timedrl" else None)
     if name == "twotower":
         return build_backbone("mlp", INPUT[name], 16, 32, 2)
+    if name in ("cvrl", "vcop"):
+        return build_backbone("cnn3d", INPUT[name], 16, 4, 2)
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
 
 

@@ -235,3 +235,46 @@ class TimeBlockMasks:
         hidden = torch.stack([self.sample(n_keep, generator) for _ in range(batch_size)])
         order = torch.arange(self.n).expand(batch_size, -1)
         return order[~hidden].view(batch_size, n_keep), [order[hidden].view(batch_size, self.n - n_keep)]
+
+
+def over_time(idx: torch.Tensor, frames: int, plane: int) -> torch.Tensor:
+    """Spatial patch indices ``(B, K)`` of an ``(H, W)`` grid (``plane = H * W``) extended through
+    every time step of a ``(T, H, W)`` grid: ``(B, T * K)``, row-major, sorted where ``idx`` is."""
+    return (torch.arange(frames)[None, :, None] * plane + idx[:, None, :]).flatten(1)
+
+
+class TubeMasks:
+    """VideoMAE's tube masking (Tong et al., NeurIPS 2022, https://arxiv.org/abs/2203.12602, sec.
+    3.3): MAE's uniform random mask of ``ratio`` of the ``H * W`` spatial patches (90% in the
+    paper), the same at every time step, so a hidden patch cannot be copied from its neighbour in
+    time. ``masks(batch_size) -> (visible (B, T * (N - M)), masked (B, T * M))`` over a
+    ``(T, H, W)`` grid, row-major."""
+
+    def __init__(self, grid: tuple[int, int, int], ratio: float = 0.9):
+        self.frames, self.plane = grid[0], grid[1] * grid[2]
+        self.spatial = RandomPatchMasks(grid[1:], ratio)
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        visible, masked = self.spatial(batch_size, generator)
+        return over_time(visible, self.frames, self.plane), over_time(masked, self.frames, self.plane)
+
+
+class SpatioTemporalBlocks:
+    """V-JEPA's spatio-temporal multi-block masks (Bardes et al., 2024, https://arxiv.org/abs/2404.08471,
+    sec. 3.2; reference ``src/masks/multiblock3d.py`` of facebookresearch/jepa, ``temporal_scale``
+    1.0): I-JEPA's blocks drawn on the ``(H, W)`` plane (:class:`MultiBlockMasks`, same parameters)
+    and extended through the whole clip, so the predictor cannot fill a target from the same place
+    a frame earlier. ``masks(batch_size) -> (context, [target] * n_pred)`` over a ``(T, H, W)``
+    grid; ``min_keep`` counts patches of the whole clip. V-JEPA's context is every tube outside the
+    targets; here it is I-JEPA's context block (``enc_scale``, at most one row and column short of
+    the plane) without them, the same with ``enc_scale`` ``(1, 1)`` but for that row and column.
+    V-JEPA's mix of 8 small and 2 large target blocks is two draws of ``pred_scale`` there."""
+
+    def __init__(self, grid: tuple[int, int, int], enc_scale=(0.85, 1.0), pred_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5),
+                 n_pred: int = 4, min_keep: int = 4):
+        self.frames, self.plane = grid[0], grid[1] * grid[2]
+        self.spatial = MultiBlockMasks(grid[1:], enc_scale, pred_scale, aspect_ratio, n_pred, max(1, min_keep // grid[0]))
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None):
+        context, targets = self.spatial(batch_size, generator)
+        return over_time(context, self.frames, self.plane), [over_time(t, self.frames, self.plane) for t in targets]

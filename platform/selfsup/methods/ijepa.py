@@ -1,8 +1,11 @@
 """I-JEPA: Joint-Embedding Predictive Architecture for images (Assran et al., CVPR 2023).
 
 https://arxiv.org/abs/2301.08243 — sec. 3 and Figure 3. Per image, one context block and ``M``
-target blocks of patches (the ``blocks`` masks of the data's token grid,
-``selfsup.data.masks.MultiBlockMasks`` on images, made at collate time):
+target blocks of patches (the ``blocks`` masks of the data's token grid, made at collate time:
+``selfsup.data.masks.MultiBlockMasks`` on images; on video clips ``SpatioTemporalBlocks``, the
+same blocks extended through the whole clip as V-JEPA's, Bardes et al. 2024,
+https://arxiv.org/abs/2404.08471, with a video ViT whose predictor positions are 3-D, so
+``predictor_dim`` must divide by 8 there):
 
     s_y = LayerNorm(target_encoder(x))            # all patches, EMA weights, no gradient
     s_x = context_encoder(x, keep=context)        # only the context patches enter the ViT
@@ -81,9 +84,8 @@ class IJEPAConfig(PredictorShape):
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
     config = IJEPAConfig
-    modality = "image"
+    modality = ("image", "video")
     recipes = ("crop", "mae", "light")
-    backbones = ("timm",)
     vit = True
     masked = True
     n_views = 1

@@ -1,17 +1,20 @@
 """MAE: Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022).
 
 https://arxiv.org/abs/2111.06377 — sec. 3. A uniformly random ``mask_ratio`` of the patches is
-hidden (the ``random`` masks of the data's token grid, ``selfsup.data.masks.RandomPatchMasks`` on
-images, made at collate time); the ViT encoder sees only the visible patches; a light decoder
-(mask tokens + fixed sine-cosine positions, a few transformer blocks) predicts the pixels of every
-hidden patch:
+hidden (the ``random`` masks of the data's token grid, made at collate time:
+``selfsup.data.masks.RandomPatchMasks`` on images; on video clips ``TubeMasks``, VideoMAE's tube
+masking, Tong et al. 2022, https://arxiv.org/abs/2203.12602, which hides the same patches in every
+frame and works best at ``mask_ratio`` 0.9); the ViT encoder sees only the visible patches; a
+light decoder (mask tokens + fixed sine-cosine positions, a few transformer blocks) predicts the
+pixels of every hidden patch (a tubelet's ``t x p x p`` pixels on video):
 
     z = encoder(x, keep=visible)                  # (B, N_vis, D)
     x_hat = decoder(z, visible, masked)           # (B, N_mask, p*p*C)
     target = patchify(x)[masked], normalised per patch (mean 0, variance 1) if norm_pix_loss
     loss = mean over hidden patches of mean_k (x_hat_k - target_k)^2
 
-The representation (``embed``) is the encoder's pooled output on the whole image.
+The representation (``embed``) is the encoder's pooled output on the whole image (clip). VideoMAE
+normalises a tubelet's target per channel; here, as in MAE, over the whole tubelet.
 """
 
 from __future__ import annotations
@@ -60,9 +63,8 @@ class MAEConfig(Section):
 class MAE(Method):
     description = "MAE (He et al. 2022): ViT encoder on visible patches, light decoder reconstructs hidden pixels"
     config = MAEConfig
-    modality = "image"
+    modality = ("image", "video")
     recipes = ("mae", "crop", "light")
-    backbones = ("timm",)
     vit = True
     masked = True
     n_views = 1

@@ -50,15 +50,18 @@ def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
 
 
 def sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
-    """Fixed sine-cosine position embedding ``(prod(grid), dim)`` (MAE/I-JEPA). For a 2-D grid
+    """Fixed sine-cosine position embedding ``(prod(grid), dim)`` (MAE/I-JEPA), row-major. For a 1-D
+    grid ``(N,)`` (time patches, table columns) all channels encode the index; for a 2-D grid
     ``(H, W)`` half the channels encode the row and half the column (``dim`` divisible by 4); for a
-    1-D grid ``(N,)`` (time patches, table columns) all channels encode the index."""
-    if dim % (2 * len(grid)):
-        raise ValueError(f"sine-cosine position embedding needs a dim divisible by {2 * len(grid)}, got {dim}")
-    if len(grid) == 1:
-        return sincos_1d(dim, torch.arange(grid[0])).float()
-    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1).float()
+    3-D grid ``(T, H, W)`` (video tubelets) half encode the time step and a quarter each the row
+    and the column (``dim`` divisible by 8), as V-JEPA's ``get_3d_sincos_pos_embed``
+    (facebookresearch/jepa ``src/models/utils/pos_embs.py``)."""
+    shares = {1: (1,), 2: (2, 2), 3: (2, 4, 4)}[len(grid)]
+    need = 2 * max(shares)
+    if dim % need:
+        raise ValueError(f"sine-cosine positions over a {len(grid)}-D grid need a width divisible by {need}, got {dim}")
+    axes = torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij")
+    return torch.cat([sincos_1d(dim // share, axis.flatten()) for share, axis in zip(shares, axes)], dim=1).float()
 
 
 def patchify(x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
