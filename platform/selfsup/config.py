@@ -244,6 +244,10 @@ class TrainConfig(Section):
     ``channels_last``: NHWC convolutions (``auto``: on CUDA for models with 2-D convolutions).
     ``grad_checkpointing``: recompute transformer blocks in the backward pass instead of storing
     their activations (large ViTs on small GPUs). AdamW is fused on CUDA.
+    ``log_every``: the step's logged values stay on the device and are summed there; every
+    ``log_every`` steps (and at the end of an epoch) the workers check them once for a non-finite
+    loss, so the host waits for the device once per interval, not once per step, and a diverged
+    run is caught within that many steps.
     """
 
     epochs: int = Field(10, ge=1)
@@ -253,6 +257,7 @@ class TrainConfig(Section):
     compile: bool | Literal["auto"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     grad_checkpointing: bool = False
+    log_every: int = Field(50, ge=1)
     max_failures: int = Field(2, ge=0)
     checkpoints_to_keep: int = Field(2, ge=1)
     storage_path: str = "./selfsup-runs"

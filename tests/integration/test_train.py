@@ -35,6 +35,7 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
     assert metrics["probe/linear_acc"] > CHANCE + 0.7
     assert metrics["probe/knn_acc"] > CHANCE + 0.6
     assert metrics["label_free/rankme"] > 8  # a collapsed embedding has RankMe ~ 1
+    assert 0 <= metrics["perf/data_wait_s"] < metrics["perf/train_s"]  # the time the loop waited for batches
 
     client, run = only_run(cfg.tracking.uri)
     assert run.info.status == "FINISHED"

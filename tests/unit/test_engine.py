@@ -94,6 +94,18 @@ def test_step_reports_lr_clip_and_progress():
     assert m.steps_seen == [0.25]
 
 
+def test_an_unsynced_step_leaves_its_values_on_the_device():
+    """``sync=False`` (the worker's): the values are the same, as 0-dim tensors the host has not waited for."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    a, b = Quadratic(), Quadratic()
+    b.load_state_dict(a.state_dict())
+    synced = Engine(a, a, build_optimizer(a, lr=0.1), total_steps=4, grad_clip=1.0).train_step({"x": x})
+    unsynced = Engine(b, b, build_optimizer(b, lr=0.1), total_steps=4, grad_clip=1.0).train_step({"x": x}, sync=False)
+    assert all(torch.is_tensor(unsynced[k]) and unsynced[k].ndim == 0 for k in ("loss", "grad_norm"))
+    assert {k: float(v) for k, v in unsynced.items()} == pytest.approx(synced)
+
+
 def test_bf16_autocast_step():
     m = Quadratic()
     e = Engine(m, m, build_optimizer(m, lr=0.1), total_steps=2, precision="bf16")

@@ -249,9 +249,11 @@ class Engine:
             return type(batch)(self._to_device(v) for v in batch)
         return batch
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch, sync: bool = True) -> dict[str, float]:
         """One optimisation step; returns the method's scalars plus ``lr`` (and ``grad_norm``
-        when clipping)."""
+        when clipping). ``sync=False`` leaves them as 0-dim tensors on the device (``lr`` stays a
+        float): reading a value makes the host wait for the device, which a GPU pipeline should do
+        once per logging interval, not once per step."""
         if self.lr_schedule is not None:
             factor = self.lr_schedule(self.step_count)
         else:
@@ -273,9 +275,11 @@ class Engine:
                 log.warning("torch.compile failed, running eagerly: %s", self.compile_fallback)
         if self.compiled is None:
             out = self._forward_backward(self.model, batch)
-        logs = {k: float(v.detach()) for k, v in out.items()}
+        logs = {k: v.detach() for k, v in out.items()}
         if self.grad_clip is not None:
-            logs["grad_norm"] = float(sharding.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)))
+            logs["grad_norm"] = sharding.local(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)).detach()
+        if sync:
+            logs = {k: float(v) for k, v in logs.items()}
         self.optimizer.step()
         self.step_count += 1
         self.method.after_step(min(1.0, self.step_count / max(1, self.total_steps)))

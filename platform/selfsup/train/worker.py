@@ -124,6 +124,18 @@ def probe_sets(data, size: int | None, seed: int, skipped=None):
     return tuple(out)
 
 
+def waiting(loader, waited: list[float]):
+    """The loader's batches, adding the time spent waiting for each to ``waited[0]`` (``perf/data_wait_s``)."""
+    batches = iter(loader)
+    while True:
+        t = time.perf_counter()
+        batch = next(batches, None)
+        waited[0] += time.perf_counter() - t
+        if batch is None:
+            return
+        yield batch
+
+
 def compile_state(engine: Engine) -> str:
     """The run's ``selfsup.compile`` tag: ``on``, ``off`` or ``fallback: <reason>``."""
     if engine.compile_fallback:
@@ -328,26 +340,40 @@ def train_loop(config: dict) -> None:
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         batches.set_epoch(epoch)
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        diverged = False
+        sums: dict = {}
+        diverged, waited, checked, step = False, [0.0], 0, 0
+
+        def diverging() -> bool:
+            """Whether the loss summed on the device since the epoch began is not finite on any
+            worker (the one wait for the device per ``train.log_every`` steps); a run without a
+            collapse threshold stops here with the step it was caught at."""
+            loss = float(sums["loss"])
+            if not any_rank(not math.isfinite(loss), device):
+                return False
+            if threshold is None:
+                raise FloatingPointError(f"train/loss is not finite ({loss} summed over this epoch's steps here, or on another worker) "
+                                         f"at epoch {epoch}, caught at step {engine.step_count} (train.log_every {cfg.train.log_every})")
+            return True
+
         skipped.count = 0
-        for batch in loader:
+        for step, batch in enumerate(waiting(loader, waited), 1):
             skipped(batch.pop("skipped", ()))
             if device_views is not None:
                 batch["views"] = device_views(batch["views"][0].to(device, non_blocking=True))
-            logs = engine.train_step(batch)
-            if any_rank(not math.isfinite(logs["loss"]), device):
-                if threshold is None:
-                    raise FloatingPointError(f"train/loss is not finite ({logs['loss']} here, or on another worker) at epoch {epoch}, step {engine.step_count}")
-                diverged = True
-                break
-            for k, v in logs.items():
+            for k, v in engine.train_step(batch, sync=False).items():
                 sums[k] = sums.get(k, 0.0) + v
+            if step % cfg.train.log_every == 0:
+                checked = step
+                if diverging():
+                    diverged = True
+                    break
+        if not diverged and step > checked:
+            diverged = diverging()
         t1 = time.perf_counter()
         if epoch == start + 1 and engine.compile_fallback and rank == 0:
             print(f"[selfsup] WARNING: torch.compile failed; training eagerly: {engine.compile_fallback}", flush=True)
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
-        metrics = {"epoch": epoch, **{f"train/{k}": v / steps_per_epoch for k, v in sums.items()}}
+        metrics = {"epoch": epoch, **{f"train/{k}": float(v) / steps_per_epoch for k, v in sums.items()}}
         if epoch == start + 1:
             metrics.update(startup)
         if cfg.data.on_bad_file == "skip":
@@ -363,6 +389,7 @@ def train_loop(config: dict) -> None:
         metrics.update({
             "perf/samples_per_s": steps_per_epoch * cfg.train.batch_size / (t1 - t0),
             "perf/train_s": t1 - t0,
+            "perf/data_wait_s": waited[0],
             "perf/eval_s": t2 - t1,
         })
         with tempfile.TemporaryDirectory() as tmp:
