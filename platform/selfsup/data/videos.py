@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
+from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, folder_parts, read_npz, split_arrays, to_split
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
 
@@ -126,8 +126,7 @@ def video_folder(path: str, clip_frames: int = 16, frame_stride: int = 1, frame_
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    parts = [root / "train", held_out] if (root / "train").is_dir() and held_out else [root]
+    parts = folder_parts(root)
     scanned = [_scan(p) for p in parts]
     for p, (files, _) in zip(parts, scanned):
         if not files:
