@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-VERBS = ("train", "sweep", "report", "ui", "server", "export", "methods", "datasets")
+VERBS = ("train", "sweep", "report", "ui", "server", "export", "shard", "methods", "datasets")
 
 
 def wall(cmd: list[str], runs: int) -> list[float]:

@@ -100,6 +100,15 @@ def _datasets(args) -> int:
     return 0
 
 
+def _shard(args) -> int:
+    from selfsup.data.shards import write_shards
+
+    written = write_shards(args.source, args.out, args.format, args.shard_size)
+    print(f"wrote {len(written)} {args.format} shard(s) to {args.out}: {', '.join(p.rsplit('/', 1)[-1] for p in written[:3])}"
+          f"{', ...' if len(written) > 3 else ''}")
+    return 0
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors in one line, naming the verb and the argument (no usage dump)."""
 
@@ -205,6 +214,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--allowed-hosts", metavar="HOSTS", help="Host headers to accept besides localhost and private IPs (e.g. a DNS name: mlflow,mlflow.*)")
     v.add_argument("--workers", type=positive, default=4, help="server processes answering requests (default 4)")
     v.set_defaults(fn=_server)
+
+    h = sub.add_parser(
+        "shard",
+        help="write an image folder or an .npz as WebDataset or Parquet shards, locally or to a bucket",
+        description="Write SOURCE (an image folder, class subfolders or none, or an .npz with x and optional y) as shards "
+        "of --shard-size samples under --out (a folder, or s3://BUCKET/PREFIX and any pyarrow filesystem URI): WebDataset "
+        "tar files (key.jpg|png|npy + key.cls) or Parquet (key, image|npy bytes, label). Images keep their encoded bytes. "
+        "Read them back with data.name: shards.",
+    )
+    h.add_argument("source", help="an image folder or an .npz file")
+    h.add_argument("--out", required=True, help="output folder or bucket prefix")
+    h.add_argument("--format", choices=["webdataset", "parquet"], default="webdataset")
+    h.add_argument("--shard-size", type=positive, default=1000, help="samples per shard (default 1000)")
+    h.set_defaults(fn=_shard)
 
     sub.add_parser("methods", help="list methods").set_defaults(fn=_methods)
     sub.add_parser("datasets", help="list datasets by kind of data").set_defaults(fn=_datasets)

@@ -34,8 +34,9 @@ class SharedData(Section):
 
     ``name`` is a built-in dataset (``digits``), ``npz`` for a user file with ``x`` (and optional
     ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out),
-    ``folder`` for images in class subfolders, or ``cifar10`` / ``cifar100`` for the CIFAR python
-    pickles at ``path``. ``image_size`` resizes every image (``folder`` defaults to 32; the others
+    ``folder`` for images in class subfolders, ``shards`` for WebDataset/Parquet shards of images (a
+    folder or any pyarrow filesystem URI such as ``s3://bucket/prefix``), or ``cifar10`` / ``cifar100`` for the CIFAR python
+    pickles at ``path``. ``image_size`` resizes every image (``folder`` and ``shards`` default to 32; the others
     keep their own size unless set, e.g. 16 to upsample digits for a ViT).
 
     ``views`` is the augmentation recipe (``auto``: the method's paper recipe; see
@@ -52,7 +53,7 @@ class SharedData(Section):
     ``columns`` schema; ``missing``: error or impute) take the ``scarf`` recipe, which corrupts
     ``corruption_rate`` of each row's features. ``none`` (the JEPAs' recipe) passes samples unchanged.
 
-    ``stream`` (``folder``, ``wfdb``) keeps the images or records on disk and decodes them on
+    ``stream`` (``folder``, ``shards``, ``wfdb``, ``video_folder``) keeps the images or records on disk and decodes them on
     access, for ImageNet-scale folders and large ECG collections; ``loader_workers`` DataLoader processes decode and augment in parallel.
     A streamed file that cannot be read mid-run fails the run (``on_bad_file: fail``, naming the
     file) or is skipped (``skip``): each skip is printed once and counted per epoch in the

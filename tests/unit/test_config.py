@@ -54,7 +54,7 @@ def test_defaults_and_overrides(tmp_path):
         ("method: {name: tjepa, predictor_dim: 30, predictor_heads: 4}\n", [], "predictor_dim 30 must be divisible by 2 and by predictor_heads 4"),
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
         ("data: {signal_length: 100}\n", [], "data.signal_length applies to data.name 'wfdb' only, not 'digits'"),
-        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, wfdb, video_folder), not 'mnist1d'"),
+        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, shards, wfdb, video_folder), not 'mnist1d'"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):

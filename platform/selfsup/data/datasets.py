@@ -33,22 +33,23 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData
     return read_npz(path, "image", "H,W", test_fraction, split_seed)
 
 
-def _decode(f: Path, image_size: int) -> np.ndarray:
-    """One image file -> ``(3, S, S)`` float32 in [0, 1] (RGB, bilinear resize), or a one-line error."""
+def decode_image(f, image_size: int, where=None) -> np.ndarray:
+    """One image (a file, or a file-like object of its encoded bytes) -> ``(3, S, S)`` float32 in
+    [0, 1] (RGB, bilinear resize), or a one-line error naming ``where`` (default: ``f``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(f) as im:
             im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{f}: not a readable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{where or f}: not a readable image ({exc})") from None
     return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _read_images(files, image_size: int) -> np.ndarray:
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
     for i, f in enumerate(files):
-        out[i] = _decode(f, image_size)
+        out[i] = decode_image(f, image_size)
     return out
 
 
@@ -60,7 +61,7 @@ class ImageFiles(StreamedFiles):
         self.image_size = image_size
 
     def read(self, f) -> np.ndarray:
-        return _decode(f, self.image_size)
+        return decode_image(f, self.image_size)
 
 
 def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:

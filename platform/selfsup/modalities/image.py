@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from selfsup.data import datasets
+from selfsup.data import datasets, shards
 from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks, register_masks
 from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
@@ -35,6 +35,10 @@ class Image(Modality):
         "folder": Dataset("your images: data.path -> class subfolders (or none: unlabelled), optional train/ and val/ or test/",
                           lambda a: datasets.folder(a["path"], a["image_size"] or 32, a["test_fraction"], a["split_seed"], a["stream"],
                                                     a["on_bad_file"]), streams=True),
+        "shards": Dataset("image shards: data.path -> WebDataset .tar (key.jpg|png + key.cls) or Parquet (image bytes, label) "
+                          "shards, one or a folder or bucket prefix of them (s3://, gs://, ...); selfsup shard writes them",
+                          lambda a: shards.read_shards(a["path"], a["image_size"] or 32, a["test_fraction"], a["split_seed"], a["stream"],
+                                                       a["on_bad_file"]), streams=True),
         "cifar10": Dataset("CIFAR-10 python pickles at data.path (data_batch_1..5, test_batch), 32x32 RGB, 10 classes",
                            lambda a: _resized(datasets.cifar(a["path"], 10), a["image_size"])),
         "cifar100": Dataset("CIFAR-100 python pickles at data.path (train, test), 32x32 RGB, 100 fine classes",
