@@ -143,7 +143,9 @@ class SharedModel(Section):
     many repeats of its last sample and starts a patch every ``patch_stride`` samples (overlapping
     patches when smaller than ``patch_size``; TimeDRL's patching). ``patch_size`` also sets a timm ViT's patches,
     ``small_stem`` gives a timm ResNet the CIFAR-style stem, and ``timm_kwargs`` go to
-    ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``)."""
+    ``timm.create_model`` (e.g. ``{depth: 4, embed_dim: 96, num_heads: 3}``). A modality registers
+    backbones of its own with their keys (``selfsup datasets`` / ``modalities/<name>.py``): for
+    videos ``vit3d`` (``patch_size`` and ``tubelet``), ``cnn3d`` and ``video_resnet``."""
 
     backbone: Literal[tuple(BUILT)] = "cnn"
     embed_dim: int = Field(128, ge=1)
