@@ -73,7 +73,7 @@ SMOKE_METHOD = {
     "sarjepa": dict(window=2, n_windows=2, scales=[1, 2], predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "seqjepa": dict(action_dim=16, depth=1, heads=2, predictor_hidden=32),
     "cvrl": dict(projector=[32, 16]),
-    "vcop": dict(clip_frames=2, gap=1),
+    "vcop": dict(clip_frames=3, gap=1),  # clips of 3+ frames: PyTorch's CPU bf16 Conv3d weight gradient is garbage (1e38) on 2-frame inputs
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -106,7 +106,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
         elif len(shape) == 4:
             model = dict(backbone="cnn3d", embed_dim=16, width=4, depth=2)
-            shape = (3, 8, 16, 16)
+            shape = (3, 12, 16, 16)
         else:
             model.update(embed_dim=16, depth=1, heads=2)
             shape = (2, 200) if model["backbone"] == "vit1d" else shape
