@@ -234,7 +234,7 @@ def read_shards(uri: str, image_size: int = 32, test_fraction: float = 0.2, spli
         keep = [i for i, ok in enumerate(labelled) if ok]
     samples = np.empty(len(keep), dtype=object)
     samples[:] = [index.samples[i] for i in keep]
-    y = np.asarray([index.labels[i] for i in keep], dtype=np.int64) if all(labelled) or any(labelled) else None
+    y = np.asarray([index.labels[i] for i in keep], dtype=np.int64) if any(labelled) else None
     first = ShardSamples(filesys, [samples[0]], (), image_size)
     shape = (3, image_size, image_size) if samples[0].ext != "npy" else tuple(np.load(io.BytesIO(first.raw(samples[0]))).shape)
     train, test = split_arrays(samples, y, test_fraction, split_seed)
