@@ -63,6 +63,15 @@ class SharedData(Section):
     ``loader_workers`` CPU processes); ``device`` makes them on the training device from the decoded
     batch, with the same recipes as batched tensor ops (``selfsup.data.batch_views``): for GPUs
     that the loader's CPUs cannot feed. Images only.
+
+    ``ingest``: ``loader`` reads, decodes and augments in each training worker's DataLoader
+    (``loader_workers`` processes on the worker's node); ``ray_data`` does it in Ray Data tasks of
+    ``preprocess_cpus`` CPUs on whichever nodes have them (only on nodes that offer the custom
+    resource ``preprocess_resource`` when it is set: the CPU-only nodes of a mixed cluster), each
+    worker receiving its batches ``prefetch_batches`` ahead (``selfsup.train.ingest``); ``auto``
+    (default): ``ray_data`` for streamed data at a URI (``s3://``, ``gs://``, ...) or in shards
+    (``shards``), ``loader`` otherwise (data in memory travels once through Ray's object store).
+    Batches are the same either way, bitwise, for the same seed.
     """
 
     name: Literal[tuple(DATASETS)] = "digits"
@@ -76,6 +85,10 @@ class SharedData(Section):
     on_bad_file: Literal["fail", "skip"] = "fail"
     loader_workers: int = Field(0, ge=0)
     augment_on: Literal["loader", "device"] = "loader"
+    ingest: Literal["auto", "loader", "ray_data"] = "auto"
+    preprocess_cpus: float = Field(1.0, gt=0.0)
+    preprocess_resource: str | None = Field(None, min_length=1)
+    prefetch_batches: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "SharedData":
@@ -95,6 +108,11 @@ class SharedData(Section):
             raise ValueError(f"data.stream applies to datasets read file by file ({', '.join(streamed)}), not {self.name!r}")
         if self.on_bad_file == "skip" and not self.stream:
             raise ValueError("data.on_bad_file: skip applies to streamed data (data.stream: true); data read into memory fails on its first unreadable file, before training")
+        if self.uses_ray_data and self.loader_workers:
+            raise ValueError("data.loader_workers applies to data.ingest: loader; with ray_data, Ray Data tasks of data.preprocess_cpus make the batches")
+        for key in ("preprocess_cpus", "preprocess_resource", "prefetch_batches"):
+            if self.changed(key) and not self.uses_ray_data:
+                raise ValueError(f"data.{key} applies to data.ingest: ray_data (this data is read by the loader: {self.ingest_reason})")
         for other in MODALITIES.values():
             for key in other.keys:
                 if self.changed(key) and other is not kind:
@@ -109,6 +127,20 @@ class SharedData(Section):
     def changed(self, key: str) -> bool:
         """Whether ``key`` differs from its default (a key of another kind of data may then be refused)."""
         return getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True)
+
+    @property
+    def uses_ray_data(self) -> bool:
+        """Whether Ray Data makes the batches (``ingest``, ``auto`` resolved)."""
+        if self.ingest != "auto":
+            return self.ingest == "ray_data"
+        return self.stream and ("://" in (self.path or "") or self.name == "shards")
+
+    @property
+    def ingest_reason(self) -> str:
+        """Why the data takes the path it takes, for messages."""
+        if self.ingest != "auto":
+            return f"data.ingest: {self.ingest}"
+        return "streamed from a URI or shards" if self.uses_ray_data else "data.ingest: auto, and the data is not streamed from a URI or shards"
 
     @property
     def kind(self):
@@ -299,13 +331,39 @@ class ScalingConfig(Section):
     ``placement_timeout_s``: how long a run waits for the cluster to place its workers (free CPUs
     and GPUs, or an autoscaler adding nodes) before it fails saying so, where Ray Train would retry
     without end; rounded up to Ray Train's attempts of ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``
-    (60 s) each."""
+    (60 s) each.
+
+    ``min_workers`` makes the run elastic (spot clusters): it starts with as many workers as the
+    cluster can place, from ``min_workers`` to ``num_workers``, goes on with fewer when nodes are
+    lost and grows back when they return (Ray Train's elastic worker group; each change restarts
+    the workers from the latest checkpoint and replays that epoch, which is logged once). The
+    global batch is kept by recomputing the per-worker batch (``train.batch_size`` / workers), so
+    ``train.batch_size`` must divide by every worker count in the range.
+    ``resources``: custom Ray resources each worker asks for besides its CPUs (and GPU), e.g.
+    ``{trainer: 1}`` to keep workers off the CPU-only nodes that do Ray Data's preprocessing."""
 
     num_workers: int = Field(1, ge=1)
+    min_workers: int | None = Field(None, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    resources: dict[str, float] = Field(default_factory=dict)
     strategy: Literal["ddp", "fsdp"] = "ddp"
     placement_timeout_s: float = Field(600.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScalingConfig":
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"scaling.min_workers {self.min_workers} exceeds scaling.num_workers {self.num_workers}")
+        reserved = {"CPU", "GPU", "memory", "object_store_memory"} & set(self.resources)
+        if reserved:
+            raise ValueError(f"scaling.resources: {sorted(reserved)[0]} is set by cpus_per_worker / use_gpu, not here")
+        return self
+
+    @property
+    def worker_counts(self) -> range:
+        """Every number of workers the run may have: ``num_workers``, or ``min_workers ..
+        num_workers`` for an elastic run."""
+        return range(self.min_workers or self.num_workers, self.num_workers + 1)
 
 
 class TrackingConfig(Section):
@@ -358,11 +416,13 @@ class ExperimentConfig(Section):
             raise ValueError(f"method {method!r} needs a ViT: model.backbone {' or '.join(vits + ['timm with a vit_* model.timm_name'])}")
         if spec.backbones and self.model.backbone not in spec.backbones:
             raise ValueError(f"method {method!r} needs model.backbone {' or '.join(spec.backbones)}, got {self.model.backbone!r}")
-        if self.train.batch_size % self.scaling.num_workers:
-            raise ValueError(
-                f"train.batch_size {self.train.batch_size} is not divisible by "
-                f"scaling.num_workers {self.scaling.num_workers}"
-            )
+        uneven = [w for w in self.scaling.worker_counts if self.train.batch_size % w]
+        if uneven and self.scaling.min_workers is None:
+            raise ValueError(f"train.batch_size {self.train.batch_size} is not divisible by scaling.num_workers {self.scaling.num_workers}")
+        if uneven:
+            raise ValueError(f"train.batch_size {self.train.batch_size} is not divisible by {uneven[0]} workers, which the elastic run "
+                             f"(scaling.min_workers {self.scaling.min_workers} .. num_workers {self.scaling.num_workers}) may have: "
+                             "the global batch is kept by dividing it among the workers")
         return self
 
 

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from selfsup.tracking.runs import COMPILE, RESUMED
+from selfsup.tracking.runs import COMPILE, PREPROCESS_NODES, RESUMED
 from tests.unit.test_image_data import write_images
 from tests.unit.test_signals import write_records
 from selfsup.train.launch import train
@@ -150,9 +150,28 @@ def train_losing_a_worker(cfg, monkeypatch, epoch: int = 2) -> dict:
     return train(cfg)
 
 
-def test_lost_worker_resumes_from_checkpoint(ray_cluster, small_config, monkeypatch, capfd):
+def digit_shards(folder) -> str:
+    """scikit-learn's digits as WebDataset shards of ``.npy`` samples with ``.cls`` labels in ``folder/shards``."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from selfsup.data.shards import write_shards
+
+    d = load_digits()
+    np.savez(folder / "digits.npz", x=(d.images[:, None] / 16).astype(np.float32), y=d.target)
+    write_shards(str(folder / "digits.npz"), str(folder / "shards"), "webdataset", shard_size=500)
+    return str(folder / "shards")
+
+
+def test_lost_worker_resumes_from_checkpoint(ray_cluster, small_config, workdir, monkeypatch, capfd):
+    """Digits streamed from WebDataset shards, so through Ray Data (``data.ingest: auto``), whose
+    tasks make the batches; the worker is killed after epoch 2 and resumes. Its losses equal,
+    bitwise, those of a run of the same shards through the DataLoader without a fault: Ray Data
+    makes the loader's batches, and the restarted worker replays its epochs exactly."""
     epochs = 4
-    cfg = small_config(**{"train.epochs": epochs, "train.max_failures": 2})
+    data = {"name": "shards", "path": digit_shards(workdir), "stream": True, "views": "light"}
+    cfg = small_config(**{"data": data, "train.epochs": epochs, "train.max_failures": 2})
+    assert cfg.data.uses_ray_data
     metrics = train_losing_a_worker(cfg, monkeypatch)
 
     assert metrics["epoch"] == epochs
@@ -164,6 +183,15 @@ def test_lost_worker_resumes_from_checkpoint(ray_cluster, small_config, monkeypa
     first = capfd.readouterr().out.splitlines()[0]  # names the run's log, where Ray's and the workers' output goes
     log = first.split("Ray's and Train's output: ")[1].split(" (--verbose")[0]
     assert "fault injected: worker 0 exits after epoch 2" in open(log).read()
+    assert json.loads(run.data.tags[PREPROCESS_NODES]) == [ray_cluster.get_runtime_context().get_node_id()]
+
+    monkeypatch.delenv("SELFSUP_FAULT_AFTER_EPOCH")
+    plain = small_config(**{"name": "u", "data": {**data, "ingest": "loader"}, "train.epochs": epochs})
+    train(plain)
+    client = MlflowClient(plain.tracking.uri)
+    (loader_run,) = client.search_runs([client.get_experiment_by_name("u").experiment_id])
+    losses = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/loss"), key=lambda m: m.step)] for r in (run, loader_run)]
+    assert losses[0] == losses[1] and len(losses[0]) == epochs
 
 
 def test_continuing_a_finished_run_on_new_data_with_an_anneal(ray_cluster, small_config, workdir):

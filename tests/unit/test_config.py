@@ -55,6 +55,11 @@ def test_defaults_and_overrides(tmp_path):
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
         ("data: {signal_length: 100}\n", [], "data.signal_length applies to data.name 'wfdb' only, not 'digits'"),
         ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, shards, wfdb, video_folder), not 'mnist1d'"),
+        ("data: {preprocess_cpus: 2}\n", [], "data.preprocess_cpus applies to data.ingest: ray_data (this data is read by the loader: data.ingest: auto, and"),
+        ("data: {ingest: ray_data, loader_workers: 2}\n", [], "data.loader_workers applies to data.ingest: loader"),
+        ("scaling: {num_workers: 2, min_workers: 3}\n", [], "scaling.min_workers 3 exceeds scaling.num_workers 2"),
+        ("scaling: {num_workers: 4, min_workers: 2}\ntrain: {batch_size: 128}\n", [], "train.batch_size 128 is not divisible by 3 workers, which the elastic run"),
+        ("scaling: {resources: {CPU: 2}}\n", [], "scaling.resources: CPU is set by cpus_per_worker"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, text, sets, expected):
@@ -137,6 +142,16 @@ def test_cli_bad_data_file(tmp_path, capsys):
     p = write(tmp_path, "a.yaml", f"data: {{name: npz, path: {tmp_path / 'missing.npz'}}}\n")
     assert main(["train", str(p)]) == 2
     assert "missing.npz: file not found" in capsys.readouterr().err
+
+
+def test_ingest_auto_takes_ray_data_for_streamed_uris_and_shards(tmp_path):
+    def data(**keys):
+        return load_experiment(write(tmp_path, "d.yaml", "{}\n"), [f"data.{k}={v}" for k, v in keys.items()]).data
+
+    assert not data().uses_ray_data and not data(name="folder", path="/x", stream="true").uses_ray_data
+    assert data(name="folder", path="s3://b/images", stream="true").uses_ray_data
+    assert data(name="shards", path="/x", stream="true").uses_ray_data and not data(name="shards", path="/x").uses_ray_data
+    assert data(ingest="ray_data").uses_ray_data and not data(name="shards", path="/x", stream="true", ingest="loader").uses_ray_data
 
 
 def test_resolve_paths_keeps_bundled_set_names(tmp_path):

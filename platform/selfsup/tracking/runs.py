@@ -41,6 +41,9 @@ restarted, ``[0, 2]`` resumed once from the checkpoint of epoch 2, ``[0, 0]`` re
 NODES, TRIAL_NODE = "selfsup.nodes", "selfsup.trial_node"
 """The Ray node ids of a run's workers (JSON list, rank order) and of a trial's Tune function (and
 so its Train controller) since their latest (re)start."""
+PREPROCESS_NODES = "selfsup.preprocess_nodes"
+"""The Ray node ids whose Ray Data tasks made rank 0's batches in its first epoch since its latest
+(re)start (JSON list; ``data.ingest: ray_data``)."""
 SPECTRUM = "spectrum.json"
 """Artifact of a run's last epoch: singular values of its backbone embeddings of the evaluation subset."""
 KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"

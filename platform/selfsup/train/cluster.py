@@ -115,9 +115,18 @@ def alive_nodes() -> list[dict]:
 def check_cluster(cfg: ExperimentConfig, source: str = "config") -> None:
     """In a job submitted with ``--working-dir``, refuse local paths inside that directory (Ray
     deletes its copy after the job). On a cluster of more than one node, refuse what only one node
-    can reach: a local MLflow store, a local artifact folder, a checkpoint folder some node does not see."""
+    can reach: a local MLflow store, a local artifact folder, a checkpoint folder some node does not see.
+    Refuse custom resources (``data.preprocess_resource``, ``scaling.resources``) that no node offers:
+    what asks for them would wait for ever."""
     nodes = alive_nodes()
     check_job_paths(cfg, source, nodes)
+    wanted = {"data.preprocess_resource": [cfg.data.preprocess_resource] if cfg.data.uses_ray_data and cfg.data.preprocess_resource else [],
+              "scaling.resources": list(cfg.scaling.resources)}
+    for key, names in wanted.items():
+        for name in names:
+            if not any(n["Resources"].get(name, 0) > 0 for n in nodes):
+                raise ConfigError(f"{source}: {key}: no node of the Ray cluster offers resource {name!r} "
+                                  f"(start one with `ray start --resources '{{\"{name}\": N}}'`)")
     if len(nodes) < 2:
         return
     t, where = cfg.tracking, f"the Ray cluster has {len(nodes)} nodes"

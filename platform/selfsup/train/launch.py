@@ -92,7 +92,8 @@ def fit(cfg: ExperimentConfig, run_id: str | None, name: str, callbacks: list | 
         train_loop,
         train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_id": run_id, "train_run": name, "data": data, "launched": time.time(),
                            "continues": continues, "fault_after_epoch": int(fault) if fault else None},
-        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=(s.min_workers, s.num_workers) if s.min_workers else s.num_workers, use_gpu=s.use_gpu,
+                                     resources_per_worker={"CPU": s.cpus_per_worker, **s.resources}),
         run_config=RunConfig(
             name=name,
             storage_path=cfg.train.storage_path,

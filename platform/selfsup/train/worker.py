@@ -47,6 +47,7 @@ from selfsup.models.saved import backbone_kwargs
 from selfsup.models.tokens import enable_grad_checkpointing
 from selfsup.tracking import runs
 from selfsup.train import checkpoints, sharding
+from selfsup.train.ingest import RayDataBatches
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
 
@@ -235,14 +236,19 @@ def train_loop(config: dict) -> None:
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     batches = SeededBatches(sampler, cfg.train.batch_size // world, seed=epoch_seed(cfg.seed, 0, rank))
-    loader = DataLoader(
-        SeededSamples(dataset),
-        batch_sampler=batches,
-        collate_fn=make_collate(cfg, method, data),
-        num_workers=cfg.data.loader_workers,
-        persistent_workers=cfg.data.loader_workers > 0,
-        pin_memory=device.type == "cuda",
-    )
+    if cfg.data.uses_ray_data:
+        d = cfg.data
+        loader = RayDataBatches(SeededSamples(dataset), batches, make_collate(cfg, method, data), d.preprocess_cpus, d.preprocess_resource,
+                                d.prefetch_batches)
+    else:
+        loader = DataLoader(
+            SeededSamples(dataset),
+            batch_sampler=batches,
+            collate_fn=make_collate(cfg, method, data),
+            num_workers=cfg.data.loader_workers,
+            persistent_workers=cfg.data.loader_workers > 0,
+            pin_memory=device.type == "cuda",
+        )
     steps_per_epoch = len(loader)
     device_views = training_views(cfg, data) if cfg.data.augment_on == "device" else None
 
@@ -414,6 +420,8 @@ def train_loop(config: dict) -> None:
                     epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))}
                 if epoch == start + 1:
                     epoch_tags[runs.COMPILE] = compile_state(engine)
+                    if isinstance(loader, RayDataBatches):
+                        epoch_tags[runs.PREPROCESS_NODES] = json.dumps(sorted(loader.nodes))
                 # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=epoch_tags)
             if rank == 0 and run_id and epoch > logged:

@@ -136,12 +136,21 @@ def grace_period(sweep: SweepConfig, epochs: int) -> int:
     return min(grace, epochs) if grace is not None else max(1, epochs // 2)
 
 
+def preprocess_cpus(data) -> float:
+    """The CPUs a trial's Ray Data preprocessing needs beside its workers' (``data.ingest:
+    ray_data`` with no ``preprocess_resource``: on any node, so counted against the trial; pinned
+    to nodes of their own, not): room for one task at a time."""
+    return data.preprocess_cpus if data.uses_ray_data and not data.preprocess_resource else 0.0
+
+
 def concurrency(sweep: SweepConfig, cpus_per_trial: float, cluster_cpus: float) -> int:
     """Trials that fit at once: each holds ``trial_cpus`` for its function plus its workers'
-    CPUs, so a limit above what the cluster holds would leave trials waiting on each other."""
+    CPUs (and its Ray Data preprocessing's), so a limit above what the cluster holds would leave
+    trials waiting on each other, or their preprocessing tasks on the trials."""
     fit = math.floor(cluster_cpus / cpus_per_trial + 1e-9)
     if fit < 1:
-        raise ConfigError(f"scaling: a trial needs {cpus_per_trial:g} CPUs (trial_cpus + workers) but the Ray cluster has {cluster_cpus:g}")
+        raise ConfigError(f"scaling: a trial needs {cpus_per_trial:g} CPUs (trial_cpus + workers + Ray Data preprocessing) but the Ray "
+                          f"cluster has {cluster_cpus:g}")
     return min(sweep.max_concurrent_trials, fit)
 
 
@@ -172,7 +181,7 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
     sweep_dir = storage.join(root, sweep.name)
     init_ray(ray_temp_dir)
     check_cluster(base_cfg, source)
-    per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker
+    per_trial = sweep.trial_cpus + base_cfg.scaling.num_workers * base_cfg.scaling.cpus_per_worker + preprocess_cpus(base_cfg.data)
     limit = concurrency(sweep, per_trial, ray.cluster_resources().get("CPU", 0))
 
     t = base_cfg.tracking
