@@ -49,6 +49,7 @@ STREAMS = {
     "tests/unit/": "a",
     "tests/integration/test_faults.py::test_fault_harness_small_n": "a",
     "tests/integration/test_gpu_throughput.py": "a",
+    "tests/integration/test_input_pipeline.py": "a",
     "tests/integration/test_package.py": "a",
     "tests/integration/test_two_commands.py": "a",
     "tests/cluster/": "a",
@@ -57,8 +58,8 @@ STREAMS = {
 """The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), each in
 collection order, sharing nothing but the machine (the first prefix that matches wins). Stream
 ``a``: the unit tests (mostly one busy core), then the integration tests that need no shared sweep
-(the worker-kill fault harness on a local Ray of this stream's own, the GPU benchmark's CPU smoke
-run, the wheel install, two commands at once), then the cluster tests on their own nodes. Stream
+(the worker-kill fault harness on a local Ray of this stream's own, the GPU and input benchmarks' CPU
+smoke runs, the wheel install, two commands at once), then the cluster tests on their own nodes. Stream
 ``b``: the other integration tests, on one local Ray (much of it waiting on processes and
 services). The two take about as long; the sweep fault harness (stream ``b``) ends before the
 cluster tests start, which together once ran this 24 GiB machine out of memory."""

@@ -64,6 +64,12 @@ class SharedData(Section):
     batch, with the same recipes as batched tensor ops (``selfsup.data.batch_views``): for GPUs
     that the loader's CPUs cannot feed. Images only.
 
+    ``decode_on: device`` (with ``augment_on: device``, images streamed from ``folder`` or
+    ``shards``): the loader only reads each image's bytes; the training worker decodes the JPEGs on
+    its device (``torchvision.io.decode_jpeg``, nvJPEG on a GPU; other formats on its CPU) and
+    resizes them there, so a GPU node needs CPUs only to read bytes. Resizing on the device is close
+    to PIL's, not bitwise; an image that does not decode fails the run naming it.
+
     ``ingest``: ``loader`` reads, decodes and augments in each training worker's DataLoader
     (``loader_workers`` processes on the worker's node); ``ray_data`` does it in Ray Data tasks of
     ``preprocess_cpus`` CPUs on whichever nodes have them (only on nodes that offer the custom
@@ -85,6 +91,7 @@ class SharedData(Section):
     on_bad_file: Literal["fail", "skip"] = "fail"
     loader_workers: int = Field(0, ge=0)
     augment_on: Literal["loader", "device"] = "loader"
+    decode_on: Literal["loader", "device"] = "loader"
     ingest: Literal["auto", "loader", "ray_data"] = "auto"
     preprocess_cpus: float = Field(1.0, gt=0.0)
     preprocess_resource: str | None = Field(None, min_length=1)
@@ -108,6 +115,13 @@ class SharedData(Section):
             raise ValueError(f"data.stream applies to datasets read file by file ({', '.join(streamed)}), not {self.name!r}")
         if self.on_bad_file == "skip" and not self.stream:
             raise ValueError("data.on_bad_file: skip applies to streamed data (data.stream: true); data read into memory fails on its first unreadable file, before training")
+        if self.decode_on == "device":
+            if self.augment_on != "device" or not self.stream or self.name not in ("folder", "shards"):
+                raise ValueError("data.decode_on: device decodes images streamed from folder or shards (data.stream: true) on the device "
+                                 f"that makes their views (data.augment_on: device); got data.name {self.name!r}, stream {self.stream}, "
+                                 f"augment_on {self.augment_on}")
+            if self.on_bad_file == "skip":
+                raise ValueError("data.on_bad_file: skip applies to images decoded by the loader; data.decode_on: device fails on an image that does not decode, naming it")
         if self.uses_ray_data and self.loader_workers:
             raise ValueError("data.loader_workers applies to data.ingest: loader; with ray_data, Ray Data tasks of data.preprocess_cpus make the batches")
         for key in ("preprocess_cpus", "preprocess_resource", "prefetch_batches"):

@@ -14,6 +14,7 @@ And :func:`readme_sweep`, the README's main sweep laid out as a job's working di
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -263,10 +264,11 @@ def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, shared_temp: str | None = None) -> None:
+def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, shared_temp: str | None = None, resources: dict | None = None) -> None:
     """Start node ``i`` (0: the head) with fresh ports and a temp dir of its own (or
-    ``shared_temp``, one another node has: the two then share a session folder); once more on new
-    ports if it exits before its raylet is up (a port taken meanwhile by another process)."""
+    ``shared_temp``, one another node has: the two then share a session folder) and custom
+    ``resources``; once more on new ports if it exits before its raylet is up (a port taken
+    meanwhile by another process)."""
     for attempt in range(tries):
         temp = shared_temp or tempfile.mkdtemp(prefix=f"rn{i}", dir="/tmp")
         if not shared_temp:
@@ -282,7 +284,7 @@ def start_node(cluster: RayNodes, i: int, cpus: int, tries: int = 2, shared_temp
         else:
             args = ["--address", cluster.address]
         cmd = [str(BIN / "ray"), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--temp-dir", temp,
-               *node_ports(), "--block", "--disable-usage-stats"]
+               *node_ports(), "--block", "--disable-usage-stats", *(["--resources", json.dumps(resources)] if resources else [])]
         log = Path(temp) / "ray-start.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=cluster.env, start_new_session=True)

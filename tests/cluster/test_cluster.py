@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_jobs
 
-from selfsup.tracking.runs import NODES, STARTS, TRIAL_NODE
+from selfsup.tracking.runs import NODES, PREPROCESS_NODES, STARTS, TRIAL_NODE
 from tests.cluster import services
 from tests.cluster.conftest import ARTIFACTS, RUNS
 
@@ -217,6 +217,66 @@ def test_s3_checkpoints_survive_a_lost_worker_and_export(nodes, server, s3, clie
     import torch
 
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 32)
+
+
+def test_bucket_shards_through_ray_data_on_an_elastic_run_that_loses_a_node(nodes, server, pg, s3, client_env, tmp_path):
+    """Digits as Parquet shards in the bucket (``selfsup shard``), read by an elastic run (1 to 2
+    workers, each asking for a ``trainer`` unit, which two added nodes offer) through Ray Data,
+    whose tasks are pinned to a third added node offering ``preprocess`` (a CPU-only node). One
+    trainer node is lost after epoch 2: the run goes on with one worker from its checkpoint in the
+    bucket and finishes, every epoch logged once, its probe as with in-memory digits."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(tmp_path / "digits.npz", x=(d.images[:, None] / 16).astype(np.float32), y=d.target)
+    shards = f"s3://{RUNS}/shards/digits"
+    out = subprocess.run([SELFSUP, "shard", str(tmp_path / "digits.npz"), "--out", shards, "--format", "parquet", "--shard-size", "400"],
+                         capture_output=True, text=True, timeout=300, env=client_env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sum(k.endswith(".parquet") for k in services.s3_keys(s3[0], RUNS, "shards/digits/")) == 5
+    epochs = 5
+    cfg = experiment(tmp_path / "elastic.yaml", "elastic", {"uri": server}, f"s3://{RUNS}/elastic", **{
+        "data.name": "shards", "data.path": shards, "data.stream": True, "data.preprocess_resource": "preprocess", "data.preprocess_cpus": 0.5,
+        "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,
+        "scaling.num_workers": 2, "scaling.min_workers": 1, "scaling.cpus_per_worker": 0.5, "scaling.resources": {"trainer": 1},
+    })
+    first = len(nodes.nodes)
+    for i, resources in enumerate([{"trainer": 1}, {"trainer": 1}, {"preprocess": 4}]):
+        services.start_node(nodes, first + i, cpus=1, resources=resources)
+    try:
+        services.wait_for(lambda: services.alive_nodes(nodes) == first + 3, "three added nodes", timeout=90)
+        trainers, preprocess = [nodes.node_id(first), nodes.node_id(first + 1)], nodes.node_id(first + 2)
+        client = MlflowClient(server)
+        proc = subprocess.Popen([SELFSUP, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=client_env)
+
+        def at_epoch_2():
+            exp = client.get_experiment_by_name("elastic")
+            found = client.search_runs([exp.experiment_id]) if exp else []
+            return found[0] if found and found[0].data.metrics.get("epoch", 0) >= 2 else (proc.poll() is not None and "ended")
+
+        before = services.wait_for(at_epoch_2, "epoch 2 of the elastic run", timeout=300)
+        assert before != "ended", proc.stdout.read()[-4000:]
+        assert sorted(json.loads(before.data.tags[NODES])) == sorted(trainers), "two workers, on the trainer nodes"
+        nodes.lose(first + 1)
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        for i in reversed(range(first, len(nodes.nodes))):
+            services.kill_tree(nodes.nodes.pop(i).pid)
+        services.wait_for(lambda: services.alive_nodes(nodes) == first, "the added nodes gone", timeout=90)
+    assert proc.returncode == 0, log[-4000:]
+    (run,) = client.search_runs([client.get_experiment_by_name("elastic").experiment_id])
+    starts = json.loads(run.data.tags[STARTS])
+    perf = {k: [round(m.value, 1) for m in sorted(client.get_metric_history(run.info.run_id, f"perf/{k}"), key=lambda m: m.step)]
+            for k in ("epoch_s", "data_wait_s")}
+    print(f"elastic run: per epoch {perf}; preprocessing on {[n[:8] for n in json.loads(run.data.tags[PREPROCESS_NODES])]} (the preprocess node "
+          f"{preprocess[:8]}), workers first on {[n[:8] for n in trainers]}, after the loss on "
+          f"{[n[:8] for n in json.loads(run.data.tags[NODES])]}; starts {starts}")
+    assert run.info.status == "FINISHED" and len(starts) == 2 and starts[1] >= 2, (starts, log[-4000:])
+    assert json.loads(run.data.tags[NODES]) == trainers[:1], "one worker left, on the trainer node that stayed"
+    assert json.loads(run.data.tags[PREPROCESS_NODES]) == [preprocess]
+    assert epoch_rows(pg, [run.info.run_id])[run.info.run_id] == list(range(1, epochs + 1))
+    assert run.data.metrics["probe/linear_acc"] > 0.8
 
 
 def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):

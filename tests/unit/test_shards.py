@@ -13,12 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
+from selfsup import storage
 from selfsup.cli import main
 from selfsup.config import build_experiment
 from selfsup.data.datasets import folder
 from selfsup.data.shards import read_shards, write_shards
 from selfsup.data.splits import DataError, Skipped
+from selfsup.data.tables import user_table
 from selfsup.train.launch import preflight
+from tests.unit.test_tables import frame
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_npz_rows_become_npy_samples(tmp_path):
     assert np.allclose(got, sorted(x.reshape(12, -1).tolist()))
 
 
-def test_shards_in_an_s3_bucket_read_as_local_ones(images, tmp_path, monkeypatch):
+def test_shards_and_tables_in_an_s3_bucket_read_as_local_ones(images, tmp_path, monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -77,6 +80,14 @@ def test_shards_in_an_s3_bucket_read_as_local_ones(images, tmp_path, monkeypatch
         local = write_shards(str(images), str(tmp_path / "local"), "parquet", shard_size=8)
         remote = read_shards(uri, image_size=8, stream=True)
         assert len(local) == 3 and as_set(remote) == as_set(read_shards(str(tmp_path / "local"), image_size=8))
+        # a table in the bucket reads as the local file does
+        frame().to_parquet(tmp_path / "t.parquet")
+        table = f"s3://data/tables/t.parquet?endpoint_override={host}:{port}&scheme=http"
+        storage.write_bytes(table, (tmp_path / "t.parquet").read_bytes())
+        args = (["age", "bmi"], ["sex", "site"], "outcome")
+        assert torch.equal(user_table(table, "parquet", *args).train.x, user_table(str(tmp_path / "t.parquet"), "parquet", *args).train.x)
+        with pytest.raises(DataError, match=r"s3://data/tables/nope\.csv\?endpoint_override=\S+: file not found"):
+            user_table(table.replace("t.parquet", "nope.csv"), "csv", *args)
     finally:
         server.stop()
 
@@ -140,3 +151,29 @@ def test_damaged_shards_fail_or_skip_naming_shard_and_key(tmp_path):
         read_shards(str(tmp_path / "typed"))
     with pytest.raises(DataError, match=r"nothing: no such shard, folder or prefix"):
         read_shards(str(tmp_path / "nothing"))
+
+
+def test_images_decoded_on_the_device_match_the_loaders_decode(images, tmp_path):
+    """``data.decode_on: device``: the loader hands over each image's bytes (a folder's files, a
+    shard's members, read per shard) and ``decode_batch`` decodes JPEGs with torchvision's
+    ``decode_jpeg`` on the device (here the CPU) and PNGs on the CPU, resized there: close to PIL's
+    decode and resize, not bitwise; an image that does not decode fails naming it."""
+    from selfsup.data.datasets import EncodedImages, decode_batch
+    from selfsup.data.views import EncodedCollate, SeededBatch, SeededSamples
+
+    for f in list(images.rglob("*.png"))[::2]:  # half of them as JPEGs
+        Image.open(f).convert("RGB").save(f.with_suffix(".jpg"), quality=95)
+        f.unlink()
+    write_shards(str(images), str(tmp_path / "s"), "webdataset", shard_size=10)
+    for streamed in (folder(str(images), 16, stream=True), read_shards(str(tmp_path / "s"), image_size=16, stream=True)):
+        batch = EncodedCollate()(SeededSamples(EncodedImages(streamed.train.x)).__getitems__(SeededBatch(range(8))))
+        assert sorted(batch) == ["encoded", "names"] and all(b.dtype == torch.uint8 and b.ndim == 1 for b in batch["encoded"])
+        x = decode_batch(batch["encoded"], batch["names"], 16, "cpu")
+        assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32
+        assert (x - streamed.train.x[:8]).abs().mean() < 0.03
+    with pytest.raises(DataError, match=r"broken\.jpg: not a readable image"):
+        decode_batch([torch.tensor([0xFF, 0xD8, 0xFF, 0, 1, 2], dtype=torch.uint8)], ["broken.jpg"], 16, "cpu")
+    cfg = {"data": {"name": "folder", "path": str(images), "stream": True, "decode_on": "device"}}
+    with pytest.raises(ValueError, match="decode_on: device decodes images streamed from folder or shards"):
+        build_experiment(cfg, "d.yaml")
+    assert build_experiment({"data": {**cfg["data"], "augment_on": "device"}}, "d.yaml").data.decode_on == "device"

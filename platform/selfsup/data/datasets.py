@@ -63,6 +63,63 @@ class ImageFiles(StreamedFiles):
     def read(self, f) -> np.ndarray:
         return decode_image(f, self.image_size)
 
+    def encoded(self, indices) -> list[bytes]:
+        """The files' bytes, as stored (for :class:`EncodedImages`)."""
+        out = []
+        for i in indices:
+            try:
+                out.append(Path(self.files[int(i)]).read_bytes())
+            except OSError as exc:
+                raise DataError(f"{self.files[int(i)]}: cannot read it ({exc.strerror})") from None
+        return out
+
+
+class EncodedImages(torch.utils.data.Dataset):
+    """A streamed image dataset's samples as their encoded bytes, ``(L,)`` uint8 each, with the
+    file (or shard and key) each came from: ``data.decode_on: device`` decodes them in the training
+    worker (:func:`decode_batch`). ``images`` has ``files`` and ``encoded(indices)``
+    (:class:`ImageFiles`, ``selfsup.data.shards.ShardSamples``, which reads a batch per shard)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.items([i])[0]
+
+    def items(self, indices) -> list:
+        data = self.images.encoded(indices)
+        return [(torch.frombuffer(bytearray(b), dtype=torch.uint8), str(self.images.files[int(i)])) for b, i in zip(data, indices)]
+
+
+def decode_batch(encoded: list[torch.Tensor], names: list[str], size: int, device) -> torch.Tensor:
+    """Encoded images -> ``(B, 3, S, S)`` float32 in [0, 1] on ``device``: the JPEGs decoded there
+    together by ``torchvision.io.decode_jpeg`` (nvJPEG on a GPU), any other format (PNG, WebP) on the
+    CPU; RGB, each resized to ``S x S`` (bilinear, antialiased: close to PIL's, not bitwise). A
+    file that does not decode fails naming it (``names``)."""
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_image as tv_decode, decode_jpeg
+
+    jpeg = [i for i, b in enumerate(encoded) if len(b) > 2 and int(b[0]) == 0xFF and int(b[1]) == 0xD8]
+    out: list = [None] * len(encoded)
+    try:
+        if jpeg:
+            for i, img in zip(jpeg, decode_jpeg([encoded[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)):
+                out[i] = img
+        for i in (i for i in range(len(encoded)) if out[i] is None):
+            out[i] = tv_decode(encoded[i], mode=ImageReadMode.RGB).to(device)
+    except RuntimeError:
+        for i, (b, name) in enumerate(zip(encoded, names)):
+            try:
+                tv_decode(b, mode=ImageReadMode.RGB)
+            except RuntimeError as exc:
+                raise DataError(f"{name}: not a readable image ({str(exc).splitlines()[0]})") from None
+        raise
+    resized = [F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False) for img in out]
+    return (torch.cat(resized) / 255.0).clamp_(0.0, 1.0)
+
 
 def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
     """Image files under ``root``: in class subfolders (labels by sorted folder name) or directly

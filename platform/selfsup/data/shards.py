@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup import storage
 from selfsup.data.datasets import IMAGE_EXTENSIONS, decode_image
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, split_arrays
 
@@ -37,15 +38,12 @@ ENCODED = ("jpg", "jpeg", "png", "webp", "npy")
 
 
 def filesystem(uri: str):
-    """``(pyarrow FileSystem, path within it)`` for a URI (``s3://bucket/prefix``) or a local path."""
-    from pyarrow import fs
-
-    if "://" in uri:
-        try:
-            return fs.FileSystem.from_uri(uri)
-        except Exception as exc:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError, ... for a bad URI)
-            raise DataError(f"{uri}: not a filesystem pyarrow can open ({exc})") from None
-    return fs.LocalFileSystem(), str(Path(uri).resolve())
+    """``(pyarrow FileSystem, path within it)`` for a URI (``s3://bucket/prefix``) or a local path
+    (``selfsup.storage.filesystem``), a URI pyarrow cannot open a :class:`DataError`."""
+    try:
+        return storage.filesystem(uri)
+    except Exception as exc:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError, ... for a bad URI)
+        raise DataError(f"{uri}: not a filesystem pyarrow can open ({exc})") from None
 
 
 def shard_paths(uri: str) -> tuple[object, list[str], str]:
@@ -174,17 +172,69 @@ def _parquet_index(filesys, shard: str, on_bad_file: str, index: Index) -> None:
 
 class ShardSamples(StreamedFiles):
     """Images of shards decoded on access to ``(3, S, S)`` (``.npy`` samples: as stored; see
-    :class:`StreamedFiles`). Keeps the filesystem and, per process, the last Parquet row group read."""
+    :class:`StreamedFiles`). Keeps the filesystem and, per process, the last Parquet row group read.
+    :meth:`items` reads a batch with one open per shard and one read per Parquet row group (an
+    object store's file open is a request of its own)."""
 
     def __init__(self, filesys, samples: list[Sample], sample_shape: tuple[int, ...], image_size: int, on_bad_file: str = "fail"):
         super().__init__(samples, sample_shape, on_bad_file)
         self.filesys, self.image_size = filesys, image_size
         self._group: tuple[tuple[str, int], list] | None = None
+        self._read: dict[Sample, bytes] = {}
 
     def __getstate__(self):
-        return {**self.__dict__, "_group": None}
+        return {**self.__dict__, "_group": None, "_read": {}}
+
+    def encoded(self, indices) -> list[bytes]:
+        """The samples' bytes, as stored (for ``selfsup.data.datasets.EncodedImages``), read per shard."""
+        self._fetch([self.files[int(i)] for i in indices])
+        try:
+            out = []
+            for i in indices:
+                try:
+                    out.append(self.raw(self.files[int(i)]))
+                except OSError as exc:
+                    raise DataError(f"{self.files[int(i)]}: cannot read its bytes ({exc})") from None
+            return out
+        finally:
+            self._read = {}
+
+    def _fetch(self, wanted: list[Sample]) -> None:
+        """Read ``wanted`` together into ``_read``: one open per shard (what fails is read again one
+        by one, which names it)."""
+        by_shard: dict[str, list[Sample]] = {}
+        for s in wanted:
+            by_shard.setdefault(s.shard, []).append(s)
+        for shard, samples in by_shard.items():
+            try:
+                self._read.update(self._read_together(shard, samples))
+            except Exception:  # noqa: BLE001
+                pass
+
+    def items(self, indices) -> list:
+        self._fetch([self.files[int(i)] for i in indices])
+        try:
+            return super().items(indices)
+        finally:
+            self._read = {}
+
+    def _read_together(self, shard: str, samples: list[Sample]) -> dict[Sample, bytes]:
+        """The bytes of ``samples`` of one shard, through one open file."""
+        import pyarrow.parquet as pq
+
+        with self.filesys.open_input_file(shard) as f:
+            if not shard.endswith(".parquet"):
+                return {s: data for s in samples if len(data := f.read_at(s.size, s.offset)) == s.size}
+            pf, out = pq.ParquetFile(f), {}
+            for group in sorted({s.row_group for s in samples}):
+                column = "image" if samples[0].ext == "image" else "npy"
+                values = pf.read_row_group(group, columns=[column]).column(column)
+                out.update({s: values[s.row].as_py() for s in samples if s.row_group == group})
+            return out
 
     def raw(self, s: Sample) -> bytes:
+        if s in self._read:
+            return self._read[s]
         if s.ext != "image" and not s.shard.endswith(".parquet"):
             with self.filesys.open_input_file(s.shard) as f:
                 data = f.read_at(s.size, s.offset)
@@ -284,6 +334,11 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+ROW_GROUP = 64
+"""Rows per row group of the Parquet shards written: a random sample costs the read of its row
+group (one request), so groups stay small; the reader takes any size."""
+
+
 def write_shards(src: str, out: str, fmt: str = "webdataset", shard_size: int = 1000) -> list[str]:
     """Write the samples of ``src`` (an image folder or an ``.npz``) as ``fmt`` shards (webdataset |
     parquet) of ``shard_size`` samples under ``out`` (a folder or a bucket prefix): ``shard-00000.tar``,
@@ -312,6 +367,6 @@ def write_shards(src: str, out: str, fmt: str = "webdataset", shard_size: int = 
                 table = {"key": [k for k, _, _ in part], column: pa.array([d for _, d, _ in part], pa.binary())}
                 if labels is not None:
                     table["label"] = pa.array(labels[start:start + len(part)], pa.int64())
-                pq.write_table(pa.table(table), stream)
+                pq.write_table(pa.table(table), stream, row_group_size=ROW_GROUP)
         written.append(path)
     return written

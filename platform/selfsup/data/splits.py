@@ -166,10 +166,15 @@ class StreamedFiles(torch.utils.data.Dataset):
         picked = range(len(self.files))[index] if isinstance(index, slice) else [int(i) for i in index]
         return torch.stack([torch.from_numpy(self.read(self.files[i])) for i in picked])
 
+    def items(self, indices) -> list:
+        """``[ds[i] for i in indices]`` (a :class:`Skipped` in place of what cannot be read); a
+        subclass may read them together (one request per shard)."""
+        return [self._one(int(i)) for i in indices]
+
     def take(self, indices) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
         """The readable samples among ``indices`` ``(K, ...)``, the positions in ``indices`` they
         came from ``(K,)``, and what was skipped."""
-        samples = [self._one(int(i)) for i in indices]
+        samples = self.items(indices)
         kept = [k for k, s in enumerate(samples) if torch.is_tensor(s)]
         if not kept:
             raise DataError(f"{samples[0].file}: none of the {len(samples)} files asked for could be read ({samples[0].reason})")

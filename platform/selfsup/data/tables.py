@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup import storage
 from selfsup.data.splits import DataError, SplitData, split_arrays, to_split
 from selfsup.errors import first_line
 
@@ -51,18 +52,23 @@ def bundled(name: str, test_fraction: float = 0.2, split_seed: int = 0) -> Split
     return SplitData(name, to_split(xtr, ytr), to_split(xte, yte), (1,) * xtr.shape[1])
 
 
-def _read(path: Path, kind: str):
+def _read(path: str, kind: str):
+    """The table at ``path``: a local file or a URI of any pyarrow filesystem (``s3://...``)."""
     import pandas as pd
 
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     try:
-        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+        if not storage.is_file(path):
+            raise DataError(f"{path}: file not found")
+        filesys, inner = storage.filesystem(path)
+        with filesys.open_input_file(inner) as f:
+            return pd.read_csv(f) if kind == "csv" else pd.read_parquet(f)
+    except DataError:
+        raise
     except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
         raise DataError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
-def _numerical(frame, column: str, where: Path, impute: bool) -> np.ndarray:
+def _numerical(frame, column: str, where: str, impute: bool) -> np.ndarray:
     import pandas as pd
 
     values = pd.to_numeric(frame[column], errors="coerce")
@@ -110,8 +116,8 @@ def user_table(
     max_categories: int = MAX_CATEGORIES,
 ) -> SplitData:
     """A CSV or Parquet table with a declared schema (see the module docstring)."""
-    where = Path(path)
-    frame = _read(where, kind)
+    where = path
+    frame = _read(path, kind)
     for column in [*numerical, *categorical, *([label] if label else [])]:
         if column not in frame.columns:
             raise DataError(f"{where}: column {column!r} not in the file (columns: {', '.join(map(str, frame.columns))})")
@@ -152,4 +158,4 @@ def user_table(
         raise DataError(f"{where}: data.columns declares no numerical or categorical column")
     x_train = np.concatenate(parts_train, axis=1).astype(np.float32)
     x_test = np.concatenate(parts_test, axis=1).astype(np.float32)
-    return SplitData(where.stem, to_split(x_train, y_train), to_split(x_test, y_test), tuple(groups))
+    return SplitData(Path(path.split('?')[0]).stem, to_split(x_train, y_train), to_split(x_test, y_test), tuple(groups))

@@ -286,7 +286,8 @@ class SeededSamples(Dataset):
         return self.dataset[i]
 
     def __getitems__(self, indices: list) -> SeededBatch:
-        batch = SeededBatch(self.dataset[i] for i in indices)
+        items = getattr(self.dataset, "items", None)  # a streamed dataset reads a batch together
+        batch = SeededBatch(items(indices) if items else (self.dataset[i] for i in indices))
         batch.seed = getattr(indices, "seed", None)
         return batch
 
@@ -319,6 +320,21 @@ class ViewCollate:
         batch = {"views": self.views(x)}
         if skipped:
             batch["skipped"] = skipped
+        if self.masks is not None:
+            batch.update(self.masks(len(samples)))
+        return batch
+
+
+class EncodedCollate(ViewCollate):
+    """``collate_fn`` of ``data.decode_on: device``: a batch of ``(encoded bytes, name)`` samples
+    (``selfsup.data.datasets.EncodedImages``) as ``{"encoded": [(L,) uint8, ...], "names": [...]}``
+    plus the method's masks; the worker decodes the images and makes the views on its device."""
+
+    def __init__(self, masks: Callable[[int], dict] | None = None):
+        super().__init__(Unchanged(1), masks)
+
+    def collate(self, samples: list) -> dict:
+        batch = {"encoded": [s[0] for s in samples], "names": [s[1] for s in samples]}
         if self.masks is not None:
             batch.update(self.masks(len(samples)))
         return batch

@@ -73,6 +73,6 @@ class RayDataBatches:
         )
 
     def __iter__(self):
-        for rows in self.dataset().iter_batches(batch_size=1, prefetch_batches=self.prefetch, batch_format="numpy"):
-            self.nodes.add(str(rows["node"][0]))
-            yield pickle.loads(rows["batch"][0])
+        for rows in self.dataset().iter_batches(batch_size=1, prefetch_batches=self.prefetch, batch_format="pyarrow"):
+            self.nodes.add(rows.column("node")[0].as_py())
+            yield pickle.loads(rows.column("batch")[0].as_buffer())  # read in Arrow's buffer, not copied out

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
-from selfsup.data.views import SeededBatches, SeededSamples, Unchanged, ViewCollate
+from selfsup.data.datasets import EncodedImages, decode_batch
+from selfsup.data.views import EncodedCollate, SeededBatches, SeededSamples, Unchanged, ViewCollate
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.modalities import load_dataset
 from selfsup.metrics import LABEL_FREE
@@ -176,7 +177,10 @@ def training_views(cfg: ExperimentConfig, data):
 
 def make_collate(cfg: ExperimentConfig, method: Method, data) -> ViewCollate:
     """The ``collate_fn`` of the run: the view recipe plus the method's masks (with
-    ``data.augment_on: device``, the decoded batch alone: the worker makes the views)."""
+    ``data.augment_on: device``, the decoded batch alone: the worker makes the views; with
+    ``data.decode_on: device``, the encoded images: the worker decodes them too)."""
+    if cfg.data.decode_on == "device":
+        return EncodedCollate(method.masks())
     views = Unchanged(1) if cfg.data.augment_on == "device" else training_views(cfg, data)
     return ViewCollate(views, method.masks())
 
@@ -234,6 +238,8 @@ def train_loop(config: dict) -> None:
     data = ray.get(config["data"]) if config.get("data") is not None else load_data(cfg)
     method = build(cfg, data.shape, data.groups, data.train.x)
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
+    if cfg.data.decode_on == "device":
+        dataset = EncodedImages(data.train.x)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     batches = SeededBatches(sampler, cfg.train.batch_size // world, seed=epoch_seed(cfg.seed, 0, rank))
     if cfg.data.uses_ray_data:
@@ -364,7 +370,9 @@ def train_loop(config: dict) -> None:
         skipped.count = 0
         for step, batch in enumerate(waiting(loader, waited), 1):
             skipped(batch.pop("skipped", ()))
-            if device_views is not None:
+            if "encoded" in batch:
+                batch["views"] = device_views(decode_batch(batch.pop("encoded"), batch.pop("names"), data.shape[-1], device))
+            elif device_views is not None:
                 batch["views"] = device_views(batch["views"][0].to(device, non_blocking=True))
             for k, v in engine.train_step(batch, sync=False).items():
                 sums[k] = sums.get(k, 0.0) + v
