@@ -9,7 +9,8 @@ loop waits for them, and what the Ray Train worker loop costs over the bare engi
    (c) the same from an S3-compatible bucket (moto's server on 127.0.0.1, as the tests use).
 2. The data-wait share: a loop consuming Ray Data's batches (b) with a fixed step time (a matmul
    loop, calibrated; no sleep) chosen to need less than what the CPUs left beside it can make:
-   the time it waited for its next batch over the epoch's time (target <= 5%).
+   the time it waited for its next batch over the epoch's time (target <= 5%), in the second of two
+   epochs, started before a stand-in evaluation as the worker loop starts its next epoch.
 3. The whole loop: samples/s of a real ``selfsup train`` run (Ray Train worker loop, DataLoader,
    metrics logged once per epoch) against the bare ``Engine.train_step`` on the same model and the
    same batch, one thread each (target >= 0.95).
@@ -101,29 +102,44 @@ def busy_step(x: torch.Tensor, w: torch.Tensor, reps: int) -> None:
         x = torch.tanh(x @ w)
 
 
+def operands() -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's matmul operands: large enough that the step runs in torch's kernels with Python's
+    lock released, as a training step mostly does (a loop of tiny matmuls would hold it and starve
+    the Ray Data threads of this process)."""
+    return torch.randn(256, 512), torch.randn(512, 512) / 23
+
+
 def calibrate(seconds: float) -> int:
     """Matmul repetitions that take about ``seconds`` on one thread."""
-    x, w = torch.randn(64, 256), torch.randn(256, 256) / 16
+    x, w = operands()
     t0 = time.perf_counter()
-    busy_step(x, w, 200)
-    return max(1, round(200 * seconds / (time.perf_counter() - t0)))
+    busy_step(x, w, 20)
+    return max(1, round(20 * seconds / (time.perf_counter() - t0)))
 
 
-def wait_share(samples, batch: int, size: int, step_s: float) -> tuple[float, float, float]:
-    """(2): ``(waited s, of which for the first batch, epoch s)`` of one epoch of Ray Data batches
-    consumed by a step of ``step_s``."""
-    reps, x, w = calibrate(step_s), torch.randn(64, 256), torch.randn(256, 256) / 16
-    waits = []
-    t0 = time.perf_counter()
-    batches = iter(ray_data_batches(samples, batch, size))
-    while True:
-        t = time.perf_counter()
-        b = next(batches, None)
-        waits.append(time.perf_counter() - t)
-        if b is None:
-            break
-        busy_step(x, w, reps)
-    return sum(waits), waits[0], time.perf_counter() - t0
+def wait_share(samples, batch: int, size: int, step_s: float, eval_s: float) -> tuple[float, float, float]:
+    """(2): ``(waited s, of which for the first batch, epoch s)`` of the second of two epochs of Ray
+    Data batches consumed by a step of ``step_s``, the second started (``RayDataBatches.start``)
+    before an evaluation of ``eval_s`` between them, as the worker loop does."""
+    reps, (x, w) = calibrate(step_s), operands()
+    loader = ray_data_batches(samples, batch, size)
+    for epoch in (1, 2):
+        loader.batches.set_epoch(epoch)
+        waits = []
+        t0 = time.perf_counter()
+        batches = iter(loader)
+        while True:
+            t = time.perf_counter()
+            b = next(batches, None)
+            waits.append(time.perf_counter() - t)
+            if b is None:
+                break
+            busy_step(x, w, reps)
+        epoch_s = time.perf_counter() - t0
+        if epoch == 1:
+            loader.start(2)
+            busy_step(x, w, calibrate(eval_s))
+    return sum(waits), waits[0], epoch_s
 
 
 def whole_loop(work: Path, epochs: int, scale: int) -> tuple[float, float]:
@@ -143,7 +159,7 @@ def whole_loop(work: Path, epochs: int, scale: int) -> tuple[float, float]:
         "model": {"backbone": "cnn", "embed_dim": 64, "width": 32, "depth": 3}, "method": {"name": "vicreg", "projector": [256, 256]},
         "train": {"epochs": epochs, "batch_size": 128, "storage_path": str(work / "runs")},
         "eval": {"subset_size": 128, "lidar_samples": 32, "lidar_views": 4, "probe_every": 0},
-        "scaling": {"cpus_per_worker": 1}, "tracking": {"uri": f"sqlite:///{work}/mlflow.db"},
+        "scaling": {"cpus_per_worker": 1}, "tracking": {"uri": f"sqlite:///{work}/mlflow.db", "artifact_location": str(work / "artifacts")},
     }, "loop.yaml")
     from mlflow.tracking import MlflowClient
 
@@ -168,6 +184,11 @@ def whole_loop(work: Path, epochs: int, scale: int) -> tuple[float, float]:
     float(out["loss"])
     bare = steps * 128 / (time.perf_counter() - t0)
     return loop, bare
+
+
+EVAL_S = 2.0
+"""The stand-in for an epoch's evaluation in the data-wait measurement, during which the next epoch
+starts (the label-free metrics and checkpoint of a small run take about this)."""
 
 
 def main(argv=None) -> int:
@@ -215,7 +236,7 @@ def main(argv=None) -> int:
             }
             # a step needing 3/4 of what the CPUs beside the loop (one is the loop's) make at rate (b)
             step_s = args.batch / (0.75 * rates["(b) Ray Data, local shards"] * max(1, args.cpus - 1) / args.cpus)
-            waited, first, epoch = wait_share(local, args.batch, args.size, step_s)
+            waited, first, epoch = wait_share(local, args.batch, args.size, step_s, eval_s=EVAL_S)
             loop, bare = whole_loop(work, args.loop_epochs, args.loop_scale)
         finally:
             ray.shutdown()
@@ -225,7 +246,7 @@ def main(argv=None) -> int:
     for name, rate in rates.items():
         print(f"{name:32s} {rate:10.1f} {rate / args.cpus:9.1f}")
     print(f"data wait: {waited:.2f} s of a {epoch:.2f} s epoch ({100 * waited / epoch:.1f}%; {first:.2f} s of it for the first batch), "
-          f"step {1000 * step_s:.0f} ms, Ray Data from local shards")
+          f"step {1000 * step_s:.0f} ms, Ray Data from local shards, second epoch, started {EVAL_S:.0f} s before it")
     print(f"whole loop: {loop:.0f} samples/s in the Ray Train worker loop, {bare:.0f} bare engine steps: ratio {loop / bare:.3f}")
     return 0
 

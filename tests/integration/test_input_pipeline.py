@@ -19,6 +19,6 @@ def test_smoke_run_prints_every_source_the_wait_share_and_the_loop_ratio(tmp_pat
     rows = lines[start + 1:start + 4]
     assert [r[:32].strip() for r in rows] == ["(a) PIL loader, image folder", "(b) Ray Data, local shards", "(c) Ray Data, S3 shards"]
     assert all(float(r.split()[-2]) > 0 and float(r.split()[-1]) > 0 for r in rows), rows
-    assert re.fullmatch(r"data wait: [\d.]+ s of a [\d.]+ s epoch \([\d.]+%; [\d.]+ s of it for the first batch\), step \d+ ms, Ray Data from local shards", lines[start + 4])
+    assert re.fullmatch(r"data wait: [\d.]+ s of a [\d.]+ s epoch \([\d.]+%; [\d.]+ s of it for the first batch\), step \d+ ms, Ray Data from local shards, second epoch, started 2 s before it", lines[start + 4])
     assert re.fullmatch(r"whole loop: \d+ samples/s in the Ray Train worker loop, \d+ bare engine steps: ratio [\d.]+", lines[start + 5])
     assert not list(ROOT.glob("selfsup-*")), "nothing written into the repository"

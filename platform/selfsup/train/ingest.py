@@ -22,6 +22,7 @@ both. Ray Data does not resume an execution mid-epoch: a restarted worker starts
 from __future__ import annotations
 
 import pickle
+import threading
 
 import ray
 import ray.data
@@ -57,22 +58,57 @@ class RayDataBatches:
         self.batches, self.cpus, self.resource, self.prefetch = batches, cpus, resource, prefetch
         self.maker = BatchMaker(samples, collate)
         self.nodes: set[str] = set()
+        self._started: tuple[int, threading.Thread, list] | None = None
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def dataset(self) -> ray.data.Dataset:
-        """This epoch's batches as a Ray Dataset: one row (and block) per batch, made in order."""
+    def dataset(self, epoch: int) -> ray.data.Dataset:
+        """Epoch ``epoch``'s batches as a Ray Dataset: one row (and block) per batch, made in order."""
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        now = self.batches.epoch
+        self.batches.set_epoch(epoch)
         rows = [{"indices": list(b), "seed": b.seed} for b in self.batches]
+        self.batches.set_epoch(now)
         return ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             make_batch, fn_kwargs={"maker": self.maker}, num_cpus=self.cpus, resources={self.resource: 1} if self.resource else None,
         )
 
-    def __iter__(self):
-        for rows in self.dataset().iter_batches(batch_size=1, prefetch_batches=self.prefetch, batch_format="pyarrow"):
+    def batches_of(self, epoch: int):
+        for rows in self.dataset(epoch).iter_batches(batch_size=1, prefetch_batches=self.prefetch, batch_format="pyarrow"):
             self.nodes.add(rows.column("node")[0].as_py())
             yield pickle.loads(rows.column("batch")[0].as_buffer())  # read in Arrow's buffer, not copied out
+
+    def start(self, epoch: int) -> None:
+        """Start making epoch ``epoch``'s batches now, in the background (the worker calls it before
+        evaluating the epoch before): its first batch is ready when the epoch begins, where a Ray
+        Data execution takes seconds to produce one."""
+        batches = self.batches_of(epoch)
+        first: list = []
+
+        def fetch():
+            try:
+                first.append(next(batches, None))
+            except BaseException as exc:  # noqa: BLE001  (raised again in the epoch that asks for it)
+                first.append(exc)
+
+        thread = threading.Thread(target=fetch, daemon=True)
+        thread.start()
+        self._started = (epoch, thread, [batches, first])
+
+    def __iter__(self):
+        epoch = self.batches.epoch
+        if self._started is None or self._started[0] != epoch:
+            yield from self.batches_of(epoch)
+            return
+        _, thread, (batches, first) = self._started
+        self._started = None
+        thread.join()
+        if isinstance(first[0], BaseException):
+            raise first[0]
+        if first[0] is not None:
+            yield first[0]
+            yield from batches

@@ -384,6 +384,8 @@ def train_loop(config: dict) -> None:
         if not diverged and step > checked:
             diverged = diverging()
         t1 = time.perf_counter()
+        if isinstance(loader, RayDataBatches) and epoch < cfg.train.epochs and not diverged:
+            loader.start(epoch + 1)  # its first batches are made while this epoch is evaluated
         if epoch == start + 1 and engine.compile_fallback and rank == 0:
             print(f"[selfsup] WARNING: torch.compile failed; training eagerly: {engine.compile_fallback}", flush=True)
         do_probe = probe is not None and (epoch == cfg.train.epochs or (cfg.eval.probe_every and epoch % cfg.eval.probe_every == 0))
