@@ -235,7 +235,7 @@ def test_bucket_shards_through_ray_data_on_an_elastic_run_that_loses_a_node(node
                          capture_output=True, text=True, timeout=300, env=client_env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert sum(k.endswith(".parquet") for k in services.s3_keys(s3[0], RUNS, "shards/digits/")) == 5
-    epochs = 5
+    epochs = 4
     cfg = experiment(tmp_path / "elastic.yaml", "elastic", {"uri": server}, f"s3://{RUNS}/elastic", **{
         "data.name": "shards", "data.path": shards, "data.stream": True, "data.preprocess_resource": "preprocess", "data.preprocess_cpus": 0.5,
         "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,

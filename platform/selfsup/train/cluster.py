@@ -97,8 +97,10 @@ def init_ray(temp_dir: str | None = None) -> None:
     warning = secrets_warning(env)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    # a temp dir names a local Ray's session folder; a running cluster has its own
-    ray.init(address=address, _temp_dir=None if address else temp_dir, log_to_driver=True, runtime_env={"env_vars": env} if env else None, **dashboard)
+    # a temp dir names a local Ray's session folder; a running cluster has its own. "local": not the
+    # cluster of this machine's last `ray start`, which Ray joins by default, even one long dead
+    ray.init(address=address or "local", _temp_dir=None if address else temp_dir, log_to_driver=True,
+             runtime_env={"env_vars": env} if env else None, **dashboard)
 
 
 def free_port() -> int:

@@ -21,18 +21,24 @@ both. Ray Data does not resume an execution mid-epoch: a restarted worker starts
 
 from __future__ import annotations
 
-import pickle
+import io
 import threading
 
+import pyarrow as pa
 import ray
 import ray.data
+import torch
 
+from selfsup.data.splits import Skipped
 from selfsup.data.views import SeededBatch, SeededBatches, SeededSamples, ViewCollate
+
+torch.serialization.add_safe_globals([Skipped])
 
 
 class BatchMaker:
     """One training batch from one row ``{"indices", "seed"}``, in a Ray Data task: the samples
-    (``SeededSamples``) collated into views and masks (``ViewCollate``), pickled, with the node."""
+    (``SeededSamples``) collated into views and masks (``ViewCollate``), as ``torch.save`` bytes
+    (read back with ``weights_only``), with the node."""
 
     def __init__(self, samples: SeededSamples, collate: ViewCollate):
         self.samples, self.collate = samples, collate
@@ -41,7 +47,9 @@ class BatchMaker:
         indices = SeededBatch(int(i) for i in row["indices"])
         indices.seed = int(row["seed"])
         batch = self.collate(self.samples.__getitems__(indices))
-        return {"batch": pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), "node": ray.get_runtime_context().get_node_id()}
+        out = io.BytesIO()
+        torch.save(batch, out)
+        return {"batch": out.getvalue(), "node": ray.get_runtime_context().get_node_id()}
 
 
 def make_batch(row: dict, maker: BatchMaker) -> dict:
@@ -80,7 +88,8 @@ class RayDataBatches:
     def batches_of(self, epoch: int):
         for rows in self.dataset(epoch).iter_batches(batch_size=1, prefetch_batches=self.prefetch, batch_format="pyarrow"):
             self.nodes.add(rows.column("node")[0].as_py())
-            yield pickle.loads(rows.column("batch")[0].as_buffer())  # read in Arrow's buffer, not copied out
+            # read in place in Arrow's buffer; tensors, containers and Skipped only (no code runs)
+            yield torch.load(pa.BufferReader(rows.column("batch")[0].as_buffer()), weights_only=True)
 
     def start(self, epoch: int) -> None:
         """Start making epoch ``epoch``'s batches now, in the background (the worker calls it before

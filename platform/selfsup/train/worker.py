@@ -48,7 +48,6 @@ from selfsup.models.saved import backbone_kwargs
 from selfsup.models.tokens import enable_grad_checkpointing
 from selfsup.tracking import runs
 from selfsup.train import checkpoints, sharding
-from selfsup.train.ingest import RayDataBatches
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
 
@@ -243,6 +242,8 @@ def train_loop(config: dict) -> None:
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     batches = SeededBatches(sampler, cfg.train.batch_size // world, seed=epoch_seed(cfg.seed, 0, rank))
     if cfg.data.uses_ray_data:
+        from selfsup.train.ingest import RayDataBatches  # here: a run on the loader does not import Ray Data
+
         d = cfg.data
         loader = RayDataBatches(SeededSamples(dataset), batches, make_collate(cfg, method, data), d.preprocess_cpus, d.preprocess_resource,
                                 d.prefetch_batches)
@@ -384,7 +385,7 @@ def train_loop(config: dict) -> None:
         if not diverged and step > checked:
             diverged = diverging()
         t1 = time.perf_counter()
-        if isinstance(loader, RayDataBatches) and epoch < cfg.train.epochs and not diverged:
+        if cfg.data.uses_ray_data and epoch < cfg.train.epochs and not diverged:
             loader.start(epoch + 1)  # its first batches are made while this epoch is evaluated
         if epoch == start + 1 and engine.compile_fallback and rank == 0:
             print(f"[selfsup] WARNING: torch.compile failed; training eagerly: {engine.compile_fallback}", flush=True)
@@ -430,7 +431,7 @@ def train_loop(config: dict) -> None:
                     epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))}
                 if epoch == start + 1:
                     epoch_tags[runs.COMPILE] = compile_state(engine)
-                    if isinstance(loader, RayDataBatches):
+                    if cfg.data.uses_ray_data:
                         epoch_tags[runs.PREPROCESS_NODES] = json.dumps(sorted(loader.nodes))
                 # one write per epoch: the metrics (unless a replayed epoch already has them) and the tags
                 runs.log_metrics(cfg.tracking.uri, run_id, metrics if epoch > logged else {}, step=epoch, tags=epoch_tags)
