@@ -21,6 +21,7 @@ skips the sample.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 from dataclasses import dataclass, field
@@ -187,8 +188,7 @@ class ShardSamples(StreamedFiles):
 
     def encoded(self, indices) -> list[bytes]:
         """The samples' bytes, as stored (for ``selfsup.data.datasets.EncodedImages``), read per shard."""
-        self._fetch([self.files[int(i)] for i in indices])
-        try:
+        with self._fetched(indices):
             out = []
             for i in indices:
                 try:
@@ -196,27 +196,28 @@ class ShardSamples(StreamedFiles):
                 except OSError as exc:
                     raise DataError(f"{self.files[int(i)]}: cannot read its bytes ({exc})") from None
             return out
-        finally:
-            self._read = {}
 
-    def _fetch(self, wanted: list[Sample]) -> None:
-        """Read ``wanted`` together into ``_read``: one open per shard (what fails is read again one
-        by one, which names it)."""
+    @contextlib.contextmanager
+    def _fetched(self, indices):
+        """Within: samples ``indices`` read together into ``_read``, one open per shard (what fails
+        is read again one by one by :meth:`raw`, which names it); forgotten after."""
         by_shard: dict[str, list[Sample]] = {}
-        for s in wanted:
+        for i in indices:
+            s = self.files[int(i)]
             by_shard.setdefault(s.shard, []).append(s)
         for shard, samples in by_shard.items():
             try:
                 self._read.update(self._read_together(shard, samples))
             except Exception:  # noqa: BLE001
                 pass
-
-    def items(self, indices) -> list:
-        self._fetch([self.files[int(i)] for i in indices])
         try:
-            return super().items(indices)
+            yield
         finally:
             self._read = {}
+
+    def items(self, indices) -> list:
+        with self._fetched(indices):
+            return super().items(indices)
 
     def _read_together(self, shard: str, samples: list[Sample]) -> dict[Sample, bytes]:
         """The bytes of ``samples`` of one shard, through one open file."""
@@ -226,8 +227,8 @@ class ShardSamples(StreamedFiles):
             if not shard.endswith(".parquet"):
                 return {s: data for s in samples if len(data := f.read_at(s.size, s.offset)) == s.size}
             pf, out = pq.ParquetFile(f), {}
+            column = "image" if samples[0].ext == "image" else "npy"
             for group in sorted({s.row_group for s in samples}):
-                column = "image" if samples[0].ext == "image" else "npy"
                 values = pf.read_row_group(group, columns=[column]).column(column)
                 out.update({s: values[s.row].as_py() for s in samples if s.row_group == group})
             return out
