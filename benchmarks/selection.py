@@ -15,7 +15,7 @@ written to ``docs/selection.md`` with plots under ``docs/selection/`` and onto a
 in the same experiment.
 
     python benchmarks/selection.py                      # the full matrix: 12 cells x 12 trials
-    python benchmarks/selection.py --budget smoke       # 2 cells x 3 trials x 2 epochs (the test)
+    python benchmarks/selection.py --budget smoke       # 2 cells x 2 trials x 2 epochs (the test)
     python benchmarks/selection.py --cells digits       # cells whose name contains 'digits'
     RAY_ADDRESS=auto python benchmarks/selection.py --max-concurrent 12   # on a cluster
 
@@ -75,10 +75,10 @@ table)."""
 BUDGETS = {
     "full": {"trials": 12, "epochs": None, "cells": None},
     "small": {"trials": 6, "epochs": 0.5, "cells": None},
-    "smoke": {"trials": 3, "epochs": 2, "cells": ["digits-vicreg", "breast_cancer-simclr"]},
+    "smoke": {"trials": 2, "epochs": 2, "cells": ["digits-vicreg", "breast_cancer-simclr"]},
 }
 """``full``: every cell, 12 trials, the cells' epochs (under 90 min on 2 cores); ``small``: 6 trials
-at half the epochs; ``smoke``: 2 cells x 3 trials x 2 epochs (seconds of training each)."""
+at half the epochs; ``smoke``: 2 cells x 2 trials x 2 epochs (seconds of training each)."""
 
 
 def sweep_config(spec: CellSpec, budget: str, args, storage: str):

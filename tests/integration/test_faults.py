@@ -35,7 +35,7 @@ def test_sweep_fault_harness_small_n(ray_cluster, tmp_path):
     leftovers counted, and each of its trials labelled as ASHA stopped it or finished."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "0", "--killed-sweeps", "1",
-           "--sweep-trials", "2", "--sweep-epochs", "2", "--outages", "1", "--outage-s", "10", "--leak-trials", "3", "--log", str(tmp_path / "faults.log")]
+           "--sweep-trials", "1", "--sweep-epochs", "2", "--outages", "1", "--outage-s", "10", "--leak-trials", "3", "--log", str(tmp_path / "faults.log")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-6000:]
     last = out.stdout.strip().splitlines()[-1]

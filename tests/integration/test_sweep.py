@@ -1,5 +1,6 @@
 """`selfsup sweep` on a real local Ray cluster (Tune + OptunaSearch + Train V2) with real MLflow."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 from mlflow.tracking import MlflowClient
 from ray.util.state import list_actors
 
@@ -16,7 +18,7 @@ from selfsup.config import load_sweep
 from selfsup.tune.sweep import run_sweep
 
 
-def write_sweep(tmp, name, num_samples, epochs, scheduler="none", cpus_per_worker=0.5, extra=""):
+def write_sweep(tmp, name, num_samples, epochs, scheduler="none", cpus_per_worker=0.5, extra="", seed=3):
     (tmp / "base.yaml").write_text(textwrap.dedent(f"""\
         name: base
         model: {{backbone: cnn, embed_dim: 32, width: 8, depth: 2}}
@@ -35,7 +37,7 @@ def write_sweep(tmp, name, num_samples, epochs, scheduler="none", cpus_per_worke
         search_space: space.yaml
         num_samples: {num_samples}
         max_concurrent_trials: 2
-        seed: 3
+        seed: {seed}
         scheduler: {{type: {scheduler}, grace_period: 1}}
         """) + extra)
     return sweep
@@ -101,36 +103,58 @@ def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, m
     assert len(client.search_model_versions("name='tiny'")) == 1, "a resumed, finished sweep registers nothing new"
 
 
-def test_collapsed_trials_are_stopped_and_labelled(ray_cluster, workdir):
-    """Two ways to collapse: a 4-wide embedding can never reach RankMe 5 (the sweep's threshold), and
-    views with infinite noise make the loss non-finite at the first step."""
-    path = write_sweep(workdir, "collapse", num_samples=4, epochs=3, extra="collapse_rankme: 5.0\n")
+def test_collapsed_and_crashing_trials_end_labelled_and_the_others_survive(ray_cluster, workdir):
+    """One sweep of four trials (seed 24 draws them in this order): a 4-wide embedding that can never
+    reach RankMe 5 (the sweep's threshold), views with infinite noise that make the loss non-finite at
+    the first step, both stopped at their first epoch and labelled collapsed; two healthy trials, one
+    of which loses its worker in its last epoch with no retries left (none in Train, none in Tune)
+    and ends FAILED, while the other, the table and the pick survive."""
+    path = write_sweep(workdir, "faults", num_samples=4, epochs=3, seed=24, extra="collapse_rankme: 5.0\ntrial_retries: 0\n")
     (workdir / "space.yaml").write_text("model.embed_dim: {type: choice, values: [4, 32]}\n"
                                         "data.noise_std: {type: choice, values: [0.05, .inf]}\n")
-    (workdir / "base.yaml").write_text((workdir / "base.yaml").read_text() + "data: {views: light}\n")
-    table = run_sweep(load_sweep(path), str(path))
-    client, parent, children = trial_runs(workdir, "collapse")
-    kinds = set()
+    base = workdir / "base.yaml"
+    base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, ") + "data: {views: light}\n")
+    out = {}
+    runner = threading.Thread(target=lambda: out.update(table=run_sweep(load_sweep(path), str(path))))
+    runner.start()
+    deadline, killed = time.time() + 600, None
+    while killed is None and runner.is_alive() and time.time() < deadline:
+        done = [p.parent.name for p in (workdir / "runs").rglob("epoch-00002")]
+        for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]) if done else []:
+            with contextlib.suppress(psutil.Error):
+                if any(trial in psutil.Process(actor.pid).cwd() for trial in done):  # Train runs a trial's workers in a folder named after it
+                    os.kill(actor.pid, signal.SIGKILL)
+                    killed = done
+        time.sleep(0.05)
+    runner.join(timeout=600)
+    assert killed, "no healthy trial reached its second epoch"
+
+    client, parent, children = trial_runs(workdir, "faults")
+    assert parent.info.status == "FINISHED" and "picks trial" in out["table"] and "FAILED" in out["table"]
+    kinds = []
     for c in children:
         noisy, narrow = float(c.data.params["data.noise_std"]) > 1, c.data.params["model.embed_dim"] == "4"
         epochs = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
         if noisy or narrow:
-            kinds.add("noise" if noisy else "narrow")
+            kinds.append("noise" if noisy else "narrow")
             assert c.info.status == "KILLED" and c.data.tags["selfsup.stopped_by"] == "collapse"
             assert c.data.tags["selfsup.collapsed"] == "true" and c.data.metrics["collapsed"] == 1.0
             assert epochs == [1], "stopped at the first epoch that collapsed"
             if noisy:
                 assert c.data.metrics["train/loss"] != c.data.metrics["train/loss"]  # NaN
+        elif c.info.status == "FAILED":
+            kinds.append("crashed")
+            assert c.data.tags["selfsup.trial_id"] in killed and epochs == [1, 2]
         else:
-            kinds.add("healthy")
+            kinds.append("healthy")
             assert c.info.status == "FINISHED" and epochs == [1, 2, 3] and c.data.metrics["collapsed"] == 0.0
-    assert {"noise", "narrow"} <= kinds, kinds  # (healthy trials of a sweep: test_sweep_records_every_trial...)
-    assert "trials collapsed and were pruned" in table
+    assert sorted(kinds) == ["crashed", "healthy", "narrow", "noise"], kinds
+    assert "trials collapsed and were pruned" in out["table"]
 
 
 def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):
     """Ctrl-C the real CLI mid-sweep, then `selfsup sweep --resume` on the same cluster."""
-    path = write_sweep(workdir, "interrupt", num_samples=2, epochs=3, cpus_per_worker=1.0)
+    path = write_sweep(workdir, "interrupt", num_samples=2, epochs=3)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "selfsup.cli", "sweep", str(path)]
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -157,27 +181,3 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):
     ids = [c.data.tags["selfsup.trial_id"] for c in children]
     assert len(ids) == 2 == len(set(ids)), "one MLflow run per trial, continued on resume"
     assert all(c.info.status == "FINISHED" and c.data.metrics["epoch"] == 3 for c in children)
-
-
-def test_crashing_trial_does_not_take_the_sweep_down(ray_cluster, workdir):
-    """A trial whose worker dies (no retries left: none in Train, none in Tune) ends FAILED; the
-    others and the table survive."""
-    path = write_sweep(workdir, "crash", num_samples=2, epochs=4, cpus_per_worker=1.0, extra="trial_retries: 0\n")
-    base = workdir / "base.yaml"
-    base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, "))
-    out = {}
-    runner = threading.Thread(target=lambda: out.update(table=run_sweep(load_sweep(path), str(path))))
-    runner.start()
-    deadline = time.time() + 300
-    workers = []
-    while not workers and time.time() < deadline:
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    while not list((workdir / "runs").rglob("epoch-00002")) and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(workers[0].pid, signal.SIGKILL)
-    runner.join(timeout=600)
-
-    _, parent, children = trial_runs(workdir, "crash")
-    assert parent.info.status == "FINISHED" and "picks trial" in out["table"]
-    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
-    assert "FAILED" in out["table"]

@@ -22,7 +22,13 @@ def only_run(uri):
     return client, run
 
 
-def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
+def test_two_worker_run_learns_is_tracked_and_exports(ray_cluster, small_config, workdir, capfd):
+    import torch
+
+    from selfsup.cli import main
+    from selfsup.models.saved import load_backbone
+    from selfsup.train.worker import build
+
     cfg = small_config(**{"scaling.num_workers": 2, "train.epochs": 4})
     metrics = train(cfg)
     assert metrics["epoch"] == 4
@@ -44,6 +50,21 @@ def test_two_worker_run_learns_and_is_tracked(ray_cluster, small_config, capfd):
     assert run.data.metrics["probe/linear_acc"] == pytest.approx(metrics["probe/linear_acc"])
     config_yaml = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=cfg.tracking.uri)
     assert "vicreg" in open(config_yaml).read()
+
+    # `selfsup export` rebuilds the trained backbone: the checkpoint's weights, not the initial ones
+    assert run.data.tags["selfsup.checkpoint"].endswith("/epoch-00004") and run.data.tags["selfsup.input_shape"] == "[1, 8, 8]"
+    assert main(["export", run.info.run_id, "--out", str(workdir / "exported"), "--tracking-uri", cfg.tracking.uri]) == 0
+    loaded = load_backbone(workdir / "exported")
+    method = build(cfg, (1, 8, 8))
+    state = torch.load(f"{run.data.tags['selfsup.checkpoint']}/state.pt", map_location="cpu", weights_only=False)
+    method.load_state_dict(state["engine"]["method"])
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), method.backbone.eval()(x))
+        assert not torch.equal(loaded(x), build(cfg, (1, 8, 8)).backbone.eval()(x))
+    capfd.readouterr()
+    assert main(["export", "nope", "--out", str(workdir / "x"), "--tracking-uri", cfg.tracking.uri]) != 0
+    assert "export: run 'nope' not found" in capfd.readouterr().err
 
 
 def test_streamed_folder_with_multicrop_made_on_the_device_skips_an_unreadable_file(ray_cluster, small_config, workdir):
@@ -116,31 +137,6 @@ def test_fsdp_run_of_a_vit_learns_resumes_after_a_lost_worker_and_exports(ray_cl
     x = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
         assert load_backbone(workdir / "exported")(x).shape == (3, 64)
-
-
-def test_export_rebuilds_the_trained_backbone(ray_cluster, small_config, workdir, capsys):
-    import torch
-
-    from selfsup.cli import main
-    from selfsup.models.saved import load_backbone
-    from selfsup.train.worker import build
-
-    cfg = small_config(**{"train.epochs": 2})
-    train(cfg)
-    _, run = only_run(cfg.tracking.uri)
-    assert run.data.tags["selfsup.checkpoint"].endswith("/epoch-00002") and run.data.tags["selfsup.input_shape"] == "[1, 8, 8]"
-    assert main(["export", run.info.run_id, "--out", str(workdir / "exported"), "--tracking-uri", cfg.tracking.uri]) == 0
-    loaded = load_backbone(workdir / "exported")
-
-    method = build(cfg, (1, 8, 8))  # the same weights, straight from the checkpoint
-    state = torch.load(f"{run.data.tags['selfsup.checkpoint']}/state.pt", map_location="cpu", weights_only=False)
-    method.load_state_dict(state["engine"]["method"])
-    x = torch.rand(5, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), method.backbone.eval()(x))
-        assert not torch.equal(loaded(x), build(cfg, (1, 8, 8)).backbone.eval()(x))  # trained, not initial
-    assert main(["export", "nope", "--out", str(workdir / "x"), "--tracking-uri", cfg.tracking.uri]) != 0
-    assert "export: run 'nope' not found" in capsys.readouterr().err
 
 
 def train_losing_a_worker(cfg, monkeypatch, epoch: int = 2) -> dict:

@@ -253,7 +253,10 @@ def tracked_sweep(sweep: SweepConfig, source: str, resume: bool, ray_temp_dir: s
         close_trials(t.uri, exp_id, parent, "sweep-failed")
         runs.end_run(t.uri, parent, "FAILED")
         raise
-    if results.num_terminated + results.num_errors < sweep.num_samples:
+    # Ctrl-C: Tune stops the running trials and may count them terminated, but never completes them,
+    # so their runs are still open (TrialRunStatus ends every trial Tune completes or fails)
+    still_open = any(run.status == "RUNNING" for run in runs.child_runs(t.uri, exp_id, parent))
+    if still_open or results.num_terminated + results.num_errors < sweep.num_samples:
         close_trials(t.uri, exp_id, parent, "interrupted")
         runs.end_run(t.uri, parent, "KILLED")
         return f"sweep {sweep.name!r} interrupted; continue it with: selfsup sweep {source} --resume"
