@@ -217,13 +217,13 @@ def parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser(
         "shard",
-        help="write an image folder or an .npz as WebDataset or Parquet shards, locally or to a bucket",
-        description="Write SOURCE (an image folder, class subfolders or none, or an .npz with x and optional y) as shards "
-        "of --shard-size samples under --out (a folder, or s3://BUCKET/PREFIX and any pyarrow filesystem URI): WebDataset "
-        "tar files (key.jpg|png|npy + key.cls) or Parquet (key, image|npy bytes, label). Images keep their encoded bytes. "
-        "Read them back with data.name: shards.",
+        help="write an image or video folder or an .npz as WebDataset or Parquet shards, locally or to a bucket",
+        description="Write SOURCE (an image or video folder, class subfolders or none, local or at a URI, or an .npz with x and "
+        "optional y) as shards of --shard-size samples under --out (a folder, or s3://BUCKET/PREFIX and any pyarrow filesystem "
+        "URI): WebDataset tar files (key.jpg|png|mp4|...|npy + key.cls) or Parquet (key, image|video|npy bytes, label). Images "
+        "and videos keep their encoded bytes. Read them back with data.name: shards (images, arrays) or video_shards (videos).",
     )
-    h.add_argument("source", help="an image folder or an .npz file")
+    h.add_argument("source", help="an image or video folder or an .npz file")
     h.add_argument("--out", required=True, help="output folder or bucket prefix")
     h.add_argument("--format", choices=["webdataset", "parquet"], default="webdataset")
     h.add_argument("--shard-size", type=positive, default=1000, help="samples per shard (default 1000)")

@@ -34,9 +34,10 @@ class SharedData(Section):
 
     ``name`` is a built-in dataset (``digits``), ``npz`` for a user file with ``x`` (and optional
     ``y``; ``x_test``/``y_test`` for a fixed test split, else ``test_fraction`` of it is held out),
-    ``folder`` for images in class subfolders, ``shards`` for WebDataset/Parquet shards of images (a
-    folder or any pyarrow filesystem URI such as ``s3://bucket/prefix``), or ``cifar10`` / ``cifar100`` for the CIFAR python
-    pickles at ``path``. ``image_size`` resizes every image (``folder`` and ``shards`` default to 32; the others
+    ``folder`` for images in class subfolders, ``shards`` for WebDataset/Parquet shards of images, or
+    ``cifar10`` / ``cifar100`` for the CIFAR python pickles at ``path``. Folders of files (``folder``,
+    ``video_folder``, ``wfdb``), shards and tables may be at any pyarrow filesystem URI such as
+    ``s3://bucket/prefix`` (``?endpoint_override=HOST:PORT&scheme=http`` for a server of your own). ``image_size`` resizes every image (``folder`` and ``shards`` default to 32; the others
     keep their own size unless set, e.g. 16 to upsample digits for a ViT).
 
     ``views`` is the augmentation recipe (``auto``: the method's paper recipe; see
@@ -147,7 +148,7 @@ class SharedData(Section):
         """Whether Ray Data makes the batches (``ingest``, ``auto`` resolved)."""
         if self.ingest != "auto":
             return self.ingest == "ray_data"
-        return self.stream and ("://" in (self.path or "") or self.name == "shards")
+        return self.stream and ("://" in (self.path or "") or self.name in ("shards", "video_shards"))
 
     @property
     def ingest_reason(self) -> str:

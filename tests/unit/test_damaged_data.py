@@ -143,7 +143,7 @@ def test_a_streamed_wfdb_record_that_cannot_be_read_is_skipped(tmp_path):
     write_records(tmp_path, n=4)
     (tmp_path / "r3.dat").write_bytes(b"")
     data = wfdb_folder(str(tmp_path), stream=True, on_bad_file="skip", test_fraction=0.25)
-    x = data.train.x if any(str(f).endswith("r3") for f in data.train.x.files) else data.test.x
+    x = data.train.x if any(str(f).endswith("r3.hea") for f in data.train.x.files) else data.test.x
     assert isinstance(x, WFDBRecords)
     samples = [x[i] for i in range(len(x))]
     assert sum(isinstance(s, Skipped) for s in samples) == 1 and all(s.shape == (3, 1000) for s in samples if torch.is_tensor(s))

@@ -63,7 +63,20 @@ def test_npz_rows_become_npy_samples(tmp_path):
     assert np.allclose(got, sorted(x.reshape(12, -1).tolist()))
 
 
-def test_shards_and_tables_in_an_s3_bucket_read_as_local_ones(images, tmp_path, monkeypatch):
+def upload(folder: Path, uri: str) -> None:
+    """Every file below ``folder`` into the bucket at ``uri`` (``s3://b/prefix?options``), keeping its path."""
+    base, _, query = uri.partition("?")
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        storage.write_bytes(f"{base}/{f.relative_to(folder).as_posix()}?{query}", f.read_bytes())
+
+
+def test_shards_folders_and_tables_in_an_s3_bucket_read_as_local_ones(images, tmp_path, monkeypatch):
+    """Shards written by `selfsup shard` into the bucket, and image folders, video folders, WFDB
+    records and tables copied there, read as the local ones do, eagerly and streamed."""
+    from selfsup.data.signals import wfdb_folder
+    from selfsup.data.videos import video_folder, write_video
+    from tests.unit.test_signals import write_records
+
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -88,6 +101,31 @@ def test_shards_and_tables_in_an_s3_bucket_read_as_local_ones(images, tmp_path, 
         assert torch.equal(user_table(table, "parquet", *args).train.x, user_table(str(tmp_path / "t.parquet"), "parquet", *args).train.x)
         with pytest.raises(DataError, match=r"s3://data/tables/nope\.csv\?endpoint_override=\S+: file not found"):
             user_table(table.replace("t.parquet", "nope.csv"), "csv", *args)
+        # an image folder in the bucket, streamed (each image one read) and read eagerly
+        at = lambda prefix: f"s3://data/{prefix}?endpoint_override={host}:{port}&scheme=http"  # noqa: E731
+        upload(images, at("folder"))
+        streamed = folder(at("folder"), 8, stream=True)
+        assert streamed.train.x.files[0].startswith("s3://data/folder/c0/") and streamed.train.x.files[0].endswith("&scheme=http")
+        assert as_set(streamed) == as_set(folder(str(images), 8)) == as_set(folder(at("folder"), 8))
+        # a video folder with its own train/ and test/ split
+        rng = np.random.default_rng(0)
+        for part, n in (("train", 2), ("test", 1)):
+            for c in ("a", "b"):
+                for i in range(n):
+                    (tmp_path / "videos" / part / c).mkdir(parents=True, exist_ok=True)
+                    write_video(tmp_path / "videos" / part / c / f"{i}.mp4", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8))
+        upload(tmp_path / "videos", at("videos"))
+        local, remote = video_folder(str(tmp_path / "videos"), 4, 1, 16), video_folder(at("videos"), 4, 1, 16, stream=True)
+        assert remote.train.x.shape == (4, 3, 4, 16, 16) and torch.equal(remote.train.x[:], local.train.x)
+        assert torch.equal(remote.test.y, local.test.y)
+        # WFDB records below the prefix, labels from a CSV in the bucket too
+        labels = write_records(tmp_path / "db")
+        upload(tmp_path / "db", at("db"))
+        local = wfdb_folder(str(tmp_path / "db"), labels=str(labels), test_fraction=0.34)
+        remote = wfdb_folder(at("db"), labels=at("db/labels.csv"), test_fraction=0.34, stream=True)
+        assert torch.equal(remote.train.x[:], local.train.x) and torch.equal(remote.train.y, local.train.y)
+        with pytest.raises(DataError, match=r"^s3://data/nothing\?endpoint_override=\S+: not a directory$"):
+            folder(at("nothing"), 8)
     finally:
         server.stop()
 

@@ -233,3 +233,24 @@ def test_masked_methods_train_on_clips_with_the_video_masks(clips, name, params)
     before, after, losses = learn(name, clips, params, 4, backbone=VIT3D)
     assert losses[-1] < 0.8 * losses[0]
     assert after["probe/linear_acc"] > 0.4
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_a_video_folder_round_trips_through_shards(tmp_path, fmt):
+    """`selfsup shard` of a video folder: the videos' own bytes in shards, read back by data.name:
+    video_shards as video_folder decodes the files; the image reader refuses them, naming the other."""
+    from selfsup.cli import main
+    from selfsup.data.shards import read_shards
+
+    rng = np.random.default_rng(1)
+    for c in ("a", "b"):
+        (tmp_path / "v" / c).mkdir(parents=True)
+        for i in range(3):
+            write_video(tmp_path / "v" / c / f"{i}.mp4", rng.integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8))
+    assert main(["shard", str(tmp_path / "v"), "--out", str(tmp_path / "s"), "--format", fmt, "--shard-size", "4"]) == 0
+    folder, shards = video_folder(str(tmp_path / "v"), 4, 1, 8), read_shards(str(tmp_path / "s"), clip=(4, 1, 8), stream=True)
+    assert shards.shape == (3, 4, 8, 8)
+    clips = lambda d: sorted((round(float(x.sum()), 2), int(y)) for x, y in zip(torch.cat([d.train.x[:], d.test.x[:]]), torch.cat([d.train.y, d.test.y])))  # noqa: E731
+    assert clips(shards) == clips(folder)
+    with pytest.raises(DataError, match=r"s: its shards hold videos: read them with data.name: video_shards$"):
+        read_shards(str(tmp_path / "s"))

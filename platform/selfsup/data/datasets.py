@@ -7,13 +7,16 @@ that indexes like one, see :class:`StreamedFiles`); labels ``(N,)`` int64 or ``N
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, folder_parts, read_npz, split_arrays, to_split
+from selfsup import storage
+from selfsup.data.files import Folder, folder_parts, open_binary, scan
+from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -34,13 +37,15 @@ def npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData
 
 
 def decode_image(f, image_size: int, where=None) -> np.ndarray:
-    """One image (a file, or a file-like object of its encoded bytes) -> ``(3, S, S)`` float32 in
-    [0, 1] (RGB, bilinear resize), or a one-line error naming ``where`` (default: ``f``)."""
+    """One image (a local path or URI, or a file-like object of its encoded bytes) -> ``(3, S, S)``
+    float32 in [0, 1] (RGB, bilinear resize), or a one-line error naming ``where`` (default: ``f``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(f) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(open_binary(str(f))) if isinstance(f, (str, Path)) else f
+            with Image.open(source) as im:
+                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{where or f}: not a readable image ({exc})") from None
     return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
@@ -68,9 +73,9 @@ class ImageFiles(StreamedFiles):
         out = []
         for i in indices:
             try:
-                out.append(Path(self.files[int(i)]).read_bytes())
+                out.append(storage.read_bytes(str(self.files[int(i)])))
             except OSError as exc:
-                raise DataError(f"{self.files[int(i)]}: cannot read it ({exc.strerror})") from None
+                raise DataError(f"{self.files[int(i)]}: cannot read it ({str(exc).splitlines()[0]})") from None
         return out
 
 
@@ -121,39 +126,22 @@ def decode_batch(encoded: list[torch.Tensor], names: list[str], size: int, devic
     return (torch.cat(resized) / 255.0).clamp_(0.0, 1.0)
 
 
-def _scan(root: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
-    """Image files under ``root``: in class subfolders (labels by sorted folder name) or directly
-    in ``root`` (no labels)."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    is_image = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
-    if not classes:
-        files = sorted(p for p in root.iterdir() if is_image(p))
-        return files, None, []
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if is_image(p))
-        files += found
-        labels += [label] * len(found)
-    return files, np.asarray(labels, dtype=np.int64), classes
-
-
 def folder(
     path: str, image_size: int, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False, on_bad_file: str = "fail"
 ) -> SplitData:
     """Images in class subfolders (ImageNet layout), decoded with PIL, RGB, resized to
-    ``image_size`` squared. ``train/`` with ``val/`` or ``test/`` beside it gives the split.
-    With ``stream`` the images stay on disk and are decoded on access (:class:`ImageFiles`,
-    which skips unreadable files with ``on_bad_file="skip"``)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
+    ``image_size`` squared, from a local folder or a URI (``s3://bucket/prefix``, see
+    :mod:`selfsup.data.files`). ``train/`` with ``val/`` or ``test/`` beside it gives the split.
+    With ``stream`` the images stay where they are and are read and decoded on access
+    (:class:`ImageFiles`, which skips unreadable files with ``on_bad_file="skip"``)."""
+    root = Folder(path)
     parts = folder_parts(root)
-    scanned = [_scan(p) for p in parts]
+    scanned = [scan(p, IMAGE_EXTENSIONS) for p in parts]
     for p, (files, _, _) in zip(parts, scanned):
         if not files:
-            raise DataError(f"{p}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise DataError(f"{p.root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     if len(parts) == 2 and scanned[0][2] != scanned[1][2]:
-        raise DataError(f"{parts[1]}: class folders differ from {parts[0]}")
+        raise DataError(f"{parts[1].root}: class folders differ from {parts[0].root}")
     lists = [(np.asarray(files, dtype=object), y) for files, y, _ in scanned]
     train, test = lists if len(lists) == 2 else split_arrays(*lists[0], test_fraction, split_seed)
 

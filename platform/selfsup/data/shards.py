@@ -3,20 +3,23 @@ WebDataset tar shards and Parquet shards of encoded samples, read and written.
 
 - **WebDataset** (``.tar``): the files of one sample are consecutive members sharing a key (the
   member's path up to the first ``.`` of its name): ``key.jpg``/``key.png``/``key.webp`` an encoded
-  image, ``key.npy`` an array sample, ``key.cls`` its integer class (text). The index reads the tar
-  headers (and the small ``.cls`` members) once; a sample is then one ranged read of its member.
+  image, ``key.mp4`` (``.avi``, ``.mkv``, ``.webm``, ...) an encoded video, ``key.npy`` an array
+  sample, ``key.cls`` its integer class (text). The index reads the tar headers (and the small
+  ``.cls`` members) once; a sample is then one ranged read of its member.
 - **Parquet** (``.parquet``): one row per sample, an ``image`` column of encoded image bytes (or
-  ``npy``: ``.npy`` bytes), an optional integer ``label`` and a ``key``. A sample reads its row
-  group's column (cached: samples of a shard are read together).
+  ``video``: encoded videos; ``npy``: ``.npy`` bytes), an optional integer ``label`` and a ``key``.
+  A sample reads its row group's column (cached: samples of a shard are read together).
 
 ``data.path`` is one shard, or a folder or bucket prefix holding them (every ``.tar`` or every
 ``.parquet`` below it, sorted). A shard the index cannot read, a sample whose bytes do not decode,
 a sample without the label the others have, or a column of the wrong type is one line naming the
 shard and the key (or column), raised, or with ``on_bad_file="skip"`` left out: at indexing, the
 samples of a shard before the damage are kept; at reading, :class:`~selfsup.data.splits.StreamedFiles`
-skips the sample.
+skips the sample. Images are read as ``data.name: shards``, videos as ``data.name: video_shards``
+(decoded with PyAV as ``video_folder`` decodes a file).
 
-:func:`write_shards` writes an image folder or an ``.npz`` as either format (``selfsup shard``).
+:func:`write_shards` writes an image folder, a video folder or an ``.npz`` as either format (``selfsup
+shard``), from a local folder or a URI.
 """
 
 from __future__ import annotations
@@ -32,10 +35,21 @@ import torch
 
 from selfsup import storage
 from selfsup.data.datasets import IMAGE_EXTENSIONS, decode_image
+from selfsup.data.files import Folder, scan
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, split_arrays
+from selfsup.data.videos import VIDEO_EXTENSIONS, decode
 
 FORMATS = {"webdataset": ".tar", "parquet": ".parquet"}
-ENCODED = ("jpg", "jpeg", "png", "webp", "npy")
+IMAGES, VIDEOS = ("jpg", "jpeg", "png", "webp"), tuple(e.lstrip(".") for e in sorted(VIDEO_EXTENSIONS))
+ENCODED = (*IMAGES, *VIDEOS, "npy")
+COLUMNS = ("image", "video", "npy")
+"""A Parquet shard's sample column; its samples' ``ext`` is the column's name."""
+
+
+def kind(ext: str) -> str:
+    """What a sample's ``ext`` (a tar member's extension, or a Parquet column) holds: ``image``,
+    ``video`` or ``npy``."""
+    return "npy" if ext == "npy" else "video" if ext in (*VIDEOS, "video") else "image"
 
 
 def filesystem(uri: str):
@@ -149,20 +163,19 @@ def _parquet_index(filesys, shard: str, on_bad_file: str, index: Index) -> None:
         with filesys.open_input_file(shard) as f:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
-            column = next((c for c in ("image", "npy") if c in names), None)
+            column = next((c for c in COLUMNS if c in names), None)
             if column is None:
-                raise DataError(f"{shard}: no 'image' or 'npy' column (found {', '.join(names)})")
+                raise DataError(f"{shard}: no 'image', 'video' or 'npy' column (found {', '.join(names)})")
             if not pa.types.is_binary(pf.schema_arrow.field(column).type) and not pa.types.is_large_binary(pf.schema_arrow.field(column).type):
                 raise DataError(f"{shard}: column {column!r} is {pf.schema_arrow.field(column).type}, not binary (encoded samples)")
             if "label" in names and not pa.types.is_integer(pf.schema_arrow.field("label").type):
                 raise DataError(f"{shard}: column 'label' is {pf.schema_arrow.field('label').type}, not an integer class")
             keys = pf.read(columns=["key"]).column("key").to_pylist() if "key" in names else None
             labels = pf.read(columns=["label"]).column("label").to_pylist() if "label" in names else None
-            ext = "image" if column == "image" else "npy"
             n = 0
             for g in range(pf.num_row_groups):
                 for r in range(pf.metadata.row_group(g).num_rows):
-                    index.samples.append(Sample(shard, keys[n] if keys else str(n), ext, row_group=g, row=r))
+                    index.samples.append(Sample(shard, keys[n] if keys else str(n), column, row_group=g, row=r))
                     index.labels.append(labels[n] if labels else None)
                     n += 1
     except DataError as exc:
@@ -172,14 +185,16 @@ def _parquet_index(filesys, shard: str, on_bad_file: str, index: Index) -> None:
 
 
 class ShardSamples(StreamedFiles):
-    """Images of shards decoded on access to ``(3, S, S)`` (``.npy`` samples: as stored; see
+    """Samples of shards decoded on access: images to ``(3, S, S)``, videos to ``(3, T, S, S)``
+    (``clip``: ``(clip_frames, frame_stride, frame_size)``), ``.npy`` samples as stored (see
     :class:`StreamedFiles`). Keeps the filesystem and, per process, the last Parquet row group read.
     :meth:`items` reads a batch with one open per shard and one read per Parquet row group (an
     object store's file open is a request of its own)."""
 
-    def __init__(self, filesys, samples: list[Sample], sample_shape: tuple[int, ...], image_size: int, on_bad_file: str = "fail"):
+    def __init__(self, filesys, samples: list[Sample], sample_shape: tuple[int, ...], image_size: int, on_bad_file: str = "fail",
+                 clip: tuple[int, int, int] | None = None):
         super().__init__(samples, sample_shape, on_bad_file)
-        self.filesys, self.image_size = filesys, image_size
+        self.filesys, self.image_size, self.clip = filesys, image_size, clip
         self._group: tuple[tuple[str, int], list] | None = None
         self._read: dict[Sample, bytes] = {}
 
@@ -227,7 +242,7 @@ class ShardSamples(StreamedFiles):
             if not shard.endswith(".parquet"):
                 return {s: data for s in samples if len(data := f.read_at(s.size, s.offset)) == s.size}
             pf, out = pq.ParquetFile(f), {}
-            column = "image" if samples[0].ext == "image" else "npy"
+            column = samples[0].ext
             for group in sorted({s.row_group for s in samples}):
                 values = pf.read_row_group(group, columns=[column]).column(column)
                 out.update({s: values[s.row].as_py() for s in samples if s.row_group == group})
@@ -236,7 +251,7 @@ class ShardSamples(StreamedFiles):
     def raw(self, s: Sample) -> bytes:
         if s in self._read:
             return self._read[s]
-        if s.ext != "image" and not s.shard.endswith(".parquet"):
+        if not s.shard.endswith(".parquet"):
             with self.filesys.open_input_file(s.shard) as f:
                 data = f.read_at(s.size, s.offset)
             if len(data) != s.size:
@@ -246,8 +261,7 @@ class ShardSamples(StreamedFiles):
 
         if self._group is None or self._group[0] != (s.shard, s.row_group):
             with self.filesys.open_input_file(s.shard) as f:
-                column = "image" if s.ext == "image" else "npy"
-                values = pq.ParquetFile(f).read_row_group(s.row_group, columns=[column]).column(column).to_pylist()
+                values = pq.ParquetFile(f).read_row_group(s.row_group, columns=[s.ext]).column(s.ext).to_pylist()
             self._group = ((s.shard, s.row_group), values)
         return self._group[1][s.row]
 
@@ -264,19 +278,27 @@ class ShardSamples(StreamedFiles):
             if tuple(x.shape) != self.sample_shape[-x.ndim:] or not np.isfinite(x).all():
                 raise DataError(f"{s}: an array of shape {x.shape} (finite numbers expected, of the first sample's shape {self.sample_shape})")
             return x.astype(np.float32).reshape(self.sample_shape)
+        if kind(s.ext) == "video":
+            return decode(io.BytesIO(data), *self.clip, where=s)
         return decode_image(io.BytesIO(data), self.image_size, where=s)
 
 
 def read_shards(uri: str, image_size: int = 32, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False,
-                on_bad_file: str = "fail") -> SplitData:
+                on_bad_file: str = "fail", clip: tuple[int, int, int] | None = None) -> SplitData:
     """The samples of the shards at ``uri`` (see the module docstring), images resized to
-    ``image_size`` squared; split by ``test_fraction``. With ``stream`` they are decoded on access."""
+    ``image_size`` squared; videos (``clip``: ``(clip_frames, frame_stride, frame_size)``, which
+    only videos take) as ``video_folder`` decodes them; split by ``test_fraction``. With ``stream``
+    they are decoded on access."""
     filesys, paths, suffix = shard_paths(uri)
     index = Index()
     for shard in paths:
         (_tar_index if suffix == ".tar" else _parquet_index)(filesys, shard, on_bad_file, index)
     if not index.samples:
-        raise DataError(f"{uri}: no samples in its {len(paths)} shard(s) (keys with .jpg, .png, .webp or .npy)")
+        raise DataError(f"{uri}: no samples in its {len(paths)} shard(s) (keys with .jpg, .png, .webp, .mp4 (or another video) or .npy)")
+    held = kind(index.samples[0].ext)
+    if (held == "video") != (clip is not None):
+        what = {"image": "images", "video": "videos", "npy": ".npy arrays"}[held]
+        raise DataError(f"{uri}: its shards hold {what}: read them with data.name: {'video_shards' if held == 'video' else 'shards'}")
     labelled = [y is not None for y in index.labels]
     keep = list(range(len(index.samples)))
     if any(labelled) and not all(labelled):
@@ -287,11 +309,12 @@ def read_shards(uri: str, image_size: int = 32, test_fraction: float = 0.2, spli
     samples[:] = [index.samples[i] for i in keep]
     y = np.asarray([index.labels[i] for i in keep], dtype=np.int64) if any(labelled) else None
     first = ShardSamples(filesys, [samples[0]], (), image_size)
-    shape = (3, image_size, image_size) if samples[0].ext != "npy" else tuple(np.load(io.BytesIO(first.raw(samples[0]))).shape)
+    shape = {"image": (3, image_size, image_size), "video": (3, clip[0], clip[2], clip[2]) if clip else ()}.get(held)
+    shape = shape or tuple(np.load(io.BytesIO(first.raw(samples[0]))).shape)
     train, test = split_arrays(samples, y, test_fraction, split_seed)
 
     def split(part: np.ndarray, labels: np.ndarray | None) -> Split:
-        clips = ShardSamples(filesys, list(part), shape, image_size, on_bad_file)
+        clips = ShardSamples(filesys, list(part), shape, image_size, on_bad_file, clip)
         x = clips if stream else torch.from_numpy(np.stack([clips.read(s) for s in part]))
         return Split(x, None if labels is None else torch.as_tensor(labels))
 
@@ -299,34 +322,36 @@ def read_shards(uri: str, image_size: int = 32, test_fraction: float = 0.2, spli
 
 
 def _source(src: str) -> tuple[list[tuple[str, bytes, str]], list[int] | None]:
-    """``(key, encoded bytes, extension)`` of every sample of an image folder (class subfolders or
-    none; the files' own bytes, not re-encoded) or an ``.npz`` (``x`` rows as ``.npy``), and labels."""
-    root = Path(src)
-    if root.is_file() and root.suffix == ".npz":
+    """``(key, encoded bytes, extension)`` of every sample of an image or video folder (class
+    subfolders or none, local or at a URI; the files' own bytes, not re-encoded) or an ``.npz``
+    (``x`` rows as ``.npy``), and labels."""
+    if src.endswith(".npz") and storage.is_file(src):
         try:
-            with np.load(root, allow_pickle=False) as arrays:
+            with np.load(io.BytesIO(storage.read_bytes(src)), allow_pickle=False) as arrays:
                 x, y = arrays["x"], arrays["y"] if "y" in arrays.files else None
         except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{root}: not an .npz with an 'x' array ({exc})") from None
+            raise DataError(f"{src}: not an .npz with an 'x' array ({exc})") from None
         out = []
         for i, row in enumerate(x):
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(row, dtype=np.float32))
             out.append((f"{i:08d}", buffer.getvalue(), "npy"))
         return out, None if y is None else [int(v) for v in y]
-    if not root.is_dir():
-        raise DataError(f"{root}: not an image folder or an .npz file")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    folders = [(root / c, i) for i, c in enumerate(classes)] or [(root, None)]
-    out, labels = [], []
-    for folder, label in folders:
-        for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
-            key = str(f.relative_to(root).with_suffix("")).replace("/", "_").replace(".", "_")
-            out.append((key, f.read_bytes(), f.suffix.lower().lstrip(".")))
-            labels.append(label)
-    if not out:
-        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return out, None if labels[0] is None else labels
+    try:
+        root = Folder(src)
+    except DataError:
+        raise DataError(f"{src}: not an image or video folder or an .npz file") from None
+    files, labels, _ = scan(root, IMAGE_EXTENSIONS)
+    if not files:
+        files, labels, _ = scan(root, VIDEO_EXTENSIONS)
+    if not files:
+        raise DataError(f"{src}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+    out = []
+    for f in files:
+        name = root.relative_name(f)
+        key = name.rsplit(".", 1)[0].replace("/", "_").replace(".", "_")
+        out.append((key, storage.read_bytes(f), name.rsplit(".", 1)[1].lower()))
+    return out, None if labels is None else [int(v) for v in labels]
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -341,10 +366,10 @@ group (one request), so groups stay small; the reader takes any size."""
 
 
 def write_shards(src: str, out: str, fmt: str = "webdataset", shard_size: int = 1000) -> list[str]:
-    """Write the samples of ``src`` (an image folder or an ``.npz``) as ``fmt`` shards (webdataset |
-    parquet) of ``shard_size`` samples under ``out`` (a folder or a bucket prefix): ``shard-00000.tar``,
-    ... Returns the shards' paths. Images keep their encoded bytes; labels (class folders, ``y``)
-    go to ``key.cls`` / the ``label`` column."""
+    """Write the samples of ``src`` (an image or video folder or an ``.npz``) as ``fmt`` shards
+    (webdataset | parquet) of ``shard_size`` samples under ``out`` (a folder or a bucket prefix):
+    ``shard-00000.tar``, ... Returns the shards' paths. Images and videos keep their encoded bytes;
+    labels (class folders, ``y``) go to ``key.cls`` / the ``label`` column."""
     if fmt not in FORMATS:
         raise DataError(f"unknown shard format {fmt!r}; use {' or '.join(FORMATS)}")
     samples, labels = _source(src)
@@ -364,7 +389,7 @@ def write_shards(src: str, out: str, fmt: str = "webdataset", shard_size: int = 
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                column = "npy" if part[0][2] == "npy" else "image"
+                column = kind(part[0][2])
                 table = {"key": [k for k, _, _ in part], column: pa.array([d for _, d, _ in part], pa.binary())}
                 if labels is not None:
                     table["label"] = pa.array(labels[start:start + len(part)], pa.int64())

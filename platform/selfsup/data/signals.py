@@ -9,7 +9,9 @@
 - ``signal_npz``: your arrays: ``x`` ``(N, T)`` or ``(N, C, T)``, optional ``y``, ``x_test``,
   ``y_test`` (else ``test_fraction`` of ``x`` is held out).
 - ``wfdb``: WFDB records (PhysioNet's format: a ``.hea`` header and its signal files) anywhere under
-  the folder ``data.path``, read with the ``wfdb`` package in physical units; optional lead selection
+  the folder ``data.path`` (local, or a URI such as ``s3://bucket/prefix``: each record's files are
+  then fetched into a temporary folder to be read, see :mod:`selfsup.data.files`), read with the
+  ``wfdb`` package in physical units; optional lead selection
   (``data.leads``), resampling (``data.sampling_rate``), a fixed length (``data.signal_length``:
   longer records keep their first samples, shorter ones are zero-padded) and labels from a CSV
   (``data.labels``, columns ``record`` = the record's path under the folder without extension, and
@@ -25,6 +27,8 @@ import numpy as np
 
 import torch
 
+from selfsup import storage
+from selfsup.data.files import Folder, local_copy, open_binary
 from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 from selfsup.errors import first_line
 
@@ -65,15 +69,29 @@ def signal_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Sp
     return read_npz(path, "signal", "T", test_fraction, split_seed)
 
 
-def read_record(record: Path, leads: list[str] | None, length: int, rate: float | None) -> np.ndarray:
-    """One WFDB record as ``(C, length)`` float32 in physical units (missing samples as 0)."""
+def read_header(header: str):
+    """A record's header (its ``.hea`` file, local or a URI), or a one-line error naming it."""
+    import wfdb
+
+    try:
+        with local_copy(header) as hea:
+            return wfdb.rdheader(hea[: -len(".hea")])
+    except Exception as exc:  # wfdb raises many types for malformed headers
+        raise DataError(f"{header}: not a WFDB header ({type(exc).__name__}: {first_line(exc)})") from None
+
+
+def read_record(header: str, leads: list[str] | None, length: int, rate: float | None, signal_files: list[str] = ()) -> np.ndarray:
+    """One WFDB record, named by its ``.hea`` file, as ``(C, length)`` float32 in physical units
+    (missing samples as 0). ``signal_files``: the names of its signal files beside the header (the
+    header's ``file_name``), fetched with it when the record is at a URI."""
     import wfdb
     from fractions import Fraction
 
     try:
-        rec = wfdb.rdrecord(str(record), channel_names=leads, physical=True)
+        with local_copy(header, signal_files) as hea:
+            rec = wfdb.rdrecord(hea[: -len(".hea")], channel_names=leads, physical=True)
     except Exception as exc:  # wfdb raises many types for unreadable records
-        raise DataError(f"{record}.hea: not a readable WFDB record ({type(exc).__name__}: {first_line(exc)})") from None
+        raise DataError(f"{header}: not a readable WFDB record ({type(exc).__name__}: {first_line(exc)})") from None
     x = np.nan_to_num(np.asarray(rec.p_signal, dtype=np.float64)).T
     if rate and rec.fs != rate:
         from scipy.signal import resample_poly
@@ -88,21 +106,22 @@ def read_record(record: Path, leads: list[str] | None, length: int, rate: float 
 class WFDBRecords(StreamedFiles):
     """WFDB records read on access to ``(C, T)`` (``data.stream``; see :class:`StreamedFiles`)."""
 
-    def __init__(self, records, leads: list[str] | None, channels: int, length: int, rate: float | None, on_bad_file: str = "fail"):
+    def __init__(self, records, leads: list[str] | None, channels: int, length: int, rate: float | None, on_bad_file: str = "fail",
+                 signal_files: dict[str, list[str]] | None = None):
         super().__init__(records, (channels, length), on_bad_file)
-        self.leads, self.length, self.rate = leads, length, rate
+        self.leads, self.length, self.rate, self.signal_files = leads, length, rate, signal_files or {}
 
     def read(self, record) -> np.ndarray:
-        return read_record(record, self.leads, self.length, self.rate)
+        return read_record(record, self.leads, self.length, self.rate, self.signal_files.get(record, []))
 
 
-def _labels(path: str, root: Path, names: list[str]) -> np.ndarray:
+def _labels(where: str, root: str, names: list[str]) -> np.ndarray:
     import pandas as pd
 
-    where = Path(path)
-    if not where.is_file():
+    if not storage.is_file(where):
         raise DataError(f"{where}: file not found (data.labels)")
-    table = pd.read_csv(where, dtype=str)
+    with open_binary(where) as f:
+        table = pd.read_csv(f, dtype=str)
     for column in ("record", "label"):
         if column not in table.columns:
             raise DataError(f"{where}: column {column!r} not in the file (columns: {', '.join(table.columns)})")
@@ -126,45 +145,39 @@ def wfdb_folder(
     on_bad_file: str = "fail",
 ) -> SplitData:
     """The WFDB records under ``path`` (see the module docstring)."""
-    import wfdb
-
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
-    records = sorted(h.with_suffix("") for h in root.rglob("*.hea"))
+    root = Folder(path)
+    records = root.files({".hea"})  # a record is named by its header
     if not records:
-        raise DataError(f"{root}: no WFDB records (.hea headers)")
-    lengths, channels = [], None
+        raise DataError(f"{root.root}: no WFDB records (.hea headers)")
+    lengths, channels, signal_files = [], None, {}
     for record in records:
-        try:
-            head = wfdb.rdheader(str(record))
-        except Exception as exc:  # wfdb raises many types for malformed headers
-            raise DataError(f"{record}.hea: not a WFDB header ({type(exc).__name__}: {first_line(exc)})") from None
+        head = read_header(record)
+        signal_files[record] = sorted(set(head.file_name or []))
         names = list(head.sig_name or [])
         if len(names) != head.n_sig or not head.n_sig:
-            raise DataError(f"{record}.hea: not a WFDB header (declares {head.n_sig} signals, describes {len(names)})")
+            raise DataError(f"{record}: not a WFDB header (declares {head.n_sig} signals, describes {len(names)})")
         if not head.sig_len and length is None:
-            raise DataError(f"{record}.hea: the header declares no signal length; set data.signal_length")
+            raise DataError(f"{record}: the header declares no signal length; set data.signal_length")
         absent = [lead for lead in leads or [] if lead not in names]
         if absent:
-            raise DataError(f"{record}.hea: no lead {absent[0]!r} (leads: {', '.join(names)})")
+            raise DataError(f"{record}: no lead {absent[0]!r} (leads: {', '.join(names)})")
         if not leads and channels is not None and head.n_sig != channels:
-            raise DataError(f"{record}.hea: {head.n_sig} channels, the first record has {channels}; set data.leads")
+            raise DataError(f"{record}: {head.n_sig} channels, the first record has {channels}; set data.leads")
         channels = len(leads) if leads else head.n_sig
         lengths.append(round((head.sig_len or 0) * (rate / head.fs if rate else 1)))
     if length is None:
         if len(set(lengths)) > 1:
             i = next(i for i, n in enumerate(lengths) if n != lengths[0])
-            raise DataError(f"{records[i]}.hea: {lengths[i]} samples, the first record has {lengths[0]}; set data.signal_length")
+            raise DataError(f"{records[i]}: {lengths[i]} samples, the first record has {lengths[0]}; set data.signal_length")
         length = lengths[0]
-    names = [r.relative_to(root).as_posix() for r in records]
-    y = _labels(labels, root, names) if labels else None
+    names = [root.relative_name(r)[: -len(".hea")] for r in records]
+    y = _labels(labels, root.root, names) if labels else None
     (train, y_train), (test, y_test) = split_arrays(np.asarray(records, dtype=object), y, test_fraction, split_seed)
 
     def split(files: np.ndarray, y: np.ndarray | None) -> Split:
-        ds = WFDBRecords(files, leads, channels, length, rate, on_bad_file)
+        ds = WFDBRecords(files, leads, channels, length, rate, on_bad_file, {f: signal_files[f] for f in files})
         if not stream:
-            return to_split(np.stack([read_record(f, leads, length, rate) for f in files]), y)
+            return to_split(np.stack([ds.read(f) for f in files]), y)
         return Split(ds, None if y is None else torch.as_tensor(y, dtype=torch.int64))
 
     return SplitData(root.name, split(train, y_train), split(test, y_test))

@@ -41,13 +41,6 @@ class SplitData:
         return self.train.y is not None and self.test.y is not None
 
 
-def folder_parts(root: Path) -> list[Path]:
-    """A user folder's parts: ``[train/, val/ or test/]`` when ``root`` holds ``train/`` and one of
-    those beside it (its own split), else ``[root]`` (split by ``test_fraction``)."""
-    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    return [root / "train", held_out] if (root / "train").is_dir() and held_out else [root]
-
-
 def split_arrays(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, int(round(len(x) * test_fraction)))

@@ -13,12 +13,15 @@ float32 in [0, 1] with a fixed train/test split.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, folder_parts, read_npz, split_arrays, to_split
+from selfsup import storage
+from selfsup.data.files import Folder, folder_parts, open_binary, scan
+from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read_npz, split_arrays, to_split
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
 
@@ -67,17 +70,22 @@ def video_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Spl
     return read_npz(path, "video", "T,H,W", test_fraction, split_seed)
 
 
-def decode(f: Path, clip_frames: int, frame_stride: int, frame_size: int) -> np.ndarray:
-    """One video file -> ``(3, clip_frames, S, S)`` float32 in [0, 1]: frames ``0, s, 2s, ...`` of
-    its first video stream (RGB, resized to ``S`` squared by FFmpeg's scaler); a video shorter than
-    that repeats its last frame. A file FFmpeg cannot read is a one-line :class:`DataError`."""
+def decode(f, clip_frames: int, frame_stride: int, frame_size: int, where=None) -> np.ndarray:
+    """One video (a local path or URI, read in ranges as FFmpeg seeks, or a file-like object of its
+    bytes) -> ``(3, clip_frames, S, S)`` float32 in [0, 1]: frames ``0, s, 2s, ...`` of its first
+    video stream (RGB, resized to ``S`` squared by FFmpeg's scaler); a video shorter than that
+    repeats its last frame. A file FFmpeg cannot read is a one-line :class:`DataError` naming
+    ``where`` (default: ``f``)."""
     import av
 
-    frames = []
+    frames, where = [], where or f
     try:
-        with av.open(str(f)) as container:
+        with contextlib.ExitStack() as stack:
+            if isinstance(f, (str, Path)):  # FFmpeg opens a local file itself; an object is read through pyarrow
+                f = str(f) if not storage.is_uri(str(f)) else stack.enter_context(open_binary(str(f)))
+            container = stack.enter_context(av.open(f))
             if not container.streams.video:
-                raise DataError(f"{f}: no video stream")
+                raise DataError(f"{where}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
@@ -86,9 +94,9 @@ def decode(f: Path, clip_frames: int, frame_stride: int, frame_size: int) -> np.
                     if len(frames) == clip_frames:
                         break
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DataError(f"{f}: not a readable video ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{where}: not a readable video ({type(exc).__name__}: {exc})") from None
     if not frames:
-        raise DataError(f"{f}: not a readable video (no frames decoded)")
+        raise DataError(f"{where}: not a readable video (no frames decoded)")
     frames += [frames[-1]] * (clip_frames - len(frames))
     return np.stack(frames).transpose(3, 0, 1, 2).astype(np.float32) / 255.0
 
@@ -104,34 +112,19 @@ class VideoFiles(StreamedFiles):
         return decode(f, self.clip_frames, self.frame_stride, self.frame_size)
 
 
-def _scan(root: Path) -> tuple[list[Path], np.ndarray | None]:
-    """Video files under ``root``: in class subfolders (labels by sorted folder name) or directly in it."""
-    is_video = lambda p: p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS  # noqa: E731
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        return sorted(p for p in root.iterdir() if is_video(p)), None
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if is_video(p))
-        files += found
-        labels += [label] * len(found)
-    return files, np.asarray(labels, dtype=np.int64)
-
-
 def video_folder(path: str, clip_frames: int = 16, frame_stride: int = 1, frame_size: int = 112, test_fraction: float = 0.2,
                  split_seed: int = 0, stream: bool = False, on_bad_file: str = "fail") -> SplitData:
-    """Videos in class subfolders (Kinetics/UCF-101 layout) or directly in ``path`` (unlabelled);
-    ``train/`` with ``val/`` or ``test/`` beside it gives the split. With ``stream`` the files stay
-    on disk and are decoded on access (a bad one skipped with ``on_bad_file="skip"``)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
+    """Videos in class subfolders (Kinetics/UCF-101 layout) or directly in ``path`` (unlabelled), a
+    local folder or a URI (``s3://bucket/prefix``, see :mod:`selfsup.data.files`); ``train/`` with
+    ``val/`` or ``test/`` beside it gives the split. With ``stream`` the files stay where they are
+    and are decoded on access (a bad one skipped with ``on_bad_file="skip"``)."""
+    root = Folder(path)
     parts = folder_parts(root)
-    scanned = [_scan(p) for p in parts]
-    for p, (files, _) in zip(parts, scanned):
+    scanned = [scan(p, VIDEO_EXTENSIONS) for p in parts]
+    for p, (files, _, _) in zip(parts, scanned):
         if not files:
-            raise DataError(f"{p}: no videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
-    lists = [(np.asarray(files, dtype=object), y) for files, y in scanned]
+            raise DataError(f"{p.root}: no videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+    lists = [(np.asarray(files, dtype=object), y) for files, y, _ in scanned]
     train, test = lists if len(lists) == 2 else split_arrays(*lists[0], test_fraction, split_seed)
 
     def split(files: np.ndarray, y: np.ndarray | None) -> Split:

@@ -32,7 +32,7 @@ class Image(Modality):
                           lambda a: _resized(datasets.digits(a["test_fraction"], a["split_seed"]), a["image_size"]), path="none"),
         "npz": Dataset("your arrays: data.path -> .npz with x (N,H,W)|(N,C,H,W), optional y, x_test, y_test",
                        lambda a: _resized(datasets.npz(a["path"], a["test_fraction"], a["split_seed"]), a["image_size"])),
-        "folder": Dataset("your images: data.path -> class subfolders (or none: unlabelled), optional train/ and val/ or test/",
+        "folder": Dataset("your images: data.path (a folder, or s3://, gs://, ...) -> class subfolders (or none: unlabelled), optional train/ and val/ or test/",
                           lambda a: datasets.folder(a["path"], a["image_size"] or 32, a["test_fraction"], a["split_seed"], a["stream"],
                                                     a["on_bad_file"]), streams=True),
         "shards": Dataset("image shards: data.path -> WebDataset .tar (key.jpg|png + key.cls) or Parquet (image bytes, label) "

@@ -28,7 +28,7 @@ class Signal(Modality):
                        lambda a: signals.ucr(a["path"]), path="name"),
         "signal_npz": Dataset("your signals: data.path -> .npz with x (N,T)|(N,C,T), optional y, x_test, y_test",
                               lambda a: signals.signal_npz(a["path"], a["test_fraction"], a["split_seed"])),
-        "wfdb": Dataset("your WFDB records (e.g. ECG): data.path -> folder of .hea + signal files, optional data.labels CSV",
+        "wfdb": Dataset("your WFDB records (e.g. ECG): data.path (a folder, or s3://, gs://, ...) -> .hea + signal files, optional data.labels CSV",
                         _wfdb, streams=True, keys=("signal_length", "sampling_rate", "leads", "labels")),
     }
     recipes = {k: RECIPES[k] for k in ("signal", "none")}

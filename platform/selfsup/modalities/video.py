@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from selfsup.data import videos
+from selfsup.data import shards, videos
 from selfsup.data.clip_views import ClipViews
 from selfsup.data.masks import SpatioTemporalBlocks, TubeMasks, register_masks
 from selfsup.data.views import Unchanged
@@ -64,9 +64,14 @@ class Video(Modality):
                                  path="none"),
         "video_npz": Dataset("your clips: data.path -> .npz with x (N,T,H,W)|(N,C,T,H,W), optional y, x_test, y_test",
                              lambda a: videos.video_npz(a["path"], a["test_fraction"], a["split_seed"])),
-        "video_folder": Dataset("your videos (mp4, avi, mkv, webm, ...): data.path -> class subfolders (or none), decoded with PyAV",
+        "video_folder": Dataset("your videos (mp4, avi, mkv, webm, ...): data.path (a folder, or s3://, ...) -> class subfolders (or none), decoded with PyAV",
                                 lambda a: videos.video_folder(a["path"], **_shaped(a, 112), test_fraction=a["test_fraction"],
                                                               split_seed=a["split_seed"], stream=a["stream"], on_bad_file=a["on_bad_file"]),
+                                streams=True),
+        "video_shards": Dataset("video shards: data.path -> WebDataset .tar (key.mp4|avi|... + key.cls) or Parquet (video bytes, label) shards, "
+                                "one or a folder or bucket prefix of them (s3://, gs://, ...); selfsup shard writes them",
+                                lambda a: shards.read_shards(a["path"], test_fraction=a["test_fraction"], split_seed=a["split_seed"],
+                                                             stream=a["stream"], on_bad_file=a["on_bad_file"], clip=tuple(_shaped(a, 112).values())),
                                 streams=True),
     }
     recipes = {
