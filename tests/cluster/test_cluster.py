@@ -141,12 +141,12 @@ def test_nodes_sharing_a_session_folder_are_refused_for_a_working_dir_job(nodes,
 
 
 def test_the_readme_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_path):
-    """The README's main sweep (8 epochs, ASHA; 4 of its 8 trials, for the suite's time), submitted as cluster/README.md says:
+    """The README's main sweep (8 epochs, ASHA; 3 of its 8 trials, for the suite's time), submitted as cluster/README.md says:
     ``ray job submit --working-dir . -- selfsup sweep examples/...`` from a copy of the repository's
     examples, logging to the tracking server, checkpoints in the bucket. (Such a sweep once failed at
     its end, in Tune's final analysis, when nodes shared a session folder: see the test above.)"""
     work = tmp_path / "job"
-    name, trials, epochs = "mnist1d-vicreg-sweep", 4, 8
+    name, trials, epochs = "mnist1d-vicreg-sweep", 3, 8
     sweep = services.readme_sweep(work, trials=trials, **{"tracking.uri": server, "train.storage_path": f"s3://{RUNS}/readme"})
     t0 = time.monotonic()
     out = subprocess.run([str(services.BIN / "ray"), "job", "submit", "--address", nodes.dashboard, "--working-dir", ".", "--", SELFSUP,
@@ -219,28 +219,32 @@ def test_s3_checkpoints_survive_a_lost_worker_and_export(nodes, server, s3, clie
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 32)
 
 
-def test_bucket_shards_through_ray_data_on_an_elastic_run_that_loses_a_node(nodes, server, pg, s3, client_env, tmp_path):
-    """Digits as Parquet shards in the bucket (``selfsup shard``), read by an elastic run (1 to 2
-    workers, each asking for a ``trainer`` unit, which two added nodes offer) through Ray Data,
-    whose tasks are pinned to a third added node offering ``preprocess`` (a CPU-only node). One
-    trainer node is lost after epoch 2: the run goes on with one worker from its checkpoint in the
-    bucket and finishes, every epoch logged once, its probe as with in-memory digits."""
+def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses_a_node(nodes, server, pg, s3, client_env, tmp_path):
+    """Digits as WebDataset and as Parquet shards in the bucket (``selfsup shard``), read through Ray
+    Data, whose tasks are pinned to an added node offering ``preprocess`` (a CPU-only node), by
+    workers that each ask for a ``trainer`` unit, which two other added nodes offer. First a sweep of
+    two trials on the WebDataset shards; then an elastic run (1 to 2 workers) on the Parquet shards,
+    one of whose trainer nodes is lost after epoch 2: it goes on with one worker from its checkpoint
+    in the bucket and finishes. Every epoch logged once, probes as with in-memory digits."""
     import numpy as np
     from sklearn.datasets import load_digits
 
     d = load_digits()
     np.savez(tmp_path / "digits.npz", x=(d.images[:, None] / 16).astype(np.float32), y=d.target)
-    shards = f"s3://{RUNS}/shards/digits"
-    out = subprocess.run([SELFSUP, "shard", str(tmp_path / "digits.npz"), "--out", shards, "--format", "parquet", "--shard-size", "400"],
-                         capture_output=True, text=True, timeout=300, env=client_env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert sum(k.endswith(".parquet") for k in services.s3_keys(s3[0], RUNS, "shards/digits/")) == 5
+    for fmt in ("parquet", "webdataset"):
+        out = subprocess.run([SELFSUP, "shard", str(tmp_path / "digits.npz"), "--out", f"s3://{RUNS}/shards/{fmt}", "--format", fmt,
+                              "--shard-size", "400"], capture_output=True, text=True, timeout=300, env=client_env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert sum(k.endswith((".parquet", ".tar")) for k in services.s3_keys(s3[0], RUNS, f"shards/{fmt}/")) == 5
+    shards = f"s3://{RUNS}/shards/parquet"
+    pinned = {"data.name": "shards", "data.stream": True, "data.preprocess_resource": "preprocess", "data.preprocess_cpus": 0.5,
+              "scaling.cpus_per_worker": 0.5, "scaling.resources": {"trainer": 1}}
     epochs = 4
     cfg = experiment(tmp_path / "elastic.yaml", "elastic", {"uri": server}, f"s3://{RUNS}/elastic", **{
-        "data.name": "shards", "data.path": shards, "data.stream": True, "data.preprocess_resource": "preprocess", "data.preprocess_cpus": 0.5,
-        "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,
-        "scaling.num_workers": 2, "scaling.min_workers": 1, "scaling.cpus_per_worker": 0.5, "scaling.resources": {"trainer": 1},
+        **pinned, "data.path": shards, "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,
+        "scaling.num_workers": 2, "scaling.min_workers": 1,
     })
+    work = sweep_dir(tmp_path / "sweep", "shard-sweep", server, trials=2, epochs=2, **{**pinned, "data.path": f"s3://{RUNS}/shards/webdataset"})
     first = len(nodes.nodes)
     for i, resources in enumerate([{"trainer": 1}, {"trainer": 1}, {"preprocess": 4}]):
         services.start_node(nodes, first + i, cpus=1, resources=resources)
@@ -248,6 +252,17 @@ def test_bucket_shards_through_ray_data_on_an_elastic_run_that_loses_a_node(node
         services.wait_for(lambda: services.alive_nodes(nodes) == first + 3, "three added nodes", timeout=90)
         trainers, preprocess = [nodes.node_id(first), nodes.node_id(first + 1)], nodes.node_id(first + 2)
         client = MlflowClient(server)
+        swept = subprocess.run([SELFSUP, "sweep", "sweep.yaml"], capture_output=True, text=True, timeout=900, cwd=work, env=client_env)
+        assert swept.returncode == 0, swept.stdout[-4000:] + swept.stderr[-3000:]
+        _, parent, trials = sweep_runs(server, "shard-sweep")
+        print(f"sweep on WebDataset shards: preprocessing on {[json.loads(t.data.tags[PREPROCESS_NODES]) for t in trials]}, workers on "
+              f"{[json.loads(t.data.tags[NODES]) for t in trials]}")
+        assert parent.info.status == "FINISHED" and [t.info.status for t in trials] == ["FINISHED", "FINISHED"]
+        assert all(json.loads(t.data.tags[PREPROCESS_NODES]) == [preprocess] for t in trials), "preprocessing only on the preprocess node"
+        assert all(set(json.loads(t.data.tags[NODES])) <= set(trainers) for t in trials), "workers only on trainer nodes"
+        assert all(steps == [1, 2] for steps in epoch_rows(pg, [t.info.run_id for t in trials]).values())
+        assert all(t.data.metrics["probe/linear_acc"] > 0.7 for t in trials)
+
         proc = subprocess.Popen([SELFSUP, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=client_env)
 
         def at_epoch_2():
@@ -285,7 +300,7 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     restarts on the nodes left (Train restarts the worker group; Tune the trial), one with a worker
     there from its checkpoint in the bucket; a trial with nothing there is untouched; the sweep ends
     with every epoch of every trial in MLflow exactly once."""
-    trials, epochs = 3, 15  # 3 x 0.5 CPU: more than the head node holds, so trials spread
+    trials, epochs = 3, 10  # 3 x 0.5 CPU: more than the head node holds, so trials spread
     # Epochs of a few seconds (44 steps of 32 through a 32-wide CNN), so that the loss lands mid-run.
     work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, **{"model.width": 32, "train.batch_size": 32})
     jobs = JobSubmissionClient(nodes.dashboard)
