@@ -300,7 +300,7 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     restarts on the nodes left (Train restarts the worker group; Tune the trial), one with a worker
     there from its checkpoint in the bucket; a trial with nothing there is untouched; the sweep ends
     with every epoch of every trial in MLflow exactly once."""
-    trials, epochs = 3, 10  # 3 x 0.5 CPU: more than the head node holds, so trials spread
+    trials, epochs = 3, 15  # 3 x 0.5 CPU: more than the head node holds, so trials spread
     # Epochs of a few seconds (44 steps of 32 through a 32-wide CNN), so that the loss lands mid-run.
     work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, **{"model.width": 32, "train.batch_size": 32})
     jobs = JobSubmissionClient(nodes.dashboard)
