@@ -94,15 +94,16 @@ def folder_parts(root: Folder) -> list[Folder]:
 def scan(root: Folder, suffixes) -> tuple[list[str], np.ndarray | None, list[str]]:
     """The files of a folder dataset: in class subfolders (labels by sorted folder name, files found
     at any depth below them) or directly in ``root`` (no labels). ``(paths, labels, classes)``."""
-    classes = [c for c in root.subfolders() if root.sub(c).files(suffixes)]
-    if not classes:
+    by_class: dict[str, list[str]] = {}  # one pass over the listing (sorted, so each class's files are too)
+    for r in root.relative:
+        if "/" in r and PurePosixPath(r).suffix.lower() in suffixes:
+            by_class.setdefault(r.split("/", 1)[0], []).append(root.path(r))
+    if not by_class:
         return root.files(suffixes, recursive=False), None, []
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = root.sub(name).files(suffixes)
-        files += found
-        labels += [label] * len(found)
-    return files, np.asarray(labels, dtype=np.int64), classes
+    classes = sorted(by_class)
+    files = [f for c in classes for f in by_class[c]]
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), [len(by_class[c]) for c in classes])
+    return files, labels, classes
 
 
 def open_binary(path: str):
