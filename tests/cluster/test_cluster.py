@@ -296,9 +296,9 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
 
 def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     """A node holding a trial's worker is lost mid-epoch (its raylet killed, then the rest of its
-    processes, as when a machine disappears): every trial with a worker or its Tune function there
-    restarts on the nodes left (Train restarts the worker group; Tune the trial), one with a worker
-    there from its checkpoint in the bucket; a trial with nothing there is untouched; the sweep ends
+    processes, as when a machine disappears): a trial with a worker there resumes on the nodes left
+    from its checkpoint (Train restarts the worker group), one with only its Tune function there is
+    restarted by Tune or finishes untouched, a trial with nothing there is untouched; the sweep ends
     with every epoch of every trial in MLflow exactly once."""
     trials, epochs = 3, 15  # 3 x 0.5 CPU: more than the head node holds, so trials spread
     # Epochs of a few seconds (44 steps of 32 through a 32-wide CNN), so that the loss lands mid-run.
@@ -350,14 +350,17 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
         if node_id not in placed[c.info.run_id]:
             assert starts == [0], f"a trial with nothing on the lost node is untouched\n{context}"
             continue
-        # Restarted on the nodes left. A trial whose Train worker was there resumes from its last
-        # checkpoint when its controller sees the worker die. One that had only its Tune function (and
-        # so its controller) there is restarted by Tune while its orphaned worker trains on until Ray
-        # reaps it: it resumes from whatever checkpoint the run's storage then lists, possibly none,
-        # which is slower but not wrong (every epoch reseeds, and MLflow still holds each epoch once).
-        assert len(starts) >= 2, f"{c.info.run_name} was not restarted\n{context}"
-        if node_id in workers[c.info.run_id]:
-            assert all(s >= 1 for s in starts[1:]), f"{c.info.run_name} did not resume from a checkpoint\n{context}"
-        assert node_id not in {c.data.tags[TRIAL_NODE], *json.loads(c.data.tags[NODES])}, f"resumed on the nodes left\n{context}"
+        if node_id not in workers[c.info.run_id]:
+            # Only its Tune function (and so its controller) was there. Tune restarts it while its
+            # orphaned worker trains on until Ray reaps it, and it resumes from whatever checkpoint the
+            # run's storage then lists, possibly none: slower but not wrong (every epoch reseeds, and
+            # MLflow still holds each epoch once). In CI such a trial has also finished untouched, its
+            # workers on a live node outrunning Tune's restart; either way it ended whole (above).
+            assert starts == [0] or node_id not in {c.data.tags[TRIAL_NODE], *json.loads(c.data.tags[NODES])}, context
+            continue
+        # Its Train worker was there: it resumes from its last checkpoint on the nodes left when its
+        # controller sees the worker die.
+        assert len(starts) >= 2 and all(s >= 1 for s in starts[1:]), f"{c.info.run_name} did not resume from a checkpoint\n{context}"
+        assert node_id not in json.loads(c.data.tags[NODES]), f"resumed on the nodes left\n{context}"
     first = json.loads(next(c for c in children if c.info.run_id == hit).data.tags[STARTS])[1]
     assert first <= at_kill + 1, f"the trial whose worker was lost resumes from the checkpoint it had\n{context}"
