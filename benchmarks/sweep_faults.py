@@ -71,6 +71,7 @@ def write_sweep(tmp: Path, name: str, trials: int, epochs: int, uri: str, schedu
     artifacts = "" if uri.startswith("http") else f", artifact_location: {tmp}/artifacts"
     (tmp / "base.yaml").write_text(textwrap.dedent(f"""\
         name: base
+        data: {{views: light}}
         model: {{backbone: cnn, embed_dim: 32, width: 8, depth: 2}}
         method: {{name: vicreg, projector: [128, 128]}}
         train: {{epochs: {epochs}, batch_size: 128, storage_path: {tmp}/runs}}

@@ -47,20 +47,43 @@ def stop_orphans(raylets: set[int]) -> None:
 def finished_sweep(ray_cluster, tmp_path_factory):
     """One sweep (3 trials of 2 epochs, the ``tiny`` sweep of ``test_sweep.write_sweep``) run as a
     user runs it, ``selfsup sweep`` in its own process on the session's Ray, shared by the tests
-    that read a finished sweep (its records, report, UI and browser): ``(folder, sweep YAML, the
-    console's lines)``."""
+    that read a finished sweep (its records, report, UI and browser) and what it left behind:
+    ``(folder, sweep YAML, the console's lines, leftovers)``, the leftovers being the Ray actors and
+    placement groups it made that are still there 5 s after it exited (Ray reaps a driver's actors
+    once it has gone) and the processes it started that still run."""
     import subprocess
     import sys
+    import time
+
+    from ray.util.state import list_actors, list_placement_groups
 
     from tests.integration.test_sweep import write_sweep
 
+    def ray_state() -> set[str]:
+        """Live actors, as ``Class id``, and placement groups, but the detached actors (Ray
+        Train's state actor and the like, which the first run on a cluster starts for good)."""
+        return ({f"{a.class_name} {a.actor_id}" for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True) if not a.is_detached}
+                | {g.placement_group_id for g in list_placement_groups() if g.state != "REMOVED"})
+
     folder = tmp_path_factory.mktemp("sweep")
     path = write_sweep(folder, "tiny", num_samples=3, epochs=2)
+    console = tmp_path_factory.mktemp("console") / "sweep.txt"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run([sys.executable, "-m", "selfsup.cli", "sweep", str(path)], cwd=folder, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-6000:]
-    return folder, path, out.stdout.splitlines()
+    before = ray_state()
+    with open(console, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "selfsup.cli", "sweep", str(path)], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+    started, deadline = set(), time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        with contextlib.suppress(psutil.Error):
+            started |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+    text = console.read_text()
+    assert proc.wait() == 0, text[-6000:]
+    time.sleep(5)
+    running = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    return folder, path, text.splitlines(), {"actors and placement groups": sorted(ray_state() - before), "processes": running}
 
 
 @pytest.fixture(scope="package")

@@ -18,13 +18,16 @@ from selfsup.config import load_sweep
 from selfsup.tune.sweep import run_sweep
 
 
-def write_sweep(tmp, name, num_samples, epochs, scheduler="none", cpus_per_worker=0.5, extra="", seed=3):
+def write_sweep(tmp, name, num_samples, epochs, scheduler="none", cpus_per_worker=0.5, extra="", seed=3, views="auto"):
+    """A tiny digits VICReg sweep; ``views: light`` where its trials' metrics do not matter (cheaper,
+    but its trials then probe alike, leaving no ranking to judge)."""
     (tmp / "base.yaml").write_text(textwrap.dedent(f"""\
         name: base
         model: {{backbone: cnn, embed_dim: 32, width: 8, depth: 2}}
+        data: {{views: {views}}}
         method: {{name: vicreg, projector: [128, 128]}}
         train: {{epochs: {epochs}, batch_size: 128, storage_path: {tmp}/runs}}
-        eval: {{subset_size: 256}}
+        eval: {{subset_size: 256, lidar_samples: 64, lidar_views: 4}}
         scaling: {{num_workers: 1, cpus_per_worker: {cpus_per_worker}}}
         tracking: {{uri: "sqlite:///{tmp}/mlflow.db", artifact_location: {tmp}/artifacts}}
         """))
@@ -52,9 +55,11 @@ def trial_runs(tmp, name):
 
 
 def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, monkeypatch):
-    """The shared finished sweep, as `selfsup sweep` printed it and as MLflow holds it; then
-    `selfsup report` prints its table again and `--resume` of the finished sweep adds nothing."""
-    workdir, path, lines = finished_sweep
+    """The shared finished sweep, as `selfsup sweep` printed it, as MLflow holds it and what it left
+    behind (nothing); then `selfsup report` prints its table again and `--resume` of the finished
+    sweep adds nothing."""
+    workdir, path, lines, leftovers = finished_sweep
+    assert leftovers == {"actors and placement groups": [], "processes": []}, leftovers
     monkeypatch.chdir(workdir)
     progress = lines[:lines.index(next(ln for ln in lines if ln.startswith("trial ")))]  # up to the table's header
     table = "\n".join(lines[len(progress):])
@@ -109,11 +114,11 @@ def test_collapsed_and_crashing_trials_end_labelled_and_the_others_survive(ray_c
     the first step, both stopped at their first epoch and labelled collapsed; two healthy trials, one
     of which loses its worker in its last epoch with no retries left (none in Train, none in Tune)
     and ends FAILED, while the other, the table and the pick survive."""
-    path = write_sweep(workdir, "faults", num_samples=4, epochs=3, seed=24, extra="collapse_rankme: 5.0\ntrial_retries: 0\n")
+    path = write_sweep(workdir, "faults", num_samples=4, epochs=3, seed=24, extra="collapse_rankme: 5.0\ntrial_retries: 0\n", views="light")
     (workdir / "space.yaml").write_text("model.embed_dim: {type: choice, values: [4, 32]}\n"
                                         "data.noise_std: {type: choice, values: [0.05, .inf]}\n")
     base = workdir / "base.yaml"
-    base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, ") + "data: {views: light}\n")
+    base.write_text(base.read_text().replace("train: {", "train: {max_failures: 0, "))
     out = {}
     runner = threading.Thread(target=lambda: out.update(table=run_sweep(load_sweep(path), str(path))))
     runner.start()
@@ -154,7 +159,7 @@ def test_collapsed_and_crashing_trials_end_labelled_and_the_others_survive(ray_c
 
 def test_interrupted_sweep_resumes_without_duplicate_runs(ray_cluster, workdir):
     """Ctrl-C the real CLI mid-sweep, then `selfsup sweep --resume` on the same cluster."""
-    path = write_sweep(workdir, "interrupt", num_samples=2, epochs=3)
+    path = write_sweep(workdir, "interrupt", num_samples=2, epochs=3, views="light")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "selfsup.cli", "sweep", str(path)]
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -164,7 +164,7 @@ def test_lost_worker_resumes_from_checkpoint(ray_cluster, small_config, workdir,
     tasks make the batches; the worker is killed after epoch 2 and resumes. Its losses equal,
     bitwise, those of a run of the same shards through the DataLoader without a fault: Ray Data
     makes the loader's batches, and the restarted worker replays its epochs exactly."""
-    epochs = 4
+    epochs = 3
     data = {"name": "shards", "path": digit_shards(workdir), "stream": True, "views": "light"}
     cfg = small_config(**{"data": data, "train.epochs": epochs, "train.max_failures": 2})
     assert cfg.data.uses_ray_data
