@@ -28,6 +28,7 @@ the named step replaced by one that SIGKILLs the process (`KILLER`); nothing els
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -346,16 +347,33 @@ class Leaks:
         return 10 * sum((n - mx) * (mb - my) for n, mb in pts) / sum((n - mx) ** 2 for n, _ in pts)
 
 
-def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
-    """An ASHA sweep of ``trials`` trials; what it leaves behind and how its driver's memory grows."""
+def ray_state(detached: bool = True) -> tuple[set[str], set[str]]:
+    """The live actors (as ``Class id``) and placement groups of the Ray this process is connected
+    to; without ``detached``, not the detached actors (cluster-wide for good, as Ray Train's state
+    actor that the first run on a cluster starts)."""
     from ray.util.state import list_actors, list_placement_groups
 
+    actors = {f"{a.class_name} {a.actor_id}" for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True) if detached or not a.is_detached}
+    return actors, {g.placement_group_id for g in list_placement_groups() if g.state != "REMOVED"}
+
+
+def running(pids) -> list[int]:
+    """Those of ``pids`` whose process still runs (a zombie does not)."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    return alive
+
+
+def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
+    """An ASHA sweep of ``trials`` trials; what it leaves behind and how its driver's memory grows."""
     where = tmp / "leaks"
     uri = f"sqlite:///{where}/mlflow.db"
     sweep = write_sweep(where, "leaks", trials, epochs, uri, scheduler="asha")
     env = environment()
-    before = {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
-    before |= {g.placement_group_id for g in list_placement_groups() if g.state != "REMOVED"}  # Ray's own, or an earlier test's
+    actors_before, groups_before = ray_state()  # Ray's own, or an earlier test's
     t0 = time.time()
     log.write(f"\n$ selfsup sweep {sweep}  (leaks)\n")
     log.flush()
@@ -379,9 +397,8 @@ def leaks(tmp: Path, trials: int, epochs: int, log) -> Leaks:
         if proc.poll() is None:
             proc.kill()
     time.sleep(5)  # Ray reaps the job's actors once its driver has gone
-    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.actor_id not in before]
-    groups = [g for g in list_placement_groups() if g.state != "REMOVED" and g.placement_group_id not in before]
-    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    actors, groups = ray_state()
+    actors, groups, alive = actors - actors_before, groups - groups_before, running(seen)
     _, children = sweep_runs(uri, "leaks")
     stopped = [r for r in children if r.info.status == "KILLED"]
     finished = [r for r in children if r.info.status == "FINISHED"]

@@ -51,25 +51,23 @@ def finished_sweep(ray_cluster, tmp_path_factory):
     ``(folder, sweep YAML, the console's lines, leftovers)``, the leftovers being the Ray actors and
     placement groups it made that are still there 5 s after it exited (Ray reaps a driver's actors
     once it has gone) and the processes it started that still run."""
+    import importlib.util
     import subprocess
     import sys
     import time
-
-    from ray.util.state import list_actors, list_placement_groups
+    from pathlib import Path
 
     from tests.integration.test_sweep import write_sweep
 
-    def ray_state() -> set[str]:
-        """Live actors, as ``Class id``, and placement groups, but the detached actors (Ray
-        Train's state actor and the like, which the first run on a cluster starts for good)."""
-        return ({f"{a.class_name} {a.actor_id}" for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True) if not a.is_detached}
-                | {g.placement_group_id for g in list_placement_groups() if g.state != "REMOVED"})
+    spec = importlib.util.spec_from_file_location("sweep_faults", Path(__file__).resolve().parents[2] / "benchmarks" / "sweep_faults.py")
+    harness = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(harness)  # the fault harness's own count of what a sweep left behind
 
     folder = tmp_path_factory.mktemp("sweep")
     path = write_sweep(folder, "tiny", num_samples=3, epochs=2)
     console = tmp_path_factory.mktemp("console") / "sweep.txt"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
-    before = ray_state()
+    actors, groups = harness.ray_state(detached=False)
     with open(console, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "selfsup.cli", "sweep", str(path)], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
     started, deadline = set(), time.time() + 600
@@ -82,8 +80,9 @@ def finished_sweep(ray_cluster, tmp_path_factory):
     text = console.read_text()
     assert proc.wait() == 0, text[-6000:]
     time.sleep(5)
-    running = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    return folder, path, text.splitlines(), {"actors and placement groups": sorted(ray_state() - before), "processes": running}
+    actors_after, groups_after = harness.ray_state(detached=False)
+    left = {"actors": sorted(actors_after - actors), "placement groups": sorted(groups_after - groups), "processes": harness.running(started)}
+    return folder, path, text.splitlines(), left
 
 
 @pytest.fixture(scope="package")

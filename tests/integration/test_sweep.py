@@ -59,7 +59,7 @@ def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, m
     behind (nothing); then `selfsup report` prints its table again and `--resume` of the finished
     sweep adds nothing."""
     workdir, path, lines, leftovers = finished_sweep
-    assert leftovers == {"actors and placement groups": [], "processes": []}, leftovers
+    assert leftovers == {"actors": [], "placement groups": [], "processes": []}, leftovers
     monkeypatch.chdir(workdir)
     progress = lines[:lines.index(next(ln for ln in lines if ln.startswith("trial ")))]  # up to the table's header
     table = "\n".join(lines[len(progress):])
