@@ -162,7 +162,11 @@ def damage(folder: Path, how: str) -> None:
 
 def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Random, reference: dict, how: str, loader_workers: int) -> Outcome:
     """One run of ``name``, its worker killed mid-epoch (its newest checkpoint damaged ``how``),
-    its views made by ``loader_workers`` DataLoader processes."""
+    its views made by ``loader_workers`` DataLoader processes. A run that fails writes its error
+    and its own log (Ray's and Train's lines of it) to the harness's log (stdout, meanwhile)."""
+    import traceback
+
+    from selfsup.errors import one_line
     from selfsup.tracking import runs
     from selfsup.train.launch import train
 
@@ -199,7 +203,11 @@ def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Ra
     if not errors and runs.CHECKPOINT in run.data.tags:
         final = weights(run.data.tags[runs.CHECKPOINT])
         diff = max(float((final[k].double() - v.double()).abs().max()) if v.numel() else 0.0 for k, v in reference.items())
-    status = run.info.status if not errors else f"{run.info.status}: {type(errors[0]).__name__}"
+    status = run.info.status if not errors else f"{run.info.status}: {one_line(errors[0])[:120]}"
+    if errors:
+        print(f"--- {name} failed ---\n{''.join(traceback.format_exception(errors[0]))}")
+        for own in storage.glob("*/train.log"):
+            print(f"--- {own} ---\n{own.read_text()}")
     return Outcome(name, loader_workers, kill_epoch, fraction * epoch_s, how, damaged_epoch, starts, sorted(steps), diff, wall, status, warned)
 
 

@@ -74,6 +74,12 @@ def subfolders(path: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
 
+def make_folder(path: str) -> None:
+    """Create the folder ``path`` (and its parents); an object store gets a folder marker."""
+    fs, inner = filesystem(path)
+    fs.create_dir(inner, recursive=True)
+
+
 def move(src: str, dst: str) -> None:
     fs, inner = filesystem(src)
     fs.move(inner, filesystem(dst)[1])

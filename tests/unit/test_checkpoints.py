@@ -59,3 +59,25 @@ def test_a_state_that_would_run_code_is_refused(tmp_path):
     checkpoints.write(folder, {"engine": {"evil": print}}, 1)  # pickles a callable
     with pytest.raises(checkpoints.CheckpointError, match="not a selfsup state"):
         checkpoints.read(str(folder))
+
+
+def test_a_restart_writes_an_epoch_again_beside_its_old_folder_and_remakes_a_tracked_one_that_is_gone(tmp_path):
+    """Resumed from epoch 1 past a damaged epoch 2 (its folder there) and an epoch 3 whose folder is
+    gone but which Ray Train's controller still tracks (and will delete): epochs 2 and 3 are written
+    to new folders, epoch 3's old one is there again (empty) for Train to delete, and a resume
+    reads the newest writing of an epoch first."""
+    state = engine_state("vicreg")
+    for epoch in (1, 2):
+        save(tmp_path, epoch, state)
+    (tmp_path / "epoch-00002" / checkpoints.STATE).write_bytes(b"half")
+    (tmp_path / "epoch-00002-1").mkdir()  # an earlier restart's writing of epoch 2, never completed
+    name = checkpoints.restart_names(str(tmp_path), ["epoch-00001", "epoch-00002", "epoch-00003"])
+    assert [name(e) for e in (2, 3, 4)] == ["epoch-00002-2", "epoch-00003-1", "epoch-00004"]
+    assert (tmp_path / "epoch-00003").is_dir() and not any((tmp_path / "epoch-00003").iterdir())
+    assert checkpoints.restart_names(str(tmp_path / "fresh"), [])(1) == "epoch-00001"
+
+    (tmp_path / name(2)).mkdir()
+    checkpoints.write(tmp_path / name(2), {"engine": state}, 2)
+    got, path, problems = checkpoints.newest_readable(str(tmp_path))
+    assert got["epoch"] == 2 and path.endswith("epoch-00002-2")
+    assert [p.split(": ")[0].rsplit("/", 1)[1] for p in problems] == ["epoch-00003"]

@@ -1,4 +1,6 @@
-"""A run's checkpoints: ``epoch-NNNNN/`` folders under ``train.storage_path/<train run>``, each
+"""A run's checkpoints: ``epoch-NNNNN/`` folders under ``train.storage_path/<train run>`` (an
+epoch trained again after a restart, while a folder of its name is still there, writes
+``epoch-NNNNN-K/``: see :func:`restart_names`), each
 holding ``state.pt`` (the engine state and the epoch, tensors and plain values only) and
 ``manifest.json`` (the epoch, and the size and SHA-256 of ``state.pt``).
 
@@ -20,6 +22,7 @@ import json
 import tempfile
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -27,7 +30,7 @@ from selfsup import storage
 from selfsup.errors import first_line
 
 STATE, MANIFEST = "state.pt", "manifest.json"
-_FOLDER = re.compile(r"^epoch-(\d{5,})$")
+_FOLDER = re.compile(r"^epoch-(\d{5,})(?:-(\d+))?$")
 CHUNK = 16 << 20
 
 
@@ -35,8 +38,34 @@ class CheckpointError(Exception):
     """A checkpoint folder that is incomplete or unreadable (the message says which and why)."""
 
 
-def folder_name(epoch: int) -> str:
-    return f"epoch-{epoch:05d}"
+def folder_name(epoch: int, again: int = 0) -> str:
+    """``epoch-00003``; ``epoch-00003-2`` for the second time epoch 3 is written again."""
+    return f"epoch-{epoch:05d}" + (f"-{again}" if again else "")
+
+
+def restart_names(run_dir: str, tracked: list[str]) -> Callable[[int], str]:
+    """The folder name each epoch of a restarted run is written to: its plain name
+    (:func:`folder_name`) unless a folder of that name is under ``run_dir`` or Ray Train's
+    controller still tracks one (``tracked``: the names in its checkpoint record) — a damaged
+    checkpoint resumed past, or one newer than the checkpoint resumed from — then the first free
+    ``epoch-NNNNN-K``. Train deletes the checkpoints beyond ``train.checkpoints_to_keep`` folder by
+    folder, so two of its checkpoints in one folder would delete each other's files. A tracked
+    folder that is gone is made again, empty (it reads as incomplete), for Train's deletion of it to
+    find: Ray Train 2.60 fails the run on one it cannot find
+    (``checkpoint_manager._save_state_and_delete_old_checkpoints``, ``storage.delete_fs_path``)."""
+    present = set(storage.subfolders(run_dir))
+    for name in tracked:
+        if name not in present:
+            storage.make_folder(storage.join(run_dir, name))
+    taken = present | set(tracked)
+
+    def name(epoch: int) -> str:
+        again = 0
+        while folder_name(epoch, again) in taken:
+            again += 1
+        return folder_name(epoch, again)
+
+    return name
 
 
 def write(folder: Path, state: dict, epoch: int) -> None:
@@ -86,9 +115,11 @@ def read(path: str, map_location="cpu") -> dict:
 
 
 def folders(run_dir: str) -> list[tuple[int, str]]:
-    """``(epoch, path)`` of every checkpoint folder under ``run_dir``, newest first."""
-    found = [(int(m.group(1)), storage.join(run_dir, name)) for name in storage.subfolders(run_dir) if (m := _FOLDER.match(name))]
-    return sorted(found, reverse=True)
+    """``(epoch, path)`` of every checkpoint folder under ``run_dir``, newest first (of one epoch,
+    the one written last first)."""
+    found = [((int(m.group(1)), int(m.group(2) or 0)), storage.join(run_dir, name)) for name in storage.subfolders(run_dir)
+             if (m := _FOLDER.match(name))]
+    return [(epoch, path) for (epoch, _), path in sorted(found, reverse=True)]
 
 
 def newest_readable(run_dir: str) -> tuple[dict | None, str | None, list[str]]:

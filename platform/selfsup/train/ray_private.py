@@ -10,7 +10,9 @@ API's name when an upgrade changes it; nowhere else in selfsup imports ``ray.*._
 - Train V2's checkpoint record, ``checkpoint_manager_snapshot.json`` in a run's storage folder
   (``CheckpointManager``'s ``_CheckpointManagerState`` as JSON): a record naming a checkpoint
   folder that is gone makes Train fail at restore, so :func:`record_folders` reads the folders it
-  names and ``selfsup.train.checkpoints.check_record`` moves such a record aside first.
+  names and :func:`check_record` moves such a record aside first; a restarted worker reads the
+  folders it names (:func:`tracked_folders`) so as not to write a checkpoint into one of them
+  (``selfsup.train.checkpoints.restart_names``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def record_folders(text: str) -> list[str]:
         return sorted({r["checkpoint_dir_name"] for r in results})
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a Ray Train checkpoint record: no {exc}") from None
+
+
+def tracked_folders(run_dir: str) -> list[str]:
+    """The checkpoint folder names Ray Train's record in ``run_dir`` holds (its controller tracks
+    them, and deletes them when they fall out of ``checkpoints_to_keep``); none when there is no
+    readable record."""
+    try:
+        return record_folders(storage.read_bytes(storage.join(run_dir, RECORD)).decode())
+    except (OSError, ValueError):
+        return []
 
 
 def check_record(run_dir: str) -> str | None:

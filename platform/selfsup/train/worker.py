@@ -47,7 +47,7 @@ from selfsup.models.backbones import build_backbone
 from selfsup.models.saved import backbone_kwargs
 from selfsup.models.tokens import enable_grad_checkpointing
 from selfsup.tracking import runs
-from selfsup.train import checkpoints, sharding
+from selfsup.train import checkpoints, ray_private, sharding
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, infinite_lr_factor, to_channels_last
 
 
@@ -322,6 +322,8 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             print(f"[selfsup] continuing from {continues} at step {engine.step_count} of its schedule", flush=True)
     set_schedule(engine, cfg, steps_per_epoch, first_step=engine.step_count - start * steps_per_epoch)
+    # rank 0 writes the checkpoints: into folders of new names where a restart trains an epoch again
+    folder_name = checkpoints.restart_names(run_dir, ray_private.tracked_folders(run_dir)) if rank == 0 else checkpoints.folder_name
 
     logged = runs.last_step(cfg.tracking.uri, run_id, "epoch") if rank == 0 and run_id else 0
     nodes = worker_nodes(world)
@@ -428,7 +430,7 @@ def train_loop(config: dict) -> None:
                     why = "loss not finite" if diverged else f"RankMe {metrics['label_free/rankme']:.3g} below {threshold}"
                     epoch_tags = {runs.COLLAPSED: "true", runs.COLLAPSE: f"epoch {epoch}: {why}"}
                 else:
-                    epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, checkpoints.folder_name(epoch))}
+                    epoch_tags = {runs.CHECKPOINT: storage.join(run_dir, folder_name(epoch))}
                 if epoch == start + 1:
                     epoch_tags[runs.COMPILE] = compile_state(engine)
                     if cfg.data.uses_ray_data:
@@ -438,7 +440,7 @@ def train_loop(config: dict) -> None:
             if rank == 0 and run_id and epoch > logged:
                 if sigma is not None:
                     runs.log_text(cfg.tracking.uri, run_id, json.dumps({"epoch": epoch, "singular_values": sigma}), runs.SPECTRUM)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoints.folder_name(epoch) if ckpt else None)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=folder_name(epoch) if ckpt else None)
         if config.get("fault_after_epoch") == epoch and rank == world - 1:  # SELFSUP_FAULT_AFTER_EPOCH (launch.py)
             print(f"[selfsup] fault injected: worker {rank} exits after epoch {epoch}", flush=True)
             os._exit(1)
