@@ -290,7 +290,10 @@ class TrainConfig(Section):
     """Epochs, global batch size, precision, clipping, step speed, checkpoints and fault tolerance.
 
     ``compile``: run the step through ``torch.compile`` (``auto``: on CUDA workers, where it pays
-    for its compile time; a model that cannot compile falls back to eager with a one-line reason).
+    for its compile time; a model that cannot compile falls back to eager with a one-line reason),
+    with ``compile_backend`` (``inductor``, the default; ``aot_eager`` captures the step and its
+    backward graph without generating code, to check a model's capture quickly; any backend of
+    ``torch._dynamo.list_backends()``).
     ``channels_last``: NHWC convolutions (``auto``: on CUDA for models with 2-D convolutions).
     ``grad_checkpointing``: recompute transformer blocks in the backward pass instead of storing
     their activations (large ViTs on small GPUs). AdamW is fused on CUDA.
@@ -305,12 +308,23 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"
     grad_clip: float | None = Field(None, gt=0.0)
     compile: bool | Literal["auto"] = "auto"
+    compile_backend: str = "inductor"
     channels_last: bool | Literal["auto"] = "auto"
     grad_checkpointing: bool = False
     log_every: int = Field(50, ge=1)
     max_failures: int = Field(2, ge=0)
     checkpoints_to_keep: int = Field(2, ge=1)
     storage_path: str = "./selfsup-runs"
+
+    @model_validator(mode="after")
+    def _backend(self) -> "TrainConfig":
+        if self.compile_backend != "inductor":
+            from torch._dynamo import list_backends
+
+            known = list_backends(exclude_tags=())
+            if self.compile_backend not in known:
+                raise ValueError(f"compile_backend: {self.compile_backend!r} is not a torch.compile backend; available: {', '.join(known)}")
+        return self
 
 
 class EvalConfig(Section):

@@ -191,8 +191,8 @@ def test_the_readme_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_pa
 def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses_a_node(nodes, server, pg, s3, client_env, tmp_path):
     """Digits as WebDataset and as Parquet shards in the bucket (``selfsup shard``), read through Ray
     Data, whose tasks are pinned to an added node offering ``preprocess`` (a CPU-only node), by
-    workers that each ask for a ``trainer`` unit, which two other added nodes offer. First a sweep of
-    two trials on the WebDataset shards; then an elastic run (1 to 2 workers) on the Parquet shards,
+    workers that each ask for a ``trainer`` unit, which two other added nodes offer. First a sweep (one
+    trial) on the WebDataset shards; then an elastic run (1 to 2 workers) on the Parquet shards,
     one of whose trainer nodes is lost after epoch 2: it goes on with one worker from its checkpoint
     in the bucket and finishes, and exports from the bucket. Every epoch logged once, probes as with
     in-memory digits; none of the client's keys reaches a job's runtime env."""
@@ -214,7 +214,7 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
         **pinned, "data.path": shards, "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,
         "scaling.num_workers": 2, "scaling.min_workers": 1,
     })
-    work = sweep_dir(tmp_path / "sweep", "shard-sweep", server, trials=2, epochs=2, **{**pinned, "data.path": f"s3://{RUNS}/shards/webdataset"})
+    work = sweep_dir(tmp_path / "sweep", "shard-sweep", server, trials=1, epochs=2, **{**pinned, "data.path": f"s3://{RUNS}/shards/webdataset"})
     first = len(nodes.nodes)
     for i, resources in enumerate([{"trainer": 1}, {"trainer": 1}, {"preprocess": 4}]):
         services.start_node(nodes, first + i, cpus=1, resources=resources)
@@ -227,7 +227,7 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
         _, parent, trials = sweep_runs(server, "shard-sweep")
         print(f"sweep on WebDataset shards: preprocessing on {[json.loads(t.data.tags[PREPROCESS_NODES]) for t in trials]}, workers on "
               f"{[json.loads(t.data.tags[NODES]) for t in trials]}")
-        assert parent.info.status == "FINISHED" and [t.info.status for t in trials] == ["FINISHED", "FINISHED"]
+        assert parent.info.status == "FINISHED" and [t.info.status for t in trials] == ["FINISHED"]
         assert all(json.loads(t.data.tags[PREPROCESS_NODES]) == [preprocess] for t in trials), "preprocessing only on the preprocess node"
         assert all(set(json.loads(t.data.tags[NODES])) <= set(trainers) for t in trials), "workers only on trainer nodes"
         assert all(steps == [1, 2] for steps in epoch_rows(pg, [t.info.run_id for t in trials]).values())
@@ -257,7 +257,9 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
     print(f"elastic run: per epoch {perf}; preprocessing on {[n[:8] for n in json.loads(run.data.tags[PREPROCESS_NODES])]} (the preprocess node "
           f"{preprocess[:8]}), workers first on {[n[:8] for n in trainers]}, after the loss on "
           f"{[n[:8] for n in json.loads(run.data.tags[NODES])]}; starts {starts}")
-    assert run.info.status == "FINISHED" and len(starts) == 2 and starts[1] >= 2, (starts, log[-4000:])
+    # It resumed from a checkpoint, not from scratch: epoch 2's or epoch 1's (the loss lands once MLflow
+    # holds epoch 2, which the worker logs before it reports epoch 2's checkpoint)
+    assert run.info.status == "FINISHED" and len(starts) == 2 and starts[1] >= 1, (starts, log[-4000:])
     assert json.loads(run.data.tags[NODES]) == trainers[:1], "one worker left, on the trainer node that stayed"
     assert json.loads(run.data.tags[PREPROCESS_NODES]) == [preprocess]
     assert epoch_rows(pg, [run.info.run_id])[run.info.run_id] == list(range(1, epochs + 1))

@@ -287,6 +287,7 @@ def train_loop(config: dict) -> None:
         device=device,
         weight_decay_end=o.weight_decay_end,
         compile=on_gpu if t.compile == "auto" else t.compile,
+        compile_backend=t.compile_backend,
         channels_last=channels_last,
     )
 
