@@ -50,7 +50,7 @@ CONFIGS = {
     "barlowtwins": "barlowtwins_imagenet.yaml", "mocov3": "mocov3_imagenet.yaml", "dino": "dino_imagenet.yaml",
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
-    "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml",
+    "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -74,6 +74,7 @@ SMOKE_METHOD = {
     "seqjepa": dict(action_dim=16, depth=1, heads=2, predictor_hidden=32),
     "cvrl": dict(projector=[32, 16]),
     "vcop": dict(clip_frames=3, gap=1),  # clips of 3+ frames: PyTorch's CPU bf16 Conv3d weight gradient is garbage (1e38) on 2-frame inputs
+    "iicc": dict(prototypes=16, slice_prototypes=16, slice_projector=[32, 16]),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -92,6 +93,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
             model["timm_name"] = VIT_B
     elif data.get("name") == "video_folder":  # a clip as the views see it: a temporal crop, or the whole clip
         shape = (3, data.get("view_frames") or data["clip_frames"], data["frame_size"], data["frame_size"])
+    elif data.get("name") == "nifti":  # a volume of volume_size cubed
+        shape = (1, data["volume_size"], data["volume_size"], data["volume_size"])
     elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
@@ -104,6 +107,9 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
+        elif model["backbone"] == "slice_cnn":
+            model = dict(backbone="slice_cnn", embed_dim=16, width=4, depth=2, heads=2, slice_layers=1)
+            shape = (1, 4, 16, 16)
         elif len(shape) == 4:
             model = dict(backbone="cnn3d", embed_dim=16, width=4, depth=2)
             shape = (3, 12, 16, 16)

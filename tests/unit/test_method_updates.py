@@ -29,13 +29,15 @@ PARAMS = {
     "seqjepa": dict(views=2, action_dim=8, depth=1, heads=2, predictor_hidden=16, base_momentum=0.9),
     "cvrl": dict(projector=[32, 16]),
     "vcop": dict(clip_frames=1, gap=1, dropout=0.0),  # 3 one-frame clips of a 5-frame clip; no dropout (compiled = eager)
+    "iicc": dict(prototypes=8, slice_prototypes=8, slice_projector=[32, 16]),
 }
 TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
 MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
 EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
-INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,), "cvrl": (3, 4, 8, 8), "vcop": (3, 5, 8, 8)}
-"""A table row, a 2-channel signal, RGB clips; images (1, 8, 8) for the others."""
+INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,), "cvrl": (3, 4, 8, 8), "vcop": (3, 5, 8, 8),
+         "iicc": (1, 4, 8, 8)}
+"""A table row, a 2-channel signal, RGB clips, a volume; images (1, 8, 8) for the others."""
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
 
@@ -50,6 +52,8 @@ def backbone(name):
         return build_backbone("mlp", INPUT[name], 16, 32, 2)
     if name in ("cvrl", "vcop"):
         return build_backbone("cnn3d", INPUT[name], 16, 4, 2)
+    if name == "iicc":
+        return build_backbone("slice_cnn", INPUT[name], 16, 4, 2, heads=2, slice_layers=1)
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
 
 

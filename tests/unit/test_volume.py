@@ -1,7 +1,8 @@
-"""The volume modality (``selfsup.modalities.volume``): generated volumes, ``.npz`` and NIfTI files
-(streamed, a damaged one skipped or named); the 3-D crops by hand and the ``slices`` recipe keeping
-slices aligned; the volume backbones; VICReg and MAE learning on generated volumes above the raw
-voxels' probe."""
+"""The volume modality (``selfsup.modalities.volume``) and its method: generated volumes, ``.npz``
+and NIfTI files (streamed, a damaged one skipped or named); the 3-D crops by hand and the ``slices``
+recipe keeping slices aligned; the volume backbones; SwAV's Sinkhorn codes, swapped prediction and
+the masked slices' loss of the joint image-volume method by hand; VICReg and the joint method
+learning on generated volumes above the raw voxels' probe, MAE training through the 3-D masks."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from selfsup.config import ExperimentConfig, ConfigError, load_experiment
 from selfsup.data.splits import DataError
 from selfsup.data.views import ViewCollate
 from selfsup.methods import build_method
+from selfsup.methods.iicc import masked_slice_loss, sinkhorn, swapped_prediction_loss
 from selfsup.metrics.panel import evaluate
 from selfsup.metrics.probes import linear_probe
 from selfsup.modalities import load_dataset
@@ -61,7 +63,7 @@ def test_nifti_folders_resample_scale_stream_and_skip_or_name_a_damaged_file(tmp
     d = nifti_folder(str(tmp_path / "v"), size=8, test_fraction=0.3, stream=True, on_bad_file="skip")
     assert d.shape == (1, 8, 8, 8) and sorted(torch.cat([d.train.y, d.test.y]).tolist()) == [0, 0, 0, 0, 1, 1, 1]
     x, kept, skipped = d.train.x.take(range(len(d.train.x)))
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and x.shape[1:] == (1, 8, 8, 8)
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and x.shape[1:] == (1, 8, 8, 8) and x.dtype == torch.float32
     assert all("multi.nii: 2 channel(s), the folder's first volume has 1" in s.reason for s in skipped) and len(kept) + len(skipped) == len(d.train.x)
     (tmp_path / "v" / "a" / "multi.nii").unlink()
     (tmp_path / "v" / "b" / "0.nii.gz").write_bytes(b"\x1f\x8b not gzip")
@@ -99,9 +101,13 @@ def test_volume_backbones_and_their_checks():
     assert vit.grid == (2, 2, 2) and vit.patch_dim == 512 and vit(torch.rand(2, 1, 16, 16, 16)).shape == (2, 48)
     with pytest.raises(ValueError, match=r"volumes of 16x16x12 voxels do not divide into cubes of 8 \(model.patch_size\)"):
         build_backbone("vit_volume", (1, 16, 16, 12), 48, 0, 2, patch_size=8, heads=3)
-    slices = build_backbone("slice_cnn", (1, 6, 16, 16), 32, 8, 2)
+    slices = build_backbone("slice_cnn", (1, 6, 16, 16), 32, 8, 2, heads=4)
     x = torch.rand(3, 1, 6, 16, 16)
-    assert slices.slices(x).shape == (3, 6, 32) and torch.allclose(slices(x), slices.slices(x).mean(1))
+    assert slices.slices(x).shape == (3, 6, 32) and torch.allclose(slices(x), slices.mix(slices.slices(x)).mean(1))
+    plain = build_backbone("slice_cnn", (1, 6, 16, 16), 32, 8, 2, slice_layers=0)
+    assert torch.allclose(plain(x), plain.slices(x).mean(1))
+    with pytest.raises(ValueError, match="model.embed_dim 30 does not divide into model.heads 4"):
+        build_backbone("slice_cnn", (1, 6, 16, 16), 30, 8, 2, heads=4)
     assert build_backbone("cnn_volume", (2, 8, 8, 8), 16, 4, 3)(torch.rand(2, 2, 8, 8, 8)).shape == (2, 16)
 
 
@@ -152,3 +158,29 @@ def test_mae_reconstructs_volumes_through_the_3d_masks(volumes):
     before, after, losses = learn("mae", volumes, dict(mask_ratio=0.75, decoder_dim=32, decoder_depth=1, decoder_heads=2, norm_pix_loss=False),
                                   3, dict(name="vit_volume", embed_dim=48, width=0, depth=2, heads=3, patch_size=4), VolumeViews(1))
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_sinkhorn_codes_swapped_prediction_and_masked_slices_by_hand():
+    """Equal scores: every code is 1/K and the swapped prediction is log K. Scores favouring one
+    prototype per sample: each sample's codes sum to 1, each prototype takes B/K of the batch, and
+    the code follows the score. The masked loss is the squared error on the masked slices alone."""
+    assert torch.allclose(sinkhorn(torch.zeros(4, 2)), torch.full((4, 2), 0.5))
+    assert float(swapped_prediction_loss(torch.zeros(4, 3), torch.zeros(4, 3))) == pytest.approx(np.log(3))
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    q = sinkhorn(scores, epsilon=0.5, iterations=50)
+    assert torch.allclose(q.sum(1), torch.ones(4)) and torch.allclose(q.sum(0), torch.full((2,), 2.0), atol=1e-4)
+    assert (q.argmax(1) == torch.tensor([0, 1, 0, 1])).all() and float(q[0, 0]) == pytest.approx(np.exp(2) / (1 + np.exp(2)), rel=1e-4)
+    predicted, target = torch.zeros(1, 3, 2), torch.tensor([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]])
+    assert float(masked_slice_loss(predicted, target, torch.tensor([[0, 2]]))) == pytest.approx((1 + 9) / 2)
+
+
+def test_the_joint_image_volume_method_learns_shapes_from_slices_and_volumes(volumes):
+    """SwAV between the two views' slices and between their volumes, masked slices predicted: the
+    probe of the slice encoder and slice transformer rises above the raw voxels' and the network at
+    initialisation, its embedding's rank above the initial one's (1: the slice transformer's final
+    norm makes every volume alike at first), and the loss falls."""
+    params = dict(prototypes=100, slice_prototypes=100, slice_projector=[128, 64], temperature=0.2)
+    before, after, losses = learn("iicc", volumes, params, 5, dict(name="slice_cnn", embed_dim=32, width=8, depth=2, heads=4, slice_layers=1),
+                                  VolumeViews(2, depth=False))
+    assert after["probe/linear_acc"] > raw_voxels(volumes) + 0.1 and after["probe/linear_acc"] > before["probe/linear_acc"]
+    assert after["label_free/rankme"] > 2 * before["label_free/rankme"] and losses[-1] < 0.9 * losses[0]

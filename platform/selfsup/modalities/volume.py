@@ -30,8 +30,8 @@ with fixed 3-D sine-cosine positions (:class:`selfsup.models.video.ViT3d` with t
 they are wide; half the position channels encode depth, a quarter each of the two other axes, as
 V-JEPA's encode time), which has the masked methods' interface; ``cnn_volume``, the small 3-D conv
 net (:class:`selfsup.models.video.SmallCNN3d`); ``slice_cnn``, the image ``cnn`` run on each slice
-``(C, H, W)`` and averaged over the depth, whose ``slices(x)`` gives the per-slice features
-``(B, D, embed_dim)``. Masks: over the ViT's ``(D, H, W)`` grid the masked methods take the 3-D
+``(C, H, W)`` and ``model.slice_layers`` (2) transformer blocks across the slices, averaged over the
+depth (:class:`SliceCNN`: the joint image-volume encoder of ``selfsup.methods.iicc``). Masks: over the ViT's ``(D, H, W)`` grid the masked methods take the 3-D
 masks the video modality registers (MAE: random tubes through the depth; I-JEPA: blocks on the
 ``(H, W)`` plane through the whole depth), the mask registry being keyed by the grid's
 dimensionality.
@@ -53,6 +53,7 @@ from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, read
 from selfsup.data.views import Unchanged
 from selfsup.modalities.base import Dataset, Modality, register
 from selfsup.models.backbones import backbone, build_backbone
+from selfsup.models.tokens import sincos_pos_embed
 from selfsup.models.video import SmallCNN3d, ViT3d
 
 CLASSES = ("ball", "box", "rod", "shell")
@@ -120,7 +121,7 @@ def read_nifti(f: str, size: int) -> np.ndarray:
     if not np.isfinite(data).all():
         raise DataError(f"{f}: contains NaN or infinite values")
     low, high = np.percentile(data, [0.5, 99.5])
-    data = np.clip((data - low) / max(high - low, 1e-6), 0, 1)
+    data = np.clip((data - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
     resized = F.interpolate(torch.from_numpy(data)[None], size=(size,) * 3, mode="trilinear", align_corners=False)[0]
     return resized.numpy()
 
@@ -222,21 +223,36 @@ class VolumeViews:
 
 
 class SliceCNN(nn.Module):
-    """The image ``cnn`` on every slice: ``(B, C, D, H, W) -> (B, embed_dim)``, the mean of the
-    slices' features; :meth:`slices` gives them ``(B, D, embed_dim)``."""
+    """The image ``cnn`` on every slice, then ``layers`` transformer blocks across the slices:
+    ``(B, C, D, H, W) -> (B, embed_dim)``, the mean of the mixed slices. :meth:`slices` gives the
+    slices' own features ``(B, D, embed_dim)`` and :meth:`mix` the blocks over them (timm's pre-norm
+    blocks, fixed 1-D sine-cosine positions over the depth, a final LayerNorm; none when
+    ``layers`` is 0): the 2-D encoder and the slice transformer of the joint image-volume encoder
+    (``selfsup.methods.iicc``)."""
 
-    def __init__(self, in_shape: tuple[int, int, int, int], embed_dim: int, width: int, depth: int):
+    def __init__(self, in_shape: tuple[int, int, int, int], embed_dim: int, width: int, depth: int, heads: int = 4, layers: int = 2):
         super().__init__()
-        c, _, h, w = in_shape
+        from timm.models.vision_transformer import Block
+
+        c, d, h, w = in_shape
         self.image = build_backbone("cnn", (c, h, w), embed_dim, width, depth)
-        self.embed_dim = embed_dim
+        self.embed_dim, self.depth = embed_dim, d
+        self.blocks = nn.Sequential(*[Block(embed_dim, heads, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(layers)])
+        self.norm = nn.LayerNorm(embed_dim) if layers else nn.Identity()
+        self.register_buffer("pos", sincos_pos_embed(embed_dim, (d,))[None], persistent=False)
 
     def slices(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
         return self.image(x.transpose(1, 2).reshape(b * d, c, h, w)).view(b, d, -1)
 
+    def mix(self, s: torch.Tensor) -> torch.Tensor:
+        """``(B, D, E) -> (B, D, E)``: the slice features after the blocks across them."""
+        if not len(self.blocks):
+            return s
+        return self.norm(self.blocks(s + self.pos))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.slices(x).mean(dim=1)
+        return self.mix(self.slices(x)).mean(dim=1)
 
 
 @backbone("vit_volume", "volume ViT: cubic patches of model.patch_size voxels, 3-D sine-cosine positions (masked methods on volumes)",
@@ -253,9 +269,11 @@ def _cnn_volume(in_shape, embed_dim, width, depth, **_):
     return SmallCNN3d(in_shape[0], embed_dim, width, depth)
 
 
-@backbone("slice_cnn", "the image cnn on every slice of a volume, averaged over the depth; per-slice features for slice-level methods")
-def _slice_cnn(in_shape, embed_dim, width, depth, **_):
-    return SliceCNN(in_shape, embed_dim, width, depth)
+@backbone("slice_cnn", "the image cnn on every slice, model.slice_layers transformer blocks across the slices, mean over them")
+def _slice_cnn(in_shape, embed_dim, width, depth, heads, slice_layers=2, **_):
+    if slice_layers and embed_dim % heads:
+        raise ValueError(f"model.embed_dim {embed_dim} does not divide into model.heads {heads} (the slice transformer's)")
+    return SliceCNN(in_shape, embed_dim, width, depth, heads, slice_layers)
 
 
 @register
@@ -287,6 +305,7 @@ class Volume(Modality):
     }
     keys = ("volume_size", "volume_intensity")
     loads = ("volume_size",)
+    model_fields = {"slice_layers": (int, Field(2, ge=0))}
 
     def method_recipes(self, method) -> tuple[str, ...]:
         """A method made for volumes takes its own; one that sees a single view (MAE, I-JEPA) the
