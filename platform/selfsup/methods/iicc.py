@@ -155,7 +155,7 @@ class IICC(Method):
         scores = self.prototypes(v)
         inter = swapped_prediction_loss(scores[:n], scores[n:], **self.swav)
         target = s.detach()
-        masked = batch["masked_slices"].to(s.device).repeat(2, 1)
+        masked = batch["masked_slices"].repeat(2, 1)
         token = self.mask_token.to(target.dtype).expand(masked.shape[0], masked.shape[1], -1)
         filled = target.scatter(1, masked[:, :, None].expand(-1, -1, target.shape[2]), token)
         predicted = self.decoder(self.backbone.mix(filled))
