@@ -233,6 +233,9 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
         assert all(steps == [1, 2] for steps in epoch_rows(pg, [t.info.run_id for t in trials]).values())
         assert all(t.data.metrics["probe/linear_acc"] > 0.7 for t in trials)
 
+        # The sweep's trial holds both trainer nodes until its placement group is removed: an elastic
+        # run started before then would begin on one worker.
+        services.wait_for(lambda: services.held_placement_groups(nodes) == 0, "the sweep's placement groups removed", timeout=60)
         proc = subprocess.Popen([SELFSUP, "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=client_env)
 
         def at_epoch_2():
