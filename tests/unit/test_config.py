@@ -54,7 +54,7 @@ def test_defaults_and_overrides(tmp_path):
         ("method: {name: tjepa, predictor_dim: 30, predictor_heads: 4}\n", [], "predictor_dim 30 must be divisible by 2 and by predictor_heads 4"),
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
         ("data: {signal_length: 100}\n", [], "data.signal_length applies to data.name 'wfdb' only, not 'digits'"),
-        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, shards, wfdb, video_folder, video_shards, nifti), not 'mnist1d'"),
+        ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, shards, point_folder, wfdb, video_folder, video_shards, nifti), not 'mnist1d'"),
         ("data: {preprocess_cpus: 2}\n", [], "data.preprocess_cpus applies to data.ingest: ray_data (this data is read by the loader: data.ingest: auto, and"),
         ("data: {ingest: ray_data, loader_workers: 2}\n", [], "data.loader_workers applies to data.ingest: loader"),
         ("scaling: {num_workers: 2, min_workers: 3}\n", [], "scaling.min_workers 3 exceeds scaling.num_workers 2"),

@@ -7,19 +7,16 @@ learning on generated volumes above the raw voxels' probe, MAE training through 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from selfsup.config import ExperimentConfig, ConfigError, load_experiment
 from selfsup.data.splits import DataError
-from selfsup.data.views import ViewCollate
 from selfsup.methods import build_method
 from selfsup.methods.iicc import masked_slice_loss, sinkhorn, swapped_prediction_loss
-from selfsup.metrics.panel import evaluate
 from selfsup.metrics.probes import linear_probe
 from selfsup.modalities import load_dataset
 from selfsup.modalities.volume import VolumeViews, crop_theta, nifti_folder, synthetic_volumes, volume_npz, write_nifti
 from selfsup.models.backbones import build_backbone
-from selfsup.train.engine import Engine, build_optimizer
+from tests.unit.learning import learn
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +118,6 @@ def test_a_volume_config_picks_its_recipes_and_refuses_what_does_not_apply(tmp_p
     (tmp_path / "y.yaml").write_text("name: v\ndata: {name: synthetic_volumes}\nmodel: {backbone: cnn1d}\n")
     with pytest.raises(ConfigError, match="cnn1d"):
         load_experiment(tmp_path / "y.yaml")
-
-
-def learn(name, d, params, epochs, backbone, views):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    method = build_method(name, build_backbone(in_shape=d.shape, **backbone), **params)
-    probe = (d.train.x, d.train.y, d.test.x, d.test.y)
-    before = evaluate(method, d.train.x[:512], "cpu", probe)
-    loader = DataLoader(TensorDataset(d.train.x), batch_size=64, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))
-    engine = Engine(method, method, build_optimizer(method, lr=3e-3, weight_decay=1e-4), total_steps=epochs * len(loader), warmup_steps=len(loader))
-    losses = [sum(float(engine.train_step(b)["loss"]) for b in loader) / len(loader) for _ in range(epochs)]
-    return before, evaluate(method, d.train.x[:512], "cpu", probe), losses
 
 
 def test_vicreg_learns_shapes_from_3d_crops(volumes):
