@@ -12,7 +12,7 @@ ways in one process:
 - ``engine``: what a CUDA worker runs by default: bf16, ``torch.compile`` of the step, fused AdamW,
   channels-last convolutions (``train.compile/channels_last: auto``).
 
-For each: samples/s (images, clips, volumes, ECGs, table rows, point clouds) over timed steps after warm-up (compilation included in
+For each: samples/s (images, clips, volumes, ECGs, table rows, point clouds, sensor windows) over timed steps after warm-up (compilation included in
 warm-up), TFLOP/s from torch's FLOP counter (forward + backward of one step), that as a share of the bf16
 matmul peak measured on the same device in the same run, and peak memory. Views and masks are made once before
 timing (their CPU cost is the data loader's, not the step's). The table is printed last, then the issue's
@@ -51,7 +51,7 @@ CONFIGS = {
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
-    "adljepa": "adljepa_kitti.yaml",
+    "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -77,6 +77,7 @@ SMOKE_METHOD = {
     "vcop": dict(clip_frames=3, gap=1),  # clips of 3+ frames: PyTorch's CPU bf16 Conv3d weight gradient is garbage (1e38) on 2-frame inputs
     "iicc": dict(prototypes=16, slice_prototypes=16, slice_projector=[32, 16]),
     "adljepa": dict(predictor_depth=1),
+    "collossl": dict(),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -99,6 +100,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (1, data["volume_size"], data["volume_size"], data["volume_size"])
     elif data.get("name") == "point_folder":  # a scan of num_points points
         shape = (data["num_points"], data.get("point_columns", 4))
+    elif data.get("name") == "sensor_npz":  # a window of the config's devices: RealWorld's 7 x 6 channels x 150 samples
+        shape = (7, 6, 150)
     elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
@@ -111,6 +114,9 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
+        elif model["backbone"] == "device_cnn":
+            model.update(embed_dim=16, width=4, depth=2)
+            shape = (3, 6, 32)
         elif model["backbone"] == "bev":
             model = dict(backbone="bev", embed_dim=16, width=4, depth=2, bev_cells=8, point_range=model["point_range"])
             shape = (256, shape[1])
