@@ -12,7 +12,7 @@ ways in one process:
 - ``engine``: what a CUDA worker runs by default: bf16, ``torch.compile`` of the step, fused AdamW,
   channels-last convolutions (``train.compile/channels_last: auto``).
 
-For each: samples/s (images, clips, volumes, ECGs, table rows, point clouds, sensor windows) over timed steps after warm-up (compilation included in
+For each: samples/s (images, clips, volumes, ECGs, table rows, point clouds, sensor windows, trajectory windows) over timed steps after warm-up (compilation included in
 warm-up), TFLOP/s from torch's FLOP counter (forward + backward of one step), that as a share of the bf16
 matmul peak measured on the same device in the same run, and peak memory. Views and masks are made once before
 timing (their CPU cost is the data loader's, not the step's). The table is printed last, then the issue's
@@ -51,7 +51,7 @@ CONFIGS = {
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
-    "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
+    "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml", "actjepa": "actjepa_aloha.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -78,6 +78,7 @@ SMOKE_METHOD = {
     "iicc": dict(prototypes=16, slice_prototypes=16, slice_projector=[32, 16]),
     "adljepa": dict(predictor_depth=1),
     "collossl": dict(),
+    "actjepa": dict(context_steps=4, chunk=4, predictor_dim=16, predictor_depth=1, predictor_heads=2),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -87,6 +88,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
     cfg = yaml.safe_load((ROOT / "examples" / "cluster" / CONFIGS[name]).read_text())
     data, model, optim = cfg.get("data", {}), dict(cfg["model"]), cfg.get("optim", {})
     params = {k: v for k, v in cfg["method"].items() if k != "name"}
+    groups = None  # a trajectory's (observation, action) widths
     batch = cfg["train"]["batch_size"] // cfg.get("scaling", {}).get("num_workers", 1)
     local = (data.get("local_crops", 0), data.get("local_size", 96)) if name == "dino" else (0, 0)
     if model["backbone"] == "timm":
@@ -102,6 +104,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (data["num_points"], data.get("point_columns", 4))
     elif data.get("name") == "sensor_npz":  # a window of the config's devices: RealWorld's 7 x 6 channels x 150 samples
         shape = (7, 6, 150)
+    elif data.get("name") == "trajectory_parquet":  # a window of ALOHA's steps: 14 joint positions, 14 joint targets
+        shape, groups = (data["horizon"], 28), (14, 14)
     elif model["backbone"] == "vit1d":
         shape = (len(data["leads"]), data["signal_length"])
     else:
@@ -114,6 +118,9 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
+        elif model["backbone"] == "trajectory_transformer":
+            model.update(embed_dim=16, depth=1, heads=2)
+            shape, groups = (8, 4), (3, 1)
         elif model["backbone"] == "device_cnn":
             model.update(embed_dim=16, width=4, depth=2)
             shape = (3, 6, 32)
@@ -131,13 +138,13 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (2, 200) if model["backbone"] == "vit1d" else shape
     n_views = METHODS[name].n_views
     label = model.get("timm_name") or model.get("video_resnet") or f"{model['backbone']} {model['embed_dim']}x{model['depth']}"
-    return dict(model=model, params=params, shape=shape, n_views=n_views, local=local, batch=batch, optim=optim, label=label)
+    return dict(model=model, params=params, shape=shape, groups=groups, n_views=n_views, local=local, batch=batch, optim=optim, label=label)
 
 
 def build(name: str, setup: dict):
     torch.manual_seed(0)
     model = {"embed_dim": 128, "width": 32, "depth": 3, **setup["model"]}  # width/depth unused by timm models
-    return build_method(name, build_backbone(**backbone_kwargs(model, setup["shape"])), **setup["params"])
+    return build_method(name, build_backbone(**backbone_kwargs(model, setup["shape"], setup["groups"])), **setup["params"])
 
 
 def make_batches(method, setup: dict, device, count: int) -> list[dict]:

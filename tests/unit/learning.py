@@ -1,5 +1,6 @@
 """A short training of a method on a dataset with the bare engine (no Ray), for the modalities'
-learn tests: the metric panel before and after, and the mean loss of every epoch."""
+learn tests: the method built and prepared as the worker builds it (the data's ``groups``, then
+``Method.prepare``), the metric panel before and after, and the mean loss of every epoch."""
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -14,7 +15,8 @@ from selfsup.train.engine import Engine, build_optimizer
 def learn(name, d, params, epochs, backbone, views):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    method = build_method(name, build_backbone(in_shape=d.shape, **backbone), **params)
+    method = build_method(name, build_backbone(in_shape=d.shape, groups=d.groups, **backbone), **params)
+    method.prepare(d.train.x, d.groups)  # as the worker does before training
     probe = (d.train.x, d.train.y, d.test.x, d.test.y)
     before = evaluate(method, d.train.x[:512], "cpu", probe)
     loader = DataLoader(TensorDataset(d.train.x), batch_size=64, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))

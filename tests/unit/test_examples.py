@@ -40,7 +40,7 @@ def test_every_method_has_a_cluster_config():
     configs = [load_experiment(p) for p in CLUSTER]
     assert {c.method.name for c in configs} == set(METHODS)
     for cfg in configs:
-        assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and (cfg.data.stream or cfg.data.modality in ("table", "sensors"))
+        assert cfg.scaling.use_gpu and cfg.train.precision == "bf16" and (cfg.data.stream or cfg.data.modality in ("table", "sensors", "trajectories"))
         assert cfg.tracking.uri.startswith("http") and cfg.tracking.artifact_location is None  # works from every node
         space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
         check_space(load_space(space), cfg.model_dump(mode="json"), str(space))

@@ -32,15 +32,16 @@ PARAMS = {
     "iicc": dict(prototypes=8, slice_prototypes=8, slice_projector=[32, 16]),
     "adljepa": dict(predictor_depth=1, base_momentum=0.9),
     "collossl": dict(temperature=0.5),
+    "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),
 }
-TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target"}
+TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
-MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "adljepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
+MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "adljepa": 0.9 + 0.1 * 0.25, "actjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
 EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
 INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,), "cvrl": (3, 4, 8, 8), "vcop": (3, 5, 8, 8),
-         "iicc": (1, 4, 8, 8), "adljepa": (64, 4), "collossl": (3, 3, 16)}
+         "iicc": (1, 4, 8, 8), "adljepa": (64, 4), "collossl": (3, 3, 16), "actjepa": (6, 4)}
 """A table row, a 2-channel signal, RGB clips, a volume, a point cloud, windows of 3 body-worn
-sensors; images (1, 8, 8) for the others."""
+sensors, a trajectory of 3 observation values and 1 action value; images (1, 8, 8) for the others."""
 VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="avg", fc_norm=False)
 
 
@@ -61,6 +62,8 @@ def backbone(name):
         return build_backbone("bev", INPUT[name], 16, 8, 2, point_range=1.0, bev_cells=8)
     if name == "collossl":
         return build_backbone("device_cnn", INPUT[name], 16, 8, 2)
+    if name == "actjepa":
+        return build_backbone("trajectory_transformer", INPUT[name], 16, 0, 1, heads=2, groups=(3, 1))
     return build_backbone("cnn", (1, 8, 8), 24, 8, 2)
 
 

@@ -134,20 +134,11 @@ def test_a_sensors_config_checks_its_keys(tmp_path):
 DEVICE_CNN = dict(name="device_cnn", embed_dim=64, width=16, depth=3)
 
 
-def test_collossl_learns_activities_from_other_devices_at_the_same_moment(activities, monkeypatch):
+def test_collossl_learns_activities_from_other_devices_at_the_same_moment(activities):
     """No augmentation: the other devices' windows of the same moment as positives (the closest by
-    MMD), every device's at other moments as negatives. The probe rises above the raw samples' and
-    the network at initialisation (about 0.79 against 0.29 and 0.69) and the loss falls."""
-    import tests.unit.learning as learning
-
-    build = learning.build_method
-
-    def prepared(name, backbone, **params):  # what the worker does before training
-        method = build(name, backbone, **params)
-        method.prepare(activities.train.x, None)
-        return method
-
-    monkeypatch.setattr(learning, "build_method", prepared)
+    MMD, measured on the training set before training), every device's at other moments as
+    negatives. The probe rises above the raw samples' and the network at initialisation (about 0.79
+    against 0.29 and 0.69) and the loss falls."""
     before, after, losses = learn("collossl", activities, {}, 6, DEVICE_CNN, Unchanged(1))
     assert after["probe/linear_acc"] > raw_samples(activities) + 0.3 and after["probe/linear_acc"] > before["probe/linear_acc"] + 0.05
     assert after["label_free/rankme"] > 4 and losses[-1] < 0.85 * losses[0]
