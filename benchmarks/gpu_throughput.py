@@ -297,8 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: every method and mode once")
     parser.add_argument("--methods", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation; default 4, smoke 2)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10, smoke 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation; default 4, smoke 1)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10, smoke 1)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip what is left after this many seconds")
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; smoke: aot_eager, "
                         "which traces the same graphs without generating kernels: tests/unit/test_compile.py covers Inductor on the CPU)")
@@ -306,8 +306,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
         parser.error("no CUDA device: pass --smoke to run the tiny CPU version")
-    warmup = args.warmup if args.warmup is not None else (2 if args.smoke else 4)
-    steps = args.steps if args.steps is not None else (2 if args.smoke else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 4)
+    steps = args.steps if args.steps is not None else (1 if args.smoke else 10)
     backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")
     started = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

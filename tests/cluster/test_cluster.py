@@ -209,7 +209,7 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
     shards = f"s3://{RUNS}/shards/parquet"
     pinned = {"data.name": "shards", "data.stream": True, "data.preprocess_resource": "preprocess", "data.preprocess_cpus": 0.5,
               "scaling.cpus_per_worker": 0.5, "scaling.resources": {"trainer": 1}}
-    epochs = 4
+    epochs = 3
     cfg = experiment(tmp_path / "elastic.yaml", "elastic", {"uri": server}, f"s3://{RUNS}/elastic", **{
         **pinned, "data.path": shards, "train.batch_size": 64, "train.epochs": epochs, "train.max_failures": 3, "eval.probe_every": epochs,
         "scaling.num_workers": 2, "scaling.min_workers": 1,
@@ -293,7 +293,7 @@ def test_node_loss_mid_sweep(nodes, server, pg, tmp_path):
     from its checkpoint (Train restarts the worker group), one with only its Tune function there is
     restarted by Tune or finishes untouched, a trial with nothing there is untouched; the sweep ends
     with every epoch of every trial in MLflow exactly once."""
-    trials, epochs = 3, 15  # 3 x 0.5 CPU: more than the head node holds, so trials spread
+    trials, epochs = 3, 8  # 3 x 0.5 CPU: more than the head node holds, so trials spread
     # Epochs of a few seconds (44 steps of 32 through a 32-wide CNN), so that the loss lands mid-run.
     work = sweep_dir(tmp_path / "job", "node-loss", server, trials, epochs, **{"model.width": 32, "train.batch_size": 32})
     jobs = JobSubmissionClient(nodes.dashboard)

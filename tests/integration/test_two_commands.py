@@ -22,7 +22,7 @@ def sweep_folder(folder, name: str):
     folder.mkdir()
     (folder / "base.yaml").write_text(yaml.safe_dump({
         "name": name, "data": {"views": "light"}, "model": {"backbone": "cnn", "embed_dim": 16, "width": 8, "depth": 2},
-        "method": {"name": "vicreg", "projector": [32, 32]}, "train": {"epochs": 2, "batch_size": 128},
+        "method": {"name": "vicreg", "projector": [32, 32]}, "train": {"epochs": 1, "batch_size": 128},
         "eval": {"subset_size": 128, "lidar_samples": 32, "lidar_views": 4, "probe_every": 0},
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
     }))
