@@ -115,6 +115,10 @@ def test_collossl_takes_the_closest_device_as_positive_and_every_device_shuffled
     negatives = torch.stack([z[shuffles[c], c] for c in range(3)])
     expected = collossl_loss(z[:, 0], z[None, :, 2], torch.tensor([1 / 20]), negatives, torch.tensor([20, 2, 10]) / 20, 0.5)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    method.eval()
+    one = method.view_embed(x)  # LiDAR's view of a window: one of its devices
+    per = method.backbone.devices(x)
+    assert all(any(torch.allclose(one[i], per[i, d], atol=1e-6) for d in range(3)) for i in range(6))
     with pytest.raises(ValueError, match=r"method.anchor 3 is not one of the windows' 3 devices \(0 .. 2\)"):
         build_method("collossl", build_backbone("device_cnn", (3, 3, 16), 8, 4, 2), anchor=3)
 

@@ -85,6 +85,10 @@ def test_the_actjepa_loss_and_chunks_by_hand():
     x = torch.randn(4, 6, 4)
     out = method({"views": [x]})
     assert set(out) == {"loss", "action_l1", "latent_l1"} and torch.isfinite(out["loss"])
+    method.eval()
+    view = method.view_embed(x)  # LiDAR's view of a window: the target encoder on 5 consecutive steps of it
+    stretches = torch.stack([method.target(x[:, s:s + 5]) for s in range(2)])
+    assert view.shape == (4, 16) and all(any(torch.allclose(view[i], stretches[s, i], atol=1e-5) for s in range(2)) for i in range(4))
     with pytest.raises(ValueError, match=r"method.context_steps 4 \+ method.chunk 3 exceed the windows' 6 steps \(data.horizon\)"):
         build_method("actjepa", backbone, context_steps=4, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2)
 

@@ -117,5 +117,16 @@ class ACTJEPA(Method):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.target(x)
 
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the target encoder's mean token ``(B, E)`` over a random stretch of
+        ``context_steps + chunk`` steps of each window (the method's own unit of time; its recipe,
+        ``none``, changes nothing)."""
+        b, t, c = x.shape
+        length = self.context_steps + self.chunk
+        start = torch.randint(t - length + 1, (b, 1), device=x.device)
+        steps = (start + torch.arange(length, device=x.device)).unsqueeze(-1).expand(-1, -1, c)
+        return self.target(x.gather(1, steps))
+
     def after_step(self, progress: float) -> None:
         ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)

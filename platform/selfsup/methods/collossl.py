@@ -156,3 +156,10 @@ class ColloSSL(Method):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """No projector: the shared encoder's embedding averaged over the devices ``(B, E)``."""
         return self.backbone(x)
+
+    @torch.no_grad()
+    def view_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One view for LiDAR: the embedding ``(B, E)`` of one random device of each window (the
+        devices are ColloSSL's views of a moment; its recipe, ``none``, changes nothing)."""
+        z = self.backbone.devices(x)
+        return z[torch.arange(len(x), device=x.device), torch.randint(z.shape[1], (len(x),), device=x.device)]
