@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from selfsup.data.views import ViewCollate
 from selfsup.methods import build_method
 from selfsup.metrics.panel import evaluate
+from selfsup.metrics.probes import linear_probe
 from selfsup.models.backbones import build_backbone
 from selfsup.train.engine import Engine, build_optimizer
 
@@ -23,3 +24,8 @@ def learn(name, d, params, epochs, backbone, views):
     engine = Engine(method, method, build_optimizer(method, lr=3e-3, weight_decay=1e-4), total_steps=epochs * len(loader), warmup_steps=len(loader))
     losses = [sum(float(engine.train_step(b)["loss"]) for b in loader) / len(loader) for _ in range(epochs)]
     return before, evaluate(method, d.train.x[:512], "cpu", probe), losses
+
+
+def raw_probe(d) -> float:
+    """The linear probe of the raw samples, flattened: the baseline a learned representation must beat."""
+    return linear_probe(d.train.x.flatten(1).numpy(), d.train.y.numpy(), d.test.x.flatten(1).numpy(), d.test.y.numpy())

@@ -14,20 +14,16 @@ from selfsup.data.splits import DataError
 from selfsup.data.views import SignalViews, Unchanged
 from selfsup.methods import build_method
 from selfsup.methods.actjepa import actjepa_loss
-from selfsup.metrics.probes import linear_probe
 from selfsup.modalities import load_dataset
 from selfsup.modalities.trajectories import TrajectoryViews, controller_action, pendulum_rollouts, trajectory_npz, trajectory_parquet
 from selfsup.models.backbones import build_backbone
-from tests.unit.learning import learn
+from tests.unit.learning import learn, raw_probe
 
 
 @pytest.fixture(scope="module")
 def rollouts():
     return pendulum_rollouts(n=800)
 
-
-def raw_samples(d) -> float:
-    return linear_probe(d.train.x.flatten(1).numpy(), d.train.y.numpy(), d.test.x.flatten(1).numpy(), d.test.y.numpy())
 
 
 def test_pendulum_rollouts_are_balanced_repeatable_and_hard_for_raw_samples(rollouts):
@@ -36,7 +32,7 @@ def test_pendulum_rollouts_are_balanced_repeatable_and_hard_for_raw_samples(roll
     assert torch.equal(pendulum_rollouts(n=8).train.x, pendulum_rollouts(n=8).train.x)
     x = rollouts.train.x
     assert torch.allclose(x[..., 0] ** 2 + x[..., 1] ** 2, torch.ones(()), atol=1e-4) and float(x[..., 3].abs().max()) <= 2.0
-    assert raw_samples(rollouts) < 0.35  # 4 gravities: how the pendulum answers its torques, not any one value
+    assert raw_probe(rollouts) < 0.35  # 4 gravities: how the pendulum answers its torques, not any one value
     rng = np.random.default_rng(0)
     assert controller_action(1, np.array([1.0, 0.0, 2.0]), rng, 0.0).tolist() == pytest.approx([-1.6])  # damping: -0.8 x speed
 
@@ -115,5 +111,5 @@ def test_actjepa_learns_the_worlds_gravity_from_predicting_actions_and_observati
     params = dict(context_steps=8, chunk=8, predictor_dim=64, predictor_depth=2, predictor_heads=4)
     before, after, losses = learn("actjepa", rollouts, params, 8, dict(name="trajectory_transformer", embed_dim=64, width=0, depth=2, heads=4),
                                            Unchanged(1))
-    assert after["probe/linear_acc"] > raw_samples(rollouts) + 0.15
+    assert after["probe/linear_acc"] > raw_probe(rollouts) + 0.15
     assert after["label_free/rankme"] > 4 and losses[-1] < 0.7 * losses[0]

@@ -12,20 +12,16 @@ from selfsup.config import ExperimentConfig, ConfigError, load_experiment
 from selfsup.data.splits import DataError
 from selfsup.methods import build_method
 from selfsup.methods.iicc import masked_slice_loss, sinkhorn, swapped_prediction_loss
-from selfsup.metrics.probes import linear_probe
 from selfsup.modalities import load_dataset
 from selfsup.modalities.volume import VolumeViews, crop_theta, nifti_folder, synthetic_volumes, volume_npz, write_nifti
 from selfsup.models.backbones import build_backbone
-from tests.unit.learning import learn
+from tests.unit.learning import learn, raw_probe
 
 
 @pytest.fixture(scope="module")
 def volumes():
     return synthetic_volumes(n=800, size=16)
 
-
-def raw_voxels(d) -> float:
-    return linear_probe(d.train.x.flatten(1).numpy(), d.train.y.numpy(), d.test.x.flatten(1).numpy(), d.test.y.numpy())
 
 
 def test_synthetic_volumes_are_balanced_bounded_repeatable_and_hard_for_raw_voxels(volumes):
@@ -36,7 +32,7 @@ def test_synthetic_volumes_are_balanced_bounded_repeatable_and_hard_for_raw_voxe
     again = synthetic_volumes(n=800, size=16)
     assert torch.equal(again.train.x, volumes.train.x) and not torch.equal(synthetic_volumes(n=800, size=16, split_seed=1).train.x[:4],
                                                                              volumes.train.x[:4])
-    assert raw_voxels(volumes) < 0.4  # 4 classes: shape, not place, size or contrast
+    assert raw_probe(volumes) < 0.4  # 4 classes: shape, not place, size or contrast
     with pytest.raises(DataError, match="data.volume_size 8 is below 12"):
         synthetic_volumes(size=8)
 
@@ -125,7 +121,7 @@ def test_vicreg_learns_shapes_from_3d_crops(volumes):
     (chance: the classes differ in shape alone) and the network at initialisation, no collapse."""
     before, after, losses = learn("vicreg", volumes, dict(projector=[128, 128]), 4, dict(name="cnn_volume", embed_dim=32, width=8, depth=3),
                                   VolumeViews(2))
-    assert after["probe/linear_acc"] > raw_voxels(volumes) + 0.15 and after["probe/linear_acc"] > before["probe/linear_acc"]
+    assert after["probe/linear_acc"] > raw_probe(volumes) + 0.15 and after["probe/linear_acc"] > before["probe/linear_acc"]
     assert after["label_free/rankme"] > 4 and losses[-1] < losses[0]
 
 
@@ -167,5 +163,5 @@ def test_the_joint_image_volume_method_learns_shapes_from_slices_and_volumes(vol
     params = dict(prototypes=100, slice_prototypes=100, slice_projector=[128, 64], temperature=0.2)
     before, after, losses = learn("iicc", volumes, params, 5, dict(name="slice_cnn", embed_dim=32, width=8, depth=2, heads=4, slice_layers=1),
                                   VolumeViews(2, depth=False))
-    assert after["probe/linear_acc"] > raw_voxels(volumes) + 0.1 and after["probe/linear_acc"] > before["probe/linear_acc"]
+    assert after["probe/linear_acc"] > raw_probe(volumes) + 0.1 and after["probe/linear_acc"] > before["probe/linear_acc"]
     assert after["label_free/rankme"] > 2 * before["label_free/rankme"] and losses[-1] < 0.9 * losses[0]

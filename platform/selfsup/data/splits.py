@@ -82,32 +82,54 @@ def check_labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
-def read_npz(path: str, kind: str, dims: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
-    """Arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``), ``x`` and
-    ``x_test`` checked and shaped by :func:`as_samples` (``kind``, ``dims``: see there)."""
+def load_npz(path: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """Every array of an ``.npz`` file, read, or a one-line :class:`DataError` naming the file."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
     try:
-        arrays = np.load(p, allow_pickle=False)
+        with np.load(p, allow_pickle=False) as arrays:
+            return p, {key: arrays[key] for key in arrays.files}
     except Exception as exc:  # numpy raises several types for corrupt files
         raise DataError(f"{p}: not a readable .npz file ({exc})") from None
-    with arrays:
-        if "x" not in arrays.files:
-            raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-        x = as_samples(arrays["x"], f"{p}: x", kind, dims)
-        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
-        if "x_test" in arrays.files:
-            xte = as_samples(arrays["x_test"], f"{p}: x_test", kind, dims)
-            if xte.shape[1:] != x.shape[1:]:
-                raise DataError(f"{p}: x_test: {kind} shape {xte.shape[1:]} differs from x {x.shape[1:]}")
-            yte = check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test")
-            train, test = (x, y), (xte, yte)
-        else:
-            train, test = split_arrays(x, y, test_fraction, split_seed)
+
+
+def npz_splits(path: str, samples, test_fraction: float = 0.2, split_seed: int = 0, groups: tuple[int, ...] | None = None) -> SplitData:
+    """The splits of an ``.npz`` file of keys ``x``, optional ``y``, ``x_test``, ``y_test``: each
+    ``x`` checked and shaped by ``samples(array, where)`` (a one-line :class:`DataError` naming
+    ``where`` for what is not a sample), the test split ``x_test`` or ``test_fraction`` of ``x``."""
+    p, arrays = load_npz(path)
+    if "x" not in arrays:
+        raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays) or 'nothing'})")
+    x = samples(arrays["x"], f"{p}: x")
+    y = check_labels(arrays.get("y"), len(x), f"{p}: y")
+    if "x_test" in arrays:
+        xte = samples(arrays["x_test"], f"{p}: x_test")
+        if xte.shape[1:] != x.shape[1:]:
+            raise DataError(f"{p}: x_test: samples of shape {xte.shape[1:]} differ from x's {x.shape[1:]}")
+        train, test = (x, y), (xte, check_labels(arrays.get("y_test"), len(xte), f"{p}: y_test"))
+    else:
+        train, test = split_arrays(x, y, test_fraction, split_seed)
     if len(train[0]) < 2:
         raise DataError(f"{p}: x: needs at least 2 training samples, got {len(train[0])}")
-    return SplitData(p.stem, to_split(*train), to_split(*test))
+    return SplitData(p.stem, to_split(*train), to_split(*test), groups=groups)
+
+
+def numeric_samples(x: np.ndarray, where: str, dims: str) -> np.ndarray:
+    """``x`` as float32 when it is finite numbers of ``len(dims) + 1`` axes ``(N, *dims)`` (``dims``:
+    the sample's axes, named for the message), else a one-line :class:`DataError` naming ``where``."""
+    names = dims.split(",")
+    if x.ndim != len(names) + 1 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{where}: expected ({', '.join(['N', *names])}), got {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{where}: contains NaN or infinite values")
+    return x.astype(np.float32)
+
+
+def read_npz(path: str, kind: str, dims: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
+    """Arrays from an ``.npz`` file (keys ``x``, optional ``y``, ``x_test``, ``y_test``), ``x`` and
+    ``x_test`` checked and shaped by :func:`as_samples` (``kind``, ``dims``: see there)."""
+    return npz_splits(path, lambda x, where: as_samples(x, where, kind, dims), test_fraction, split_seed)
 
 
 @dataclass(frozen=True)

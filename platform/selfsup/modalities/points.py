@@ -61,7 +61,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.data.files import Folder, folder_parts, open_binary, scan
-from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, check_labels, split_arrays, to_split
+from selfsup.data.splits import DataError, Split, SplitData, StreamedFiles, npz_splits, numeric_samples, split_arrays, to_split
 from selfsup.data.views import Unchanged
 from selfsup.modalities.base import Dataset, Modality, register
 from selfsup.models.backbones import SmallCNN, backbone
@@ -292,37 +292,16 @@ def point_folder(path: str, n: int = 16384, columns: int = 4, test_fraction: flo
     return SplitData(root.name, split(*train), split(*test))
 
 
+def clouds(x: np.ndarray, where: str) -> np.ndarray:
+    """``x`` as float32 clouds ``(S, N, 3 + F)``, or a one-line :class:`DataError` naming ``where``."""
+    if x.ndim == 3 and x.shape[2] < 3:
+        raise DataError(f"{where}: points need x, y, z; got {x.shape[2]} values a point")
+    return numeric_samples(x, where, "N,3 + F")
+
+
 def point_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """Your clouds from an ``.npz``: ``x`` ``(S, N, 3 + F)`` (optional ``y``, ``x_test``, ``y_test``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        arrays = np.load(p, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
-    with arrays:
-        if "x" not in arrays.files:
-            raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-
-        def clouds(key: str) -> np.ndarray:
-            x = arrays[key]
-            if x.ndim != 3 or x.shape[2] < 3 or not np.issubdtype(x.dtype, np.number):
-                raise DataError(f"{p}: {key}: expected point clouds (S, N, 3 + F), got {x.dtype} {x.shape}")
-            if not np.isfinite(x).all():
-                raise DataError(f"{p}: {key}: contains NaN or infinite values")
-            return x.astype(np.float32)
-
-        x = clouds("x")
-        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
-        if "x_test" in arrays.files:
-            xte = clouds("x_test")
-            if xte.shape[1:] != x.shape[1:]:
-                raise DataError(f"{p}: x_test: clouds of shape {xte.shape[1:]} differ from x's {x.shape[1:]}")
-            train, test = (x, y), (xte, check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test"))
-        else:
-            train, test = split_arrays(x, y, test_fraction, split_seed)
-    return SplitData(p.stem, to_split(*train), to_split(*test))
+    return npz_splits(path, clouds, test_fraction, split_seed)
 
 
 class PointViews:

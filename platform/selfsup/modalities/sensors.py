@@ -46,7 +46,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.data.signals import ucr
-from selfsup.data.splits import DataError, SplitData, check_labels, split_arrays, to_split
+from selfsup.data.splits import DataError, SplitData, npz_splits, numeric_samples, split_arrays, to_split
 from selfsup.data.views import SignalViews, Unchanged
 from selfsup.modalities.base import Dataset, Modality, register
 from selfsup.models.backbones import SmallCNN1d, backbone
@@ -128,35 +128,7 @@ def basicmotions() -> SplitData:
 
 def sensor_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """Your windows from an ``.npz``: ``x`` ``(N, devices, C, T)`` (optional ``y``, ``x_test``, ``y_test``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        arrays = np.load(p, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
-    with arrays:
-        if "x" not in arrays.files:
-            raise DataError(f"{p}: missing key 'x' (found {', '.join(arrays.files) or 'nothing'})")
-
-        def windows(key: str) -> np.ndarray:
-            x = arrays[key]
-            if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
-                raise DataError(f"{p}: {key}: expected windows (N, devices, C, T), got {x.dtype} {x.shape}")
-            if not np.isfinite(x).all():
-                raise DataError(f"{p}: {key}: contains NaN or infinite values")
-            return x.astype(np.float32)
-
-        x = windows("x")
-        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
-        if "x_test" in arrays.files:
-            xte = windows("x_test")
-            if xte.shape[1:] != x.shape[1:]:
-                raise DataError(f"{p}: x_test: windows of shape {xte.shape[1:]} differ from x's {x.shape[1:]}")
-            train, test = (x, y), (xte, check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test"))
-        else:
-            train, test = split_arrays(x, y, test_fraction, split_seed)
-    return SplitData(p.stem, to_split(*train), to_split(*test))
+    return npz_splits(path, lambda x, where: numeric_samples(x, where, "devices,C,T"), test_fraction, split_seed)
 
 
 def rotations(n: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.data.files import Folder, open_binary
-from selfsup.data.splits import DataError, Split, SplitData, check_labels, split_arrays
+from selfsup.data.splits import DataError, Split, SplitData, check_labels, load_npz, numeric_samples, split_arrays, to_split
 from selfsup.data.views import SignalViews, Unchanged
 from selfsup.modalities.base import Dataset, Modality, register
 from selfsup.models.backbones import backbone
@@ -91,38 +91,28 @@ def pendulum_rollouts(n: int = 1000, horizon: int = 32, test_fraction: float = 0
 
 def trajectory_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """Your windows from an ``.npz`` (``observations`` ``(N, T, O)``, ``actions`` ``(N, T, A)``, see the module docstring)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        arrays = np.load(p, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
-    with arrays:
-        def windows(suffix: str) -> tuple[np.ndarray, tuple[int, int]]:
-            parts = []
-            for key in (f"observations{suffix}", f"actions{suffix}"):
-                if key not in arrays.files:
-                    raise DataError(f"{p}: missing key {key!r} (found {', '.join(arrays.files) or 'nothing'})")
-                a = arrays[key]
-                if a.ndim != 3 or not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
-                    raise DataError(f"{p}: {key}: expected finite numbers (N, T, {'O' if key.startswith('obs') else 'A'}), got {a.dtype} {a.shape}")
-                parts.append(a.astype(np.float32))
-            if parts[0].shape[:2] != parts[1].shape[:2]:
-                raise DataError(f"{p}: observations{suffix} {parts[0].shape[:2]} and actions{suffix} {parts[1].shape[:2]} differ in (N, T)")
-            return np.concatenate(parts, axis=2), (parts[0].shape[2], parts[1].shape[2])
+    p, arrays = load_npz(path)
 
-        x, groups = windows("")
-        y = check_labels(arrays["y"] if "y" in arrays.files else None, len(x), f"{p}: y")
-        if "observations_test" in arrays.files:
-            xte, groups_test = windows("_test")
-            if groups_test != groups or xte.shape[1] != x.shape[1]:
-                raise DataError(f"{p}: the test windows {xte.shape[1:]} differ from the training windows {x.shape[1:]}")
-            train, test = (x, y), (xte, check_labels(arrays["y_test"] if "y_test" in arrays.files else None, len(xte), f"{p}: y_test"))
-        else:
-            train, test = split_arrays(x, y, test_fraction, split_seed)
-    split = lambda a, b: Split(torch.from_numpy(a), None if b is None else torch.from_numpy(b))  # noqa: E731
-    return SplitData(p.stem, split(*train), split(*test), groups=groups)
+    def windows(suffix: str) -> tuple[np.ndarray, tuple[int, int]]:
+        parts = []
+        for key, dims in ((f"observations{suffix}", "T,O"), (f"actions{suffix}", "T,A")):
+            if key not in arrays:
+                raise DataError(f"{p}: missing key {key!r} (found {', '.join(arrays) or 'nothing'})")
+            parts.append(numeric_samples(arrays[key], f"{p}: {key}", dims))
+        if parts[0].shape[:2] != parts[1].shape[:2]:
+            raise DataError(f"{p}: observations{suffix} {parts[0].shape[:2]} and actions{suffix} {parts[1].shape[:2]} differ in (N, T)")
+        return np.concatenate(parts, axis=2), (parts[0].shape[2], parts[1].shape[2])
+
+    x, groups = windows("")
+    y = check_labels(arrays.get("y"), len(x), f"{p}: y")
+    if "observations_test" in arrays:
+        xte, groups_test = windows("_test")
+        if groups_test != groups or xte.shape[1] != x.shape[1]:
+            raise DataError(f"{p}: the test windows {xte.shape[1:]} differ from the training windows {x.shape[1:]}")
+        train, test = (x, y), (xte, check_labels(arrays.get("y_test"), len(xte), f"{p}: y_test"))
+    else:
+        train, test = split_arrays(x, y, test_fraction, split_seed)
+    return SplitData(p.stem, to_split(*train), to_split(*test), groups=groups)
 
 
 def trajectory_parquet(path: str, horizon: int = 32, stride: int | None = None, test_fraction: float = 0.2) -> SplitData:
