@@ -18,7 +18,7 @@ Datasets:
 - ``trajectory_parquet``: episodes in Parquet as LeRobot writes them (one row per step:
   ``episode_index``, ``frame_index``, ``observation.state`` and ``action`` as lists of floats; one
   file or a folder of them, local or at a URI), cut into windows of ``data.horizon`` steps every
-  ``data.window_stride`` (``horizon`` by default: no overlap); the last ``test_fraction`` of the
+  ``data.trajectory_stride`` (``horizon`` by default: no overlap); the last ``test_fraction`` of the
   episodes is the test split; unlabelled.
 
 Views: the ``trajectory`` recipe is the signal recipe's jitter (``data.noise_std``) and amplitude
@@ -213,7 +213,7 @@ class Trajectories(Modality):
         "trajectory_npz": Dataset("your windows: data.path -> .npz with observations (N, T, O) and actions (N, T, A), optional y and *_test",
                                   lambda a: trajectory_npz(a["path"], a["test_fraction"], a["split_seed"])),
         "trajectory_parquet": Dataset("your episodes: data.path -> LeRobot-style Parquet (episode_index, frame_index, observation.state, action), "
-                                      "windows of data.horizon steps every data.window_stride",
+                                      "windows of data.horizon steps every data.trajectory_stride",
                                       lambda a: trajectory_parquet(a["path"], a["horizon"], a["trajectory_stride"], a["test_fraction"]),
                                       keys=("trajectory_stride",)),
     }
