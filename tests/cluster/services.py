@@ -309,14 +309,14 @@ def alive_nodes(cluster: RayNodes) -> int:
     return sum(1 for n in summary if n["raylet"]["state"] == "ALIVE")
 
 
-def held_placement_groups(cluster: RayNodes) -> int:
-    """How many placement groups the cluster holds (not yet removed): a finished driver's groups
-    are removed a moment after it exits, and until then hold their nodes' resources."""
+def live_placement_groups(cluster: RayNodes) -> set[str]:
+    """The ids of the placement groups the cluster holds (not yet removed): a finished driver's
+    groups are removed a moment after it exits, and until then hold their nodes' resources."""
     import json
 
     with urllib.request.urlopen(f"{cluster.dashboard}/api/v0/placement_groups?limit=1000", timeout=10) as r:
         groups = json.load(r)["data"]["result"]["result"]
-    return sum(1 for g in groups if g["state"] != "REMOVED")
+    return {g["placement_group_id"] for g in groups if g["state"] != "REMOVED"}
 
 
 def readme_sweep(work: Path, sweep: Path = README_SWEEP, trials: int | None = None, **overrides) -> Path:

@@ -42,7 +42,7 @@ def test_the_installed_wheel_ships_its_search_spaces(tmp_path):
     where = run([python, "-c", "import selfsup; print(selfsup.__file__)"], work).strip()
     assert where.startswith(str(site)), where
     methods = run([env / "bin" / "selfsup", "methods"], work)
-    assert len(methods.strip().splitlines()) == len(METHODS) and methods.startswith("barlowtwins")
+    assert len(methods.strip().splitlines()) == len(METHODS) and methods.startswith(min(METHODS))
     (work / "base.yaml").write_text("name: b\nmethod: {name: vicreg, projector: [32, 32]}\nmodel: {backbone: cnn, embed_dim: 16, width: 8, depth: 2}\n"
                                     "train: {epochs: 1, batch_size: 64}\n")
     (work / "sweep.yaml").write_text("name: s\nbase: base.yaml\nnum_samples: 2\n")
