@@ -9,7 +9,7 @@ import torch
 from selfsup.data.views import ViewCollate
 from selfsup.methods import METHODS, build_method
 from selfsup.models.backbones import build_backbone
-from selfsup.methods.ema import cosine_momentum
+from selfsup.methods.ema import cosine_momentum, linear_momentum
 from selfsup.train.engine import Engine, build_optimizer
 
 PARAMS = {
@@ -74,6 +74,12 @@ def sample(name, n):
 def batch(method, n=16):
     collate = ViewCollate(lambda x: [x] if method.n_views == 1 else [x, torch.rand_like(x)], method.masks())
     return collate([(x,) for x in sample(method.name, n)])
+
+
+def test_linear_momentum():
+    assert linear_momentum(0.996, 0.0) == pytest.approx(0.996)
+    assert linear_momentum(0.996, 0.5) == pytest.approx(0.998)
+    assert linear_momentum(0.99, 1.0, final=0.999) == pytest.approx(0.999)
 
 
 def test_cosine_momentum():

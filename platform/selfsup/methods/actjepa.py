@@ -37,7 +37,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.methods.base import Method, PredictorShape, register
-from selfsup.methods.ema import ema_update
+from selfsup.methods.ema import ema_update, linear_momentum
 from selfsup.models.tokens import sincos_pos_embed
 from selfsup.sections import Fraction
 
@@ -129,4 +129,4 @@ class ACTJEPA(Method):
         return self.target(x.gather(1, steps))
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)
+        ema_update(self.target, self.backbone, linear_momentum(self.base_momentum, progress))

@@ -47,7 +47,7 @@ from pydantic import Field
 from torch import nn
 
 from selfsup.methods.base import Method, register
-from selfsup.methods.ema import ema_update
+from selfsup.methods.ema import ema_update, linear_momentum
 from selfsup.sections import Fraction, Section
 
 
@@ -168,4 +168,4 @@ class ADLJEPA(Method):
         return self.target.pool(self.target.cells(x, keep=visible), self.target.occupancy(seen))
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)
+        ema_update(self.target, self.backbone, linear_momentum(self.base_momentum, progress))

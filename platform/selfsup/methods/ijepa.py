@@ -35,7 +35,7 @@ from selfsup.models.backbones import require_vit
 from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.methods.ema import ema_update
+from selfsup.methods.ema import ema_update, linear_momentum
 
 
 def ijepa_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
@@ -141,4 +141,4 @@ class IJEPA(Method):
         return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)
+        ema_update(self.target, self.backbone, linear_momentum(self.base_momentum, progress))

@@ -30,7 +30,7 @@ from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import ViT1d
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.methods.ema import ema_update
+from selfsup.methods.ema import ema_update, linear_momentum
 
 
 def sjepa_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -116,4 +116,4 @@ class SignalJEPA(Method):
         return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.target, self.backbone, self.base_momentum + (self.final_momentum - self.base_momentum) * progress)
+        ema_update(self.target, self.backbone, linear_momentum(self.base_momentum, progress, self.final_momentum))

@@ -35,7 +35,7 @@ from selfsup.models.predictor import MaskedPredictor
 from selfsup.models.tokens import select
 from selfsup.models.transformers import FeatureTransformer
 from selfsup.sections import Fraction, Range, check_shares
-from selfsup.methods.ema import ema_update
+from selfsup.methods.ema import ema_update, linear_momentum
 
 
 class TJEPAConfig(PredictorShape):
@@ -113,4 +113,4 @@ class TJEPA(Method):
         return masked_view(self.target, self.mask_maker, x)
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.target, self.backbone, self.base_momentum + (1 - self.base_momentum) * progress)
+        ema_update(self.target, self.backbone, linear_momentum(self.base_momentum, progress))

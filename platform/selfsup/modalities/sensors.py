@@ -122,8 +122,8 @@ def daphnet(window: int = 128, stride: int = 32, test_fraction: float = 0.2) -> 
 def basicmotions() -> SplitData:
     """aeon's BasicMotions as ``(2, 3, 100)``: the accelerometer and the gyroscope as two devices."""
     d = ucr("BasicMotions")
-    return SplitData("basicmotions", to_split(d.train.x.numpy().reshape(-1, 2, 3, 100), d.train.y.numpy()),
-                     to_split(d.test.x.numpy().reshape(-1, 2, 3, 100), d.test.y.numpy()))
+    devices = lambda x: x.numpy().reshape(len(x), 2, 3, -1)  # noqa: E731  (6 channels: 3 of each sensor)
+    return SplitData("basicmotions", to_split(devices(d.train.x), d.train.y.numpy()), to_split(devices(d.test.x), d.test.y.numpy()))
 
 
 def sensor_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
