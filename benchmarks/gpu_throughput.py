@@ -51,7 +51,8 @@ CONFIGS = {
     "ijepa": "ijepa_imagenet.yaml", "mae": "mae_imagenet.yaml", "sjepa": "sjepa_ecg.yaml", "tjepa": "tjepa_higgs.yaml",
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
-    "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml", "actjepa": "actjepa_aloha.yaml",
+    "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
+    "depict": "depict_mnist.yaml", "actjepa": "actjepa_aloha.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -79,6 +80,7 @@ SMOKE_METHOD = {
     "adljepa": dict(predictor_depth=1),
     "collossl": dict(),
     "actjepa": dict(context_steps=4, chunk=4, predictor_dim=16, predictor_depth=1, predictor_heads=2),
+    "depict": dict(clusters=4),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -96,6 +98,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (3, size, size)
         if "vit" in model["timm_name"]:
             model["timm_name"] = VIT_B
+    elif model["backbone"] == "cnn":  # an image folder of image_size squares
+        shape = (3, data["image_size"], data["image_size"])
     elif data.get("name") == "video_folder":  # a clip as the views see it: a temporal crop, or the whole clip
         shape = (3, data.get("view_frames") or data["clip_frames"], data["frame_size"], data["frame_size"])
     elif data.get("name") == "nifti":  # a volume of volume_size cubed
@@ -118,6 +122,9 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
+        elif model["backbone"] == "cnn":
+            model.update(embed_dim=16, width=4, depth=2)
+            shape = (3, 16, 16)
         elif model["backbone"] == "trajectory_transformer":
             model.update(embed_dim=16, depth=1, heads=2)
             shape, groups = (8, 4), (3, 1)

@@ -216,16 +216,18 @@ def build_backbone(
 ) -> nn.Module:
     """Build a backbone for inputs of shape ``in_shape`` (``(C, H, W)``, ``(C, T)`` or ``(F,)``);
     ``.embed_dim`` gives its output size (``embed_dim`` except for ``timm``: the model's own feature
-    size). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``,
+    size), ``.in_shape`` the sample shape it was built for (the autoencoders' decoders end there). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``,
     ``class_token``, ``global_pool``, ``drop_path_rate``). The token transformers take ``depth``
     blocks of ``heads`` heads and ``registers`` extra tokens; ``groups`` are a table's column widths
     (all 1 when not given); ``patch_stride`` makes ``vit1d``'s patches overlap (see ``ViT1d``);
     ``modality_keys`` are the ``model:`` keys of a modality's own (``Modality.model_fields``)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
-    return BUILDERS[name](in_shape=tuple(in_shape), embed_dim=embed_dim, width=width, depth=depth, timm_name=timm_name, patch_size=patch_size,
-                          small_stem=small_stem, timm_kwargs=timm_kwargs or {}, heads=heads, registers=registers, groups=groups,
-                          patch_stride=patch_stride, **modality_keys)
+    model = BUILDERS[name](in_shape=tuple(in_shape), embed_dim=embed_dim, width=width, depth=depth, timm_name=timm_name, patch_size=patch_size,
+                           small_stem=small_stem, timm_kwargs=timm_kwargs or {}, heads=heads, registers=registers, groups=groups,
+                           patch_stride=patch_stride, **modality_keys)
+    model.in_shape = tuple(in_shape)
+    return model
 
 
 @backbone("cnn", "small conv net: conv-BN-ReLU blocks, stride-2 downsampling, global average pool")
