@@ -33,6 +33,7 @@ PARAMS = {
     "adljepa": dict(predictor_depth=1, base_momentum=0.9),
     "collossl": dict(temperature=0.5),
     "depict": dict(clusters=4),
+    "sie": dict(equi=8, projector=[16, 16]),
     "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),
 }
 TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}

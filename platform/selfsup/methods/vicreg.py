@@ -27,6 +27,17 @@ def off_diagonal(m: torch.Tensor) -> torch.Tensor:
     return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
 
 
+def variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``v(Z) = 1/D sum_j max(0, 1 - sqrt(Var(z^j) + eps))`` over ``(N, D)``."""
+    return F.relu(1 - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+
+def covariance_term(z: torch.Tensor) -> torch.Tensor:
+    """``c(Z) = 1/D sum_{i != j} C(Z)_{ij}^2`` with ``C(Z) = 1/(N-1) sum_i (z_i - zbar)(z_i - zbar)^T`` over ``(N, D)``."""
+    z = z - z.mean(dim=0)
+    return off_diagonal(z.T @ z / (z.shape[0] - 1)).pow(2).sum() / z.shape[1]
+
+
 def vicreg_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -38,20 +49,12 @@ def vicreg_loss(
     """VICReg loss of two batches of embeddings ``(N, D)`` (the global batch).
 
     ``s(Z, Z') = 1/N sum_i ||z_i - z'_i||^2 / D``  (mean squared error),
-    ``v(Z) = 1/D sum_j max(0, 1 - sqrt(Var(z^j) + eps))``,
-    ``c(Z) = 1/D sum_{i != j} C(Z)_{ij}^2`` with ``C(Z) = 1/(N-1) sum_i (z_i - zbar)(z_i - zbar)^T``,
+    ``v(Z)`` and ``c(Z)`` as :func:`variance_term` and :func:`covariance_term`,
     ``loss = lambda s + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))``.
     """
-    n, d = z1.shape
     invariance = F.mse_loss(z1, z2)
-    z1 = z1 - z1.mean(dim=0)
-    z2 = z2 - z2.mean(dim=0)
-    std1 = torch.sqrt(z1.var(dim=0) + eps)
-    std2 = torch.sqrt(z2.var(dim=0) + eps)
-    variance = F.relu(1 - std1).mean() / 2 + F.relu(1 - std2).mean() / 2
-    cov1 = (z1.T @ z1) / (n - 1)
-    cov2 = (z2.T @ z2) / (n - 1)
-    covariance = off_diagonal(cov1).pow(2).sum() / d + off_diagonal(cov2).pow(2).sum() / d
+    variance = variance_term(z1, eps) / 2 + variance_term(z2, eps) / 2
+    covariance = covariance_term(z1) + covariance_term(z2)
     loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
     return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
 
