@@ -52,7 +52,7 @@ CONFIGS = {
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
     "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
-    "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "actjepa": "actjepa_aloha.yaml",
+    "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "dinov3": "dinov3_imagenet.yaml", "actjepa": "actjepa_aloha.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -82,6 +82,7 @@ SMOKE_METHOD = {
     "actjepa": dict(context_steps=4, chunk=4, predictor_dim=16, predictor_depth=1, predictor_heads=2),
     "depict": dict(clusters=4),
     "sie": dict(equi=16, projector=[32, 32]),
+    "dinov3": dict(hidden=64, bottleneck=32, prototypes=128, ibot_prototypes=128),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -93,7 +94,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
     params = {k: v for k, v in cfg["method"].items() if k != "name"}
     groups = None  # a trajectory's (observation, action) widths
     batch = cfg["train"]["batch_size"] // cfg.get("scaling", {}).get("num_workers", 1)
-    local = (data.get("local_crops", 0), data.get("local_size", 96)) if name == "dino" else (0, 0)
+    local = (data.get("local_crops", 0), data.get("local_size", 96)) if data.get("views") == "dino" else (0, 0)
     if model["backbone"] == "timm":
         size = data.get("image_size", 224)
         shape = (3, size, size)

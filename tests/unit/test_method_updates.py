@@ -33,10 +33,11 @@ PARAMS = {
     "adljepa": dict(predictor_depth=1, base_momentum=0.9),
     "collossl": dict(temperature=0.5),
     "depict": dict(clusters=4),
+    "dinov3": dict(hidden=32, bottleneck=16, prototypes=64, ibot_prototypes=64, base_momentum=0.9),
     "sie": dict(equi=8, projector=[16, 16]),
     "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),
 }
-TARGETS = {"byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}
+TARGETS = {"dinov3": "teacher", "byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
 MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "adljepa": 0.9 + 0.1 * 0.25, "actjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
 EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
@@ -48,7 +49,7 @@ VIT = dict(depth=1, embed_dim=32, num_heads=2, class_token=False, global_pool="a
 
 
 def backbone(name):
-    if name in ("ijepa", "mae", "sarjepa"):
+    if name in ("ijepa", "mae", "sarjepa", "dinov3"):
         return build_backbone("timm", (1, 8, 8), 0, 0, 0, timm_name="vit_tiny_patch16_224", patch_size=2, timm_kwargs=VIT)
     if name == "tjepa":
         return build_backbone("ft_transformer", INPUT[name], 16, 0, 1, heads=2)

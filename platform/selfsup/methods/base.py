@@ -4,7 +4,8 @@ A method is an ``nn.Module`` registered under a short name, the whole of it in o
 ``methods/<name>.py``: its loss as a pure function, its configuration section (``config``, a
 pydantic model whose ``name`` is the method's), and the class. It owns its heads and any
 teacher/target network and provides ``forward(batch) -> dict`` (with ``loss``), ``embed(x)``
-(the backbone representation that metrics and probes see), ``after_step(progress)`` and, for
+(the backbone representation that metrics and probes see), ``after_step(progress)``,
+``set_epoch(epoch)`` and, for
 masked methods, ``masks()``. Class attributes say what it suits: ``modality``, ``recipes`` (view
 recipes, its default first), ``backbones``, ``vit``, ``masked``. ``config.py`` builds the
 ``method:`` section of an experiment from this registry, so adding a method touches no shared
@@ -99,6 +100,11 @@ class Method(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Called after every optimizer step with training progress in [0, 1]."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before every epoch's first step with the run's epoch (from 1; a run resumed from its
+        checkpoint goes on counting, one continued with ``--from`` counts its own), for what a
+        method does on an epoch schedule (DINOv3's Gram teacher)."""
 
     @torch.no_grad()
     def label_free_metrics(self, x: torch.Tensor) -> dict[str, float]:

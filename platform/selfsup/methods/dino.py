@@ -39,7 +39,14 @@ def dino_loss(
     of the global crops; ``P_t = softmax((t - center) / teacher_temp)`` (no gradient),
     ``P_s = softmax(s / student_temp)``.
     """
-    targets = [F.softmax((t - center) / teacher_temp, dim=-1).detach() for t in teacher]
+    return distillation_loss(student, [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher], student_temp)
+
+
+def distillation_loss(student: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float) -> torch.Tensor:
+    """``mean over pairs (i, v), v != i, of -sum_k P_t^i[k] log P_s^v[k]``, averaged over the batch,
+    for the teacher's target distributions ``targets`` ``(B, K)`` of the global crops (detached)
+    and the student's logits ``(B, K)`` of every crop, ``P_s = softmax(s / student_temp)``."""
+    targets = [t.detach() for t in targets]
     log_probs = [F.log_softmax(s / student_temp, dim=-1) for s in student]
     total, pairs = 0.0, 0
     for i, p_t in enumerate(targets):
@@ -58,6 +65,14 @@ def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         sims.fill_diagonal_(-2.0)
         nearest = sims.argmax(dim=1)
     return -torch.log(F.pairwise_distance(x, x[nearest], eps=eps) + eps).mean()
+
+
+def teacher_temperature(progress: torch.Tensor, start: float, end: float, warmup: float) -> torch.Tensor | float:
+    """DINO's teacher temperature: linear from ``start`` to ``end`` over the first ``warmup`` of
+    training (``progress`` a 0-d tensor in [0, 1]), ``end`` after it."""
+    if warmup <= 0:
+        return end
+    return start + (end - start) * (progress / warmup).clamp(max=1.0)
 
 
 class DINOHead(nn.Module):
@@ -148,10 +163,7 @@ class DINO(Method):
         """Linear warmup from ``warmup_teacher_temp`` to ``teacher_temp`` over the first
         ``teacher_temp_warmup`` of training: a 0-d tensor computed from the progress buffer, so a
         compiled step neither breaks its graph to read it nor recompiles as it changes."""
-        if self.teacher_temp_warmup <= 0:
-            return self.teacher_temp
-        ramp = (self.progress / self.teacher_temp_warmup).clamp(max=1.0)
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * ramp
+        return teacher_temperature(self.progress, self.warmup_teacher_temp, self.teacher_temp, self.teacher_temp_warmup)
 
     def _sync_frozen(self, *_) -> None:
         """The last layer is frozen while progress < ``freeze_last_layer``: a Python flag (the

@@ -50,15 +50,17 @@ from selfsup.sections import Section, Widths
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, count: torch.Tensor | None = None) -> torch.Tensor:
     """SwAV's codes ``(B, K)`` of prototype scores ``(B, K)``: ``Q = exp(scores / epsilon)``, then
     alternately every prototype's row scaled to total ``1/K`` and every sample's column to ``1/B``
     (sums over every worker's samples), finally each sample's codes summing to 1
-    (``distributed_sinkhorn`` of the reference)."""
+    (``distributed_sinkhorn`` of the reference; DINOv2/v3's teacher centring with ``epsilon`` the
+    teacher temperature). ``count``: the samples of every worker together, when the workers hold
+    different numbers (DINOv3's masked patches); otherwise this worker's times the world size."""
     q = torch.exp(scores.float() / epsilon).t()  # (K, B)
     distributed = dist.is_available() and dist.is_initialized()
     world = dist.get_world_size() if distributed else 1
-    k, b = q.shape[0], q.shape[1] * world
+    k, b = q.shape[0], q.shape[1] * world if count is None else count
     total = q.sum()
     if distributed:
         dist.all_reduce(total)

@@ -179,6 +179,17 @@ class TimmBackbone(nn.Module):
         I-JEPA's context encoder and MAE's encoder) and ``(B, K, D)`` comes out. With ``hide``
         ``(B, N)`` (bool) the embeddings of those patches are replaced by ``mask_token`` ``(1, 1, D)``
         before the positions are added (SAR-JEPA's and LoMaR's encoder)."""
+        return self.sequence(x, keep, hide, mask_token)[:, self.model.num_prefix_tokens:]
+
+    def pooled_and_tokens(self, x, hide: torch.Tensor | None = None, mask_token: torch.Tensor | None = None):
+        """One pass giving what ``forward`` gives ``(B, D)`` (the [CLS] token or the pooled patches,
+        after the model's pooling norm) and the patch tokens ``(B, N, D)``, with ``hide`` as in
+        :meth:`tokens` (DINOv3's masked student: its [CLS] for the DINO loss, its patches for iBOT)."""
+        t = self.sequence(x, hide=hide, mask_token=mask_token)
+        return self.model.forward_head(t, pre_logits=True), t[:, self.model.num_prefix_tokens:]
+
+    def sequence(self, x, keep=None, hide=None, mask_token=None) -> torch.Tensor:
+        """The whole token sequence after the final norm, prefix tokens first (see :meth:`tokens`)."""
         m = self.model
         e = m.patch_embed(x)
         if hide is not None:
@@ -187,8 +198,7 @@ class TimmBackbone(nn.Module):
         n = m.num_prefix_tokens
         if keep is not None:
             t = torch.cat([t[:, :n], select(t[:, n:], keep)], dim=1)
-        t = m.norm(run_blocks(m.blocks, m.norm_pre(m.patch_drop(t)), m.grad_checkpointing))
-        return t[:, n:]
+        return m.norm(run_blocks(m.blocks, m.norm_pre(m.patch_drop(t)), m.grad_checkpointing))
 
 
 def require_vit(backbone: nn.Module, method: str) -> None:

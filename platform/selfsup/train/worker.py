@@ -355,6 +355,7 @@ def train_loop(config: dict) -> None:
     for epoch in range(start + 1, cfg.train.epochs + 1):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         batches.set_epoch(epoch)
+        method.set_epoch(epoch)
         t0 = time.perf_counter()
         sums: dict = {}
         diverged, waited, checked, step = False, [0.0], 0, 0
