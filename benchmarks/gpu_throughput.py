@@ -52,7 +52,8 @@ CONFIGS = {
     "timedrl": "timedrl_ecg.yaml", "twotower": "twotower_covertype.yaml", "sarjepa": "sarjepa_sar.yaml",
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
     "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
-    "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "dinov3": "dinov3_imagenet.yaml", "actjepa": "actjepa_aloha.yaml",
+    "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "dinov3": "dinov3_imagenet.yaml",
+    "scatsimclr": "scatsimclr_stl10.yaml", "actjepa": "actjepa_aloha.yaml",
 }
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
@@ -83,6 +84,7 @@ SMOKE_METHOD = {
     "depict": dict(clusters=4),
     "sie": dict(equi=16, projector=[32, 32]),
     "dinov3": dict(hidden=64, bottleneck=32, prototypes=128, ibot_prototypes=128),
+    "scatsimclr": dict(pretext_widths=[32, 64]),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -100,7 +102,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
         shape = (3, size, size)
         if "vit" in model["timm_name"]:
             model["timm_name"] = VIT_B
-    elif model["backbone"] == "cnn":  # an image folder of image_size squares
+    elif model["backbone"] in ("cnn", "scatnet"):  # an image folder of image_size squares
         shape = (3, data["image_size"], data["image_size"])
     elif data.get("name") == "video_folder":  # a clip as the views see it: a temporal crop, or the whole clip
         shape = (3, data.get("view_frames") or data["clip_frames"], data["frame_size"], data["frame_size"])
@@ -124,8 +126,8 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (3, 32, 32)
             model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
-        elif model["backbone"] == "cnn":
-            model.update(embed_dim=16, width=4, depth=2)
+        elif model["backbone"] in ("cnn", "scatnet"):
+            model.update(embed_dim=16, width=4, depth=2 if model["backbone"] == "cnn" else 1)
             shape = (3, 16, 16)
         elif model["backbone"] == "trajectory_transformer":
             model.update(embed_dim=16, depth=1, heads=2)

@@ -33,6 +33,7 @@ PARAMS = {
     "adljepa": dict(predictor_depth=1, base_momentum=0.9),
     "collossl": dict(temperature=0.5),
     "depict": dict(clusters=4),
+    "scatsimclr": dict(projector=[16, 8], jigsaw_permutations=4, pretext_widths=[8, 16], pretext_dropout=0.0),
     "dinov3": dict(hidden=32, bottleneck=16, prototypes=64, ibot_prototypes=64, base_momentum=0.9),
     "sie": dict(equi=8, projector=[16, 16]),
     "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),
@@ -63,6 +64,8 @@ def backbone(name):
         return build_backbone("slice_cnn", INPUT[name], 16, 4, 2, heads=2, slice_layers=1)
     if name == "adljepa":  # points in [0, 1) m: 4 of the 4 x 4 output cells of a +-1 m grid
         return build_backbone("bev", INPUT[name], 16, 8, 2, point_range=1.0, bev_cells=8)
+    if name == "scatsimclr":
+        return build_backbone("scatnet", (1, 8, 8), 16, 4, 1)
     if name == "collossl":
         return build_backbone("device_cnn", INPUT[name], 16, 8, 2)
     if name == "actjepa":

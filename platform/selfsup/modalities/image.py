@@ -1,19 +1,23 @@
 """Images ``(C, H, W)``: scikit-learn's digits, CIFAR, ``.npz`` arrays and folders of image files
 (loaders in ``selfsup.data.datasets``); the methods' own paper recipes (``selfsup.data.views``),
-per sample with torchvision or batched on the device; conv nets, MLPs and timm models; I-JEPA's
-multi-block and MAE's random masks over a ViT's 2-D patch grid (``selfsup.data.masks``)."""
+per sample with torchvision or batched on the device; conv nets, MLPs, timm models and ScatSimCLR's
+scattering network; I-JEPA's multi-block and MAE's random masks over a ViT's 2-D patch grid
+(``selfsup.data.masks``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import Field
+from torch import nn
 
 from selfsup.data import datasets, shards
 from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks, register_masks
 from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
+from selfsup.models.backbones import backbone
 
 
 register_masks("blocks", 2)(MultiBlockMasks)
@@ -47,7 +51,7 @@ class Image(Modality):
     recipes = {k: RECIPES[k] for k in ("light", "simclr", "byol", "dino", "crop", "mae", "none")}
     augmentation = "light"
     device_views = True
-    backbones = ("cnn", "mlp", "timm")
+    backbones = ("cnn", "mlp", "timm", "scatnet")
     fields = {
         "image_size": (int | None, Field(None, ge=4)),
         "crop_ratio": (tuple[float, float], (0.75, 1.3333)),
@@ -59,6 +63,10 @@ class Image(Modality):
     }
     keys = ("image_size",)
     loads = ("image_size",)
+    model_fields = {
+        "scat_scales": (int, Field(2, ge=1)),
+        "scat_angles": (int, Field(8, ge=1)),
+    }
 
     def check(self, data) -> None:
         if not 0.0 < data.local_scale[0] <= data.local_scale[1] <= 1.0:
@@ -80,3 +88,58 @@ class Image(Modality):
             for i in range(2):
                 PIL.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
         return str(root)
+
+
+class ResBlock(nn.Module):
+    """ResNet's basic block: two 3x3 conv-BN, ReLU, a 1x1 conv-BN shortcut when the width changes."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ScatNet(nn.Module):
+    """ScatSimCLR's encoder (Kinakh et al. 2021, https://arxiv.org/abs/2108.13939; reference
+    vkinakh/scatsimclr, ``src/models/scatnet_simclr.py``): a fixed scattering transform (Mallat
+    2012; kymatio's ``Scattering2D``: ``J`` scales, ``L`` angles, order 2, each channel on its own:
+    ``C (1 + J L + L^2 J (J - 1) / 2)`` maps of ``(H / 2^J, W / 2^J)``), BatchNorm over those maps,
+    and a small trainable adapter: a 3x3 conv-BN-ReLU onto ``width`` channels, ``depth`` residual
+    blocks at ``2 width``, ``depth`` more at ``embed_dim``, a global average pool ``(B, embed_dim)``.
+    ``width`` 32, ``depth`` 4 and ``embed_dim`` 128 are the reference's ``scatsimclr8`` adapter; it
+    pools to 4x4 and flattens (2048 values), the global pool here keeps the width ``embed_dim``."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int, width: int, depth: int, scales: int, angles: int):
+        super().__init__()
+        from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D  # kymatio.torch imports its 3-D part, which today's SciPy breaks
+
+        c, h, w = in_shape
+        if min(h, w) < 2**scales:
+            raise ValueError(f"model.scat_scales {scales}: the scattering transform halves {h}x{w} images {scales} times; use fewer scales")
+        self.scattering = ScatteringTorch2D(J=scales, shape=(h, w), L=angles, max_order=2)
+        maps = c * (1 + scales * angles + angles**2 * scales * (scales - 1) // 2)
+        layers = [nn.BatchNorm2d(maps), nn.Conv2d(maps, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        for c_out in (2 * width, embed_dim):
+            layers += [ResBlock(width if c_out == 2 * width else 2 * width, c_out)] + [ResBlock(c_out, c_out) for _ in range(depth - 1)]
+        self.adapter = nn.Sequential(*layers)
+        self.embed_dim = embed_dim
+
+    @torch.compiler.disable
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed scattering maps ``(B, C * maps, H / 2^J, W / 2^J)``, in float32 (complex FFTs:
+        no autocast, no compiled graph)."""
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            s = self.scattering(x.float().contiguous())  # kymatio refuses channels-last tensors
+        return s.flatten(1, 2)
+
+    def forward(self, x):
+        return self.adapter(self.scatter(x)).mean(dim=(2, 3))
+
+
+@backbone("scatnet", "ScatSimCLR's encoder: a fixed scattering transform (kymatio; model.scat_scales, model.scat_angles) and a residual adapter")
+def _scatnet(in_shape, embed_dim, width, depth, scat_scales=2, scat_angles=8, **_):
+    return ScatNet(in_shape, embed_dim, width, depth, scat_scales, scat_angles)
