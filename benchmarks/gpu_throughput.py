@@ -53,8 +53,12 @@ CONFIGS = {
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
     "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
     "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "dinov3": "dinov3_imagenet.yaml",
-    "scatsimclr": "scatsimclr_stl10.yaml", "actjepa": "actjepa_aloha.yaml",
+    "scatsimclr": "scatsimclr_stl10.yaml", "interclr": "interclr_imagenet.yaml", "actjepa": "actjepa_aloha.yaml",
 }
+BANKS = {"interclr": 1_281_167}
+"""Methods with a memory bank of every training sample (InterCLR's), and its size in the paper
+configuration (ImageNet's training set): prepared as a streamed dataset of that size is (random
+unit features), the batches carry sample indices into it."""
 CATEGORIES = {"wilderness_area": 4, "soil_type": 40}
 """One-hot widths of the cluster configs' categorical columns (Covertype's), whose data is not here."""
 VIT_B = "vit_base_patch16_224"
@@ -85,6 +89,7 @@ SMOKE_METHOD = {
     "sie": dict(equi=16, projector=[32, 32]),
     "dinov3": dict(hidden=64, bottleneck=32, prototypes=128, ibot_prototypes=128),
     "scatsimclr": dict(pretext_widths=[32, 64]),
+    "interclr": dict(queue=64, projector=[32, 16], negatives=16, semihard_pool=32, clusters=4),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -149,13 +154,18 @@ def paper_setup(name: str, smoke: bool) -> dict:
             shape = (2, 200) if model["backbone"] == "vit1d" else shape
     n_views = METHODS[name].n_views
     label = model.get("timm_name") or model.get("video_resnet") or f"{model['backbone']} {model['embed_dim']}x{model['depth']}"
-    return dict(model=model, params=params, shape=shape, groups=groups, n_views=n_views, local=local, batch=batch, optim=optim, label=label)
+    bank = (64 if smoke else BANKS[name]) if name in BANKS else None
+    return dict(model=model, params=params, shape=shape, groups=groups, n_views=n_views, local=local, batch=batch, optim=optim, label=label,
+                bank=bank)
 
 
 def build(name: str, setup: dict):
     torch.manual_seed(0)
     model = {"embed_dim": 128, "width": 32, "depth": 3, **setup["model"]}  # width/depth unused by timm models
-    return build_method(name, build_backbone(**backbone_kwargs(model, setup["shape"], setup["groups"])), **setup["params"])
+    method = build_method(name, build_backbone(**backbone_kwargs(model, setup["shape"], setup["groups"])), **setup["params"])
+    if setup["bank"]:
+        method.prepare(range(setup["bank"]), setup["groups"])
+    return method
 
 
 def make_batches(method, setup: dict, device, count: int) -> list[dict]:
@@ -174,6 +184,8 @@ def make_batches(method, setup: dict, device, count: int) -> list[dict]:
         n_local, size = setup["local"]
         views += [draw(b, shape[0], size, size, device=device) for _ in range(n_local)]
         batch = {"views": views}
+        if setup["bank"]:
+            batch["index"] = torch.randint(setup["bank"], (b,), device=device)
         if masks is not None:
             batch.update({k: (v.to(device) if torch.is_tensor(v) else [t.to(device) for t in v]) for k, v in masks(b).items()})
         batches.append(batch)

@@ -260,9 +260,9 @@ class OptimConfig(Section):
     ``min_lr_ratio * lr`` (0: none, the run ends at the constant rate and ``selfsup train --from``
     can continue it, or anneal it, without warming up again). ``weight_decay_end`` makes the
     weight decay a cosine from ``weight_decay`` to it (DINO, I-JEPA: 0.04 -> 0.4); biases and norm
-    weights never decay."""
+    weights never decay. ``sgd``: SGD with ``momentum`` (MoCo v2, InterCLR)."""
 
-    name: Literal["adamw", "lars"] = "adamw"
+    name: Literal["adamw", "lars", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     weight_decay_end: float | None = Field(None, ge=0.0)

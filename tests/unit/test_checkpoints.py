@@ -6,15 +6,14 @@ import json
 import pytest
 import torch
 
-from selfsup.methods import METHODS, build_method
+from selfsup.methods import METHODS
 from selfsup.train import checkpoints
 from selfsup.train.engine import Engine, build_optimizer
-from tests.unit.test_method_updates import PARAMS, backbone, batch
+from tests.unit.test_method_updates import batch, make
 
 
 def engine_state(name: str, opt: str = "adamw") -> dict:
-    torch.manual_seed(0)
-    method = build_method(name, backbone(name), **PARAMS[name])
+    method = make(name)
     engine = Engine(method, method, build_optimizer(method, opt, lr=1e-2), total_steps=4)
     engine.train_step(batch(method))
     return engine.state_dict()

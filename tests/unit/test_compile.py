@@ -16,12 +16,7 @@ from selfsup.methods import METHODS, build_method
 from selfsup.models.backbones import build_backbone
 from selfsup.models.tokens import enable_grad_checkpointing, select
 from selfsup.train.engine import Engine, build_optimizer, has_conv2d, to_channels_last
-from tests.unit.test_method_updates import PARAMS, backbone, batch
-
-
-def make(name):
-    torch.manual_seed(0)
-    return build_method(name, backbone(name), **PARAMS[name])
+from tests.unit.test_method_updates import PARAMS, backbone, batch, make
 
 
 def step(method, data, **options):

@@ -69,7 +69,7 @@ def test_lars_foreach_kernels_step_as_the_per_parameter_loop():
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("opt_name", ["adamw", "lars"])
+@pytest.mark.parametrize("opt_name", ["adamw", "lars", "sgd"])
 def test_exact_resume(opt_name):
     torch.manual_seed(0)
     batches = [torch.randn(8, 4) for _ in range(6)]
@@ -119,7 +119,7 @@ def test_ema_update():
     assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight.detach())
 
 
-@pytest.mark.parametrize("opt_name", ["adamw", "lars"])
+@pytest.mark.parametrize("opt_name", ["adamw", "lars", "sgd"])
 def test_weight_decay_cosine_schedule(opt_name):
     m = Quadratic()
     e = Engine(m, m, build_optimizer(m, opt_name, lr=0.1, weight_decay=0.04), total_steps=4, weight_decay_end=0.4)
@@ -134,3 +134,14 @@ def test_weight_decay_cosine_schedule(opt_name):
     fixed = Engine(m, m, build_optimizer(m, opt_name, lr=0.1, weight_decay=0.04), total_steps=4)
     fixed.train_step({"x": torch.randn(8, 4)})
     assert fixed.optimizer.param_groups[0]["weight_decay"] == 0.04
+
+
+def test_sgd_step_matches_formula():
+    """``optim.name: sgd``: ``v <- momentum v + g + wd w``, ``w <- w - lr v`` (PyTorch's SGD), no decay on biases."""
+    m = nn.Linear(2, 1)
+    w0, b0 = m.weight.detach().clone(), m.bias.detach().clone()
+    opt = build_optimizer(m, "sgd", lr=0.1, weight_decay=0.5, momentum=0.9)
+    m(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert torch.allclose(m.weight, w0 - 0.1 * (torch.ones(1, 2) + 0.5 * w0))
+    assert torch.allclose(m.bias, b0 - 0.1 * torch.ones(1))

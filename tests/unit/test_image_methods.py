@@ -7,18 +7,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from selfsup.data.datasets import digits, resized
-from selfsup.data.views import ViewCollate, build_views
+from selfsup.data.views import SeededSamples, ViewCollate, build_views
 from selfsup.methods import build_method
 from selfsup.methods.dinov3 import gram_loss, masked_patch_loss
+from selfsup.methods.interclr import inter_loss, intra_loss
 from selfsup.methods.depict import balanced_targets, depict_loss, ladder_loss
 from selfsup.methods.scatsimclr import jigsaw_tiles, max_hamming_permutations
 from selfsup.methods.seqjepa import ridge_r2
 from selfsup.methods.sie import HyperPredictor, sie_loss
 from selfsup.data.batch_views import transformed_view
-from selfsup.metrics.clusters import cluster_entropy
+from selfsup.metrics.clusters import cluster_entropy, kmeans
 from selfsup.metrics.panel import evaluate
 from selfsup.models.backbones import build_backbone
 from selfsup.train.engine import Engine, build_optimizer
@@ -35,7 +37,8 @@ def train(name, params, backbone, recipe="light", epochs=6, lr=3e-3, data=None, 
     probe = (d.train.x, d.train.y, d.test.x, d.test.y)
     before = evaluate(method, d.train.x[:512], "cpu", probe)
     views = build_views(recipe, d.shape, method.n_views, **view_options)
-    loader = DataLoader(TensorDataset(d.train.x), batch_size=128, shuffle=True, drop_last=True, collate_fn=ViewCollate(views, method.masks()))
+    loader = DataLoader(SeededSamples(TensorDataset(d.train.x)), batch_size=128, shuffle=True, drop_last=True,
+                        collate_fn=ViewCollate(views, method.masks()))  # read as the worker reads: with the samples' indices
     engine = Engine(method, method, build_optimizer(method, lr=lr, weight_decay=1e-4), total_steps=epochs * len(loader), warmup_steps=len(loader))
     losses = []
     for epoch in range(1, epochs + 1):
@@ -214,3 +217,57 @@ def test_scatsimclr_learns_on_digits():
     method, before, after, losses = train("scatsimclr", params, dict(name="scatnet", embed_dim=64, width=16, depth=1), epochs=4)
     assert losses[-1] < 0.85 * losses[0]
     assert after["probe/linear_acc"] > 0.9 and after["label_free/rankme"] > 12 > before["label_free/rankme"] + 5
+
+
+def test_interclr_losses_by_hand():
+    q, k = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8]])
+    queue = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert float(intra_loss(q, k, queue, 0.5)) == pytest.approx(-math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(2.0) + 1.0)), rel=1e-5)
+    negatives, valid = queue.unsqueeze(0), torch.tensor([[False, True]])  # the first negative shares the query's cluster: left out
+    got = inter_loss(q, k, negatives, valid, 0.5, margin=-0.5)
+    assert float(got) == pytest.approx(-math.log(math.exp(2.2) / (math.exp(2.2) + 1.0)), rel=1e-5)
+
+
+def test_interclr_memory_bank_sampling_and_online_labels():
+    torch.manual_seed(0)
+    method = build_method("interclr", build_backbone("cnn", (1, 8, 8), 16, 4, 2), queue=6, projector=[16, 8], negatives=4, semihard_pool=8,
+                          clusters=3, bank_momentum=0.5)
+    method.prepare(torch.rand(30, 1, 8, 8), None)
+    assert method.bank.shape == (30, 8) and torch.allclose(method.bank.norm(dim=1), torch.ones(30))
+    assert torch.equal(method.labels, (method.bank @ method.centroids.T).argmax(dim=1))  # k-means labels: the nearest centroid
+    q = F.normalize(torch.randn(5, 8), dim=1)
+    labels = method.labels[:5]
+    positive, negatives, valid = method._sample(q, labels)
+    bank_rows = [(method.bank == p).all(dim=1).nonzero()[0, 0] for p in positive]
+    assert all(method.labels[r] == labels[i] for i, r in enumerate(bank_rows))  # a positive is from the query's cluster
+    nearest = (q @ method.bank.T).topk(8, dim=1).indices
+    for i in range(5):
+        rows = [int((method.bank == n).all(dim=1).nonzero()[0, 0]) for n in negatives[i]]
+        assert set(rows) <= set(nearest[i].tolist())  # drawn from the 8 most similar
+        assert valid[i].tolist() == [bool(method.labels[r] != labels[i]) for r in rows]
+    old, keys = method.bank[[2, 7]].clone(), F.normalize(torch.randn(2, 8), dim=1)
+    method._update(torch.tensor([2, 7]), keys)
+    expected = F.normalize(0.5 * old + 0.5 * keys, dim=1)
+    assert torch.allclose(method.bank[[2, 7]], expected, atol=1e-6)
+    assert torch.equal(method.labels[[2, 7]], (expected @ method.centroids.T).argmax(dim=1))
+    method._update(torch.tensor([0, 1, 3, 4, 5]), F.normalize(torch.randn(5, 8), dim=1))
+    assert int(method.queue_ptr) == (2 + 5) % 6 and torch.allclose(method.queue[0], method.bank[5] * 0 + method.queue[0])
+
+
+def test_interclr_learns_on_digits():
+    """InterCLR on digits (MoCo v2 with a 512-key queue, 20 online clusters over the bank of 1,437
+    images, re-clustered every epoch): the loss falls, the representation probes far above chance
+    and spreads out, and its clusters stay spread (no cluster collapse)."""
+    params = dict(temperature=0.2, queue=512, projector=[128, 64], base_momentum=0.99, negatives=64, semihard_pool=256, clusters=20)
+    method, before, after, losses = train("interclr", params, CNN, epochs=6)
+    assert losses[-1] < 0.9 * losses[0]
+    assert after["probe/linear_acc"] > 0.95 and after["label_free/rankme"] > 12 > before["label_free/rankme"]
+    assert after["label_free/cluster_entropy"] > 0.9
+
+
+def test_kmeans_separates_blobs_and_restarts_empty_clusters():
+    x = torch.cat([torch.randn(50, 2) * 0.1 + 3, torch.randn(50, 2) * 0.1 - 3])
+    centroids, labels = kmeans(x, 2)
+    assert len(set(labels[:50].tolist())) == 1 and len(set(labels[50:].tolist())) == 1 and labels[0] != labels[-1]
+    _, labels = kmeans(x, 3, init=torch.tensor([[3.0, 3.0], [-3.0, -3.0], [100.0, 100.0]]))  # the third starts far from every row
+    assert torch.bincount(labels, minlength=3).min() > 0

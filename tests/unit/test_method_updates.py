@@ -36,11 +36,12 @@ PARAMS = {
     "scatsimclr": dict(projector=[16, 8], jigsaw_permutations=4, pretext_widths=[8, 16], pretext_dropout=0.0),
     "dinov3": dict(hidden=32, bottleneck=16, prototypes=64, ibot_prototypes=64, base_momentum=0.9),
     "sie": dict(equi=8, projector=[16, 16]),
+    "interclr": dict(queue=32, projector=[16, 8], negatives=8, semihard_pool=16, clusters=4, base_momentum=0.9),
     "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),
 }
-TARGETS = {"dinov3": "teacher", "byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}
+TARGETS = {"interclr": "key_encoder", "dinov3": "teacher", "byol": "target", "mocov3": "momentum_encoder", "dino": "teacher", "ijepa": "target", "tjepa": "target", "sjepa": "target", "seqjepa": "target", "adljepa": "target", "actjepa": "target"}
 # the JEPAs' EMA rates rise linearly (to 1; the signal JEPA's to final_momentum), the others' on a cosine
-MOMENTUM = {"ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "adljepa": 0.9 + 0.1 * 0.25, "actjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
+MOMENTUM = {"interclr": 0.9, "ijepa": 0.9 + 0.1 * 0.25, "tjepa": 0.9 + 0.1 * 0.25, "adljepa": 0.9 + 0.1 * 0.25, "actjepa": 0.9 + 0.1 * 0.25, "sjepa": 0.9 + 0.08 * 0.25, "seqjepa": 0.9}  # seq-JEPA's is fixed
 EMBED_EXTRA = {"seqjepa": 8}  # seq-JEPA's representation is the aggregate: the encoding and an action embedding wide
 INPUT = {"tjepa": (10,), "sjepa": (2, 40), "timedrl": (2, 40), "twotower": (10,), "cvrl": (3, 4, 8, 8), "vcop": (3, 5, 8, 8),
          "iicc": (1, 4, 8, 8), "adljepa": (64, 4), "collossl": (3, 3, 16), "actjepa": (6, 4)}
@@ -77,9 +78,19 @@ def sample(name, n):
     return torch.rand(n, *INPUT.get(name, (1, 8, 8)))
 
 
+def make(name):
+    """The method of ``name`` with the contract tests' small settings, prepared on 32 random samples
+    as the worker prepares it on the training set (``Method.prepare``)."""
+    torch.manual_seed(0)
+    method = build_method(name, backbone(name), **PARAMS[name])
+    method.prepare(sample(name, 32), None)
+    return method
+
+
 def batch(method, n=16):
+    """A collated batch of ``n`` random samples, with their indices as the loader gives them."""
     collate = ViewCollate(lambda x: [x] if method.n_views == 1 else [x, torch.rand_like(x)], method.masks())
-    return collate([(x,) for x in sample(method.name, n)])
+    return {**collate([(x,) for x in sample(method.name, n)]), "index": torch.arange(n)}
 
 
 def test_linear_momentum():
@@ -96,8 +107,7 @@ def test_cosine_momentum():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_step_updates_online_and_ema_only(name):
-    torch.manual_seed(0)
-    method = build_method(name, backbone(name), **PARAMS[name])
+    method = make(name)
     assert method.embed(sample(name, 3)).shape == (3, method.backbone.embed_dim + EMBED_EXTRA.get(name, 0))
     assert method.project(sample(name, 3)).shape[0] == 3
     before = copy.deepcopy(method.state_dict())
@@ -146,8 +156,7 @@ def test_dino_last_layer_frozen_early():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_step_under_bf16_autocast(name):
-    torch.manual_seed(0)
-    method = build_method(name, backbone(name), **PARAMS[name])
+    method = make(name)
     before = copy.deepcopy(method.backbone.state_dict())
     engine = Engine(method, method, build_optimizer(method, lr=1e-2), total_steps=4, precision="bf16")
     logs = engine.train_step(batch(method))

@@ -244,9 +244,11 @@ def build_views(
 
 
 class SeededBatch(list):
-    """A batch's sample indices, and the seed its views and masks are drawn with."""
+    """A batch's sample indices, and the seed its views and masks are drawn with; once read
+    (:class:`SeededSamples`), its samples, with the indices they were read at."""
 
     seed: int | None = None
+    indices: list[int] | None = None
 
 
 class SeededBatches(BatchSampler):
@@ -288,15 +290,16 @@ class SeededSamples(Dataset):
     def __getitems__(self, indices: list) -> SeededBatch:
         items = getattr(self.dataset, "items", None)  # a streamed dataset reads a batch together
         batch = SeededBatch(items(indices) if items else (self.dataset[i] for i in indices))
-        batch.seed = getattr(indices, "seed", None)
+        batch.seed, batch.indices = getattr(indices, "seed", None), list(indices)
         return batch
 
 
 class ViewCollate:
     """``collate_fn``: stacks samples ``x`` or ``(x, ...)`` into ``(B, C, H, W)`` and returns
-    ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE).
-    Samples a streamed dataset could not read (:class:`~selfsup.data.splits.Skipped`) are left
-    out of the batch and listed under ``"skipped"``. A :class:`SeededBatch` of samples is made
+    ``{"views": [view, ...]}`` plus whatever ``masks(B)`` returns (index tensors for JEPA/MAE),
+    and, for samples read by :class:`SeededSamples`, their indices in the dataset ``"index": (B,)``
+    (InterCLR's memory bank, G-SimCLR's pseudo-labels). Samples a streamed dataset could not read
+    (:class:`~selfsup.data.splits.Skipped`) are left out of the batch and listed under ``"skipped"``. A :class:`SeededBatch` of samples is made
     with torch's generator seeded by its seed (and the caller's stream left as it was); any other
     list draws from the caller's stream."""
 
@@ -312,12 +315,17 @@ class ViewCollate:
             return self.collate(samples)
 
     def collate(self, samples: list) -> dict:
+        indices = getattr(samples, "indices", None)
         skipped = [s for s in samples if isinstance(s, Skipped)]
+        if indices is not None:
+            indices = [i for i, s in zip(indices, samples) if not isinstance(s, Skipped)]
         samples = [s for s in samples if not isinstance(s, Skipped)]
         if not samples:
             raise DataError(f"{skipped[0].file}: every file of a batch of {len(skipped)} was unreadable ({skipped[0].reason})")
         x = torch.stack([s if torch.is_tensor(s) else s[0] for s in samples])
         batch = {"views": self.views(x)}
+        if indices is not None:
+            batch["index"] = torch.tensor(indices, dtype=torch.long)
         if skipped:
             batch["skipped"] = skipped
         if self.masks is not None:

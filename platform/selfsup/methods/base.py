@@ -70,6 +70,10 @@ class Method(nn.Module):
     JEPAs evaluate their EMA target encoder, ``target``)."""
     own_metrics: ClassVar[tuple[str, ...]] = ()
     """The names of the metrics :meth:`label_free_metrics` returns (a sweep may take one as its objective)."""
+    broadcast_buffers: ClassVar[bool] = True
+    """Whether DDP copies rank 0's buffers to every worker before each step (its default). False for a
+    method whose large buffers every worker updates alike from gathered values (InterCLR's memory
+    bank of every training image), which would otherwise cross the network every step."""
     unused_parameters: bool = False
     """True when a step may leave some trainable parameters without a gradient (DINO's frozen
     last layer; a timm ViT's pooling norm, unused on the token path): DDP must then look for them."""
@@ -113,10 +117,12 @@ class Method(nn.Module):
         names are :attr:`own_metrics`."""
         return {}
 
-    def prepare(self, train_x: torch.Tensor, groups: tuple[int, ...] | None) -> None:
-        """Called once before training (and before ``masks()``) with the training samples and a
-        table's column widths, for what a method computes from its data once (the two-tower
-        method's feature correlations). Every worker sees the same data, so gets the same result."""
+    def prepare(self, train_x, groups: tuple[int, ...] | None) -> None:
+        """Called once before training (and before ``masks()``) with the training samples (a tensor
+        ``(N, ...)`` when held in memory, else a streamed dataset: ``len`` gives ``N``) and a table's
+        column widths, for what a method computes from its data once (the two-tower method's
+        feature correlations, InterCLR's memory bank). Every worker sees the same data, so gets the
+        same result."""
 
     def masks(self) -> Callable[[int], dict[str, torch.Tensor]] | None:
         """For masked methods: ``masks(batch_size) -> {name: index tensor}``, added to each batch at

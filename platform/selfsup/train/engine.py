@@ -100,9 +100,14 @@ def build_optimizer(
     lars_eta: float = 0.02,
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW or LARS over :func:`param_groups` of ``model``. AdamW is ``fused`` (one kernel for all
-    parameters) by default when every parameter is on a CUDA device."""
+    """AdamW, LARS or SGD with momentum (MoCo v2's, InterCLR's) over :func:`param_groups` of
+    ``model``. AdamW is ``fused`` (one kernel for all parameters) by default when every parameter is
+    on a CUDA device."""
     groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        for g in groups:
+            g.pop("lars")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":
         for g in groups:
             g.pop("lars")
@@ -111,7 +116,7 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
-    raise ValueError(f"unknown optimizer {name!r}; available: adamw, lars")
+    raise ValueError(f"unknown optimizer {name!r}; available: adamw, lars, sgd")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:

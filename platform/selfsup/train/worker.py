@@ -152,12 +152,12 @@ def load_data(cfg: ExperimentConfig):
 def build(cfg: ExperimentConfig, in_shape, groups: tuple[int, ...] | None = None, train_x=None) -> nn.Module:
     """Backbone + method from the config, with identical initial weights on every worker
     (``groups``: a table's column widths, ``SplitData.groups``); with the training samples
-    ``train_x`` (held in memory), prepared on them (``Method.prepare``)."""
+    ``train_x`` (a tensor held in memory, or a streamed dataset), prepared on them (``Method.prepare``)."""
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(**backbone_kwargs(cfg.model.model_dump(), in_shape, groups))
     params = cfg.method.model_dump(exclude={"name"})
     method = build_method(cfg.method.name, backbone, **params)
-    if torch.is_tensor(train_x):
+    if train_x is not None:
         method.prepare(train_x, groups)
     return method
 
@@ -271,7 +271,8 @@ def train_loop(config: dict) -> None:
     if cfg.scaling.strategy == "fsdp":
         model = method = sharding.shard(method.to(device))
     else:
-        model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters})
+        model = ray.train.torch.prepare_model(method, parallel_strategy_kwargs={"find_unused_parameters": method.unused_parameters,
+                                                                                     "broadcast_buffers": method.broadcast_buffers})
         method = model.module if hasattr(model, "module") else model
     o = cfg.optim
     optimizer = build_optimizer(method, o.name, o.lr, o.weight_decay, o.momentum, o.betas, o.lars_eta)
