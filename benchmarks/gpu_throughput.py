@@ -53,7 +53,8 @@ CONFIGS = {
     "seqjepa": "seqjepa_imagenet.yaml", "cvrl": "cvrl_kinetics.yaml", "vcop": "vcop_ucf101.yaml", "iicc": "iicc_ct.yaml",
     "adljepa": "adljepa_kitti.yaml", "collossl": "collossl_realworld.yaml",
     "depict": "depict_mnist.yaml", "sie": "sie_3diebench.yaml", "dinov3": "dinov3_imagenet.yaml",
-    "scatsimclr": "scatsimclr_stl10.yaml", "interclr": "interclr_imagenet.yaml", "actjepa": "actjepa_aloha.yaml",
+    "scatsimclr": "scatsimclr_stl10.yaml", "interclr": "interclr_imagenet.yaml",
+    "gsimclr": "gsimclr_cifar10.yaml", "actjepa": "actjepa_aloha.yaml",
 }
 BANKS = {"interclr": 1_281_167}
 """Methods with a memory bank of every training sample (InterCLR's), and its size in the paper
@@ -90,6 +91,7 @@ SMOKE_METHOD = {
     "dinov3": dict(hidden=64, bottleneck=32, prototypes=128, ibot_prototypes=128),
     "scatsimclr": dict(pretext_widths=[32, 64]),
     "interclr": dict(queue=64, projector=[32, 16], negatives=16, semihard_pool=32, clusters=4),
+    "gsimclr": dict(),
 }
 SMOKE_VIT = dict(timm_name="vit_tiny_patch16_224", patch_size=8, timm_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
 
@@ -129,7 +131,7 @@ def paper_setup(name: str, smoke: bool) -> dict:
         batch, local = 8, (2, 16) if local[0] else (0, 0)
         if model["backbone"] == "timm":
             shape = (3, 32, 32)
-            model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t"))
+            model.update(SMOKE_VIT if "vit" in model["timm_name"] else dict(timm_name="resnet10t", small_stem=False))  # its stem is no conv1
             model["timm_kwargs"] = {**cfg["model"].get("timm_kwargs", {}), **model.get("timm_kwargs", {})}
         elif model["backbone"] in ("cnn", "scatnet"):
             model.update(embed_dim=16, width=4, depth=2 if model["backbone"] == "cnn" else 1)

@@ -445,6 +445,8 @@ class ExperimentConfig(Section):
             raise ValueError(f"method {method!r} needs a ViT: model.backbone {' or '.join(vits + ['timm with a vit_* model.timm_name'])}")
         if spec.backbones and self.model.backbone not in spec.backbones:
             raise ValueError(f"method {method!r} needs model.backbone {' or '.join(spec.backbones)}, got {self.model.backbone!r}")
+        if spec.in_memory and getattr(self.data, "stream", False):
+            raise ValueError(f"method {method!r} prepares on the whole training set in memory: set data.stream: false")
         uneven = [w for w in self.scaling.worker_counts if self.train.batch_size % w]
         if uneven and self.scaling.min_workers is None:
             raise ValueError(f"train.batch_size {self.train.batch_size} is not divisible by scaling.num_workers {self.scaling.num_workers}")

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "gpu_throughput.py"
 METHODS = ["barlowtwins", "byol", "cvrl", "dino", "ijepa", "mae", "mocov3", "sarjepa", "seqjepa", "simclr", "sjepa", "timedrl", "tjepa",
-           "twotower", "vcop", "vicreg", "iicc", "adljepa", "collossl", "actjepa", "depict", "sie", "dinov3", "scatsimclr", "interclr"]
+           "twotower", "vcop", "vicreg", "iicc", "adljepa", "collossl", "actjepa", "depict", "sie", "dinov3", "scatsimclr", "interclr", "gsimclr"]
 
 
 def test_smoke_run_measures_every_method_three_ways(tmp_path):

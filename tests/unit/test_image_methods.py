@@ -4,6 +4,7 @@ hand, and each method learning on scikit-learn's digits in seconds (a probe far 
 collapse; the clustering methods' clusters spread)."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from selfsup.data.datasets import digits, resized
-from selfsup.data.views import SeededSamples, ViewCollate, build_views
+from selfsup.data.views import DistinctGroups, SeededBatches, SeededSamples, ViewCollate, build_views
 from selfsup.methods import build_method
 from selfsup.methods.dinov3 import gram_loss, masked_patch_loss
+from selfsup.methods.gsimclr import pseudo_labels
 from selfsup.methods.interclr import inter_loss, intra_loss
 from selfsup.methods.depict import balanced_targets, depict_loss, ladder_loss
 from selfsup.methods.scatsimclr import jigsaw_tiles, max_hamming_permutations
@@ -26,7 +28,7 @@ from selfsup.models.backbones import build_backbone
 from selfsup.train.engine import Engine, build_optimizer
 
 
-def train(name, params, backbone, recipe="light", epochs=6, lr=3e-3, data=None, **view_options):
+def train(name, params, backbone, recipe="light", epochs=6, lr=3e-3, data=None, batch_size=128, **view_options):
     """Panel before and after ``epochs`` of ``name`` on digits (the epochs announced to the method as
     the worker does), and the mean loss of every epoch."""
     torch.set_num_threads(1)
@@ -37,17 +39,24 @@ def train(name, params, backbone, recipe="light", epochs=6, lr=3e-3, data=None, 
     probe = (d.train.x, d.train.y, d.test.x, d.test.y)
     before = evaluate(method, d.train.x[:512], "cpu", probe)
     views = build_views(recipe, d.shape, method.n_views, **view_options)
-    loader = DataLoader(SeededSamples(TensorDataset(d.train.x)), batch_size=128, shuffle=True, drop_last=True,
-                        collate_fn=ViewCollate(views, method.masks()))  # read as the worker reads: with the samples' indices
+    collate = ViewCollate(views, method.masks())
+    samples = SeededSamples(TensorDataset(d.train.x))  # read as the worker reads: with the samples' indices
+    if method.batch_groups() is None:
+        loader = DataLoader(samples, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate)
+    else:  # as the worker draws them: no two samples of a group in a batch
+        loader = DataLoader(samples, batch_sampler=SeededBatches(DistinctGroups(method.batch_groups(), batch_size), batch_size, seed=0),
+                            collate_fn=collate)
     engine = Engine(method, method, build_optimizer(method, lr=lr, weight_decay=1e-4), total_steps=epochs * len(loader), warmup_steps=len(loader))
     losses = []
     for epoch in range(1, epochs + 1):
         method.set_epoch(epoch)
+        getattr(loader.batch_sampler, "set_epoch", lambda _: None)(epoch)
         losses.append(sum(float(engine.train_step(b)["loss"]) for b in loader) / len(loader))
     return method, before, evaluate(method, d.train.x[:512], "cpu", probe), losses
 
 
 CNN = dict(name="cnn", embed_dim=64, width=16, depth=2)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cluster_entropy_by_hand():
@@ -271,3 +280,49 @@ def test_kmeans_separates_blobs_and_restarts_empty_clusters():
     assert len(set(labels[:50].tolist())) == 1 and len(set(labels[50:].tolist())) == 1 and labels[0] != labels[-1]
     _, labels = kmeans(x, 3, init=torch.tensor([[3.0, 3.0], [-3.0, -3.0], [100.0, 100.0]]))  # the third starts far from every row
     assert torch.bincount(labels, minlength=3).min() > 0
+
+
+def test_distinct_group_batches():
+    groups = torch.tensor([0] * 5 + [1] * 3 + [2] * 4 + [3] * 1)
+    sampler = DistinctGroups(groups, 3)
+    batches = sampler.global_batches()
+    assert len(batches) == 4 == len(sampler) // 3  # 4 rounds of the 3 largest groups; one sample left over
+    assert all(len(set(groups[b].tolist())) == 3 for b in batches)
+    assert len({int(i) for b in batches for i in b}) == 12  # no sample twice
+    sampler.set_epoch(1)
+    assert [b.tolist() for b in sampler.global_batches()] != [b.tolist() for b in batches]  # reshuffled every epoch
+    halves = [list(DistinctGroups(groups, 2, num_replicas=2, rank=r, seed=0)) for r in (0, 1)]
+    together = DistinctGroups(groups, 2, seed=0).global_batches()
+    assert [[a, b] for a, b in zip(*halves)] == [g.tolist() for g in together]  # each worker its share of every global batch
+    with pytest.raises(ValueError, match="need 5 groups"):
+        DistinctGroups(groups, 5)
+
+
+def test_gsimclr_pseudo_labels_follow_the_digits():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    d = digits()
+    labels = pseudo_labels(d.train.x, 10, epochs=10)
+    assert normalized_mutual_info_score(d.train.y.numpy(), labels.numpy()) > 0.5  # label-free, yet close to the classes
+    assert torch.equal(pseudo_labels(d.train.x, 10, epochs=10), labels)  # the same on every worker
+
+
+def test_gsimclr_learns_on_digits_from_batches_of_distinct_pseudo_labels():
+    """G-SimCLR on digits: 40 pseudo-labels, batches of 32 images of different ones; the
+    representation gains on initialisation and spreads out."""
+    params = dict(temperature=0.2, projector=[128, 64], clusters=40, dae_epochs=5)
+    method, before, after, losses = train("gsimclr", params, CNN, epochs=4, batch_size=32)
+    assert losses[-1] < 0.8 * losses[0]
+    assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.01 and after["label_free/rankme"] > 12 > before["label_free/rankme"]
+    assert after["label_free/cluster_entropy"] > 0.8
+
+
+def test_gsimclr_refuses_streamed_data_and_batches_larger_than_its_clusters(tmp_path):
+    from selfsup.config import ConfigError, load_experiment
+    from selfsup.train.launch import preflight
+
+    with pytest.raises(ValueError, match="prepares on the whole training set in memory: set data.stream: false"):
+        load_experiment(ROOT / "examples" / "cluster" / "gsimclr_cifar10.yaml", ["data.stream=true"])
+    cfg = load_experiment(ROOT / "examples" / "digits_gsimclr.yaml", ["method.clusters=16", "method.dae_epochs=1"])
+    with pytest.raises(ConfigError, match="batches of 64 samples of different groups need 64 groups; the samples fall in 16"):
+        preflight(cfg, "digits_gsimclr.yaml")

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, Dataset
+from torch.utils.data import BatchSampler, Dataset, Sampler
 
 from selfsup.data.batch_views import BatchViews, Pipeline, crop_theta
 from selfsup.data.splits import DataError, Skipped
@@ -272,6 +272,57 @@ class SeededBatches(BatchSampler):
             batch = SeededBatch(indices)
             batch.seed = int(np.random.SeedSequence([self.seed, self.epoch, b]).generate_state(1)[0])
             yield batch
+
+
+class DistinctGroups(Sampler):
+    """This worker's sample indices for global batches of ``batch_size`` samples of ``batch_size``
+    different groups each (G-SimCLR's batches: no two images of one pseudo-label). Each epoch every
+    group's samples are shuffled (seeded by ``(seed, epoch)``, the same on every worker); each
+    global batch takes the next sample of each of the ``batch_size`` groups with the most left
+    (ties broken at random), which keeps the groups even so that as many batches as possible are
+    made; the samples left when fewer than ``batch_size`` groups still have some are not used that
+    epoch. Worker ``rank`` of ``num_replicas`` gets its share of every global batch, in order, so
+    :class:`SeededBatches` of ``batch_size / num_replicas`` cuts them back into batches."""
+
+    def __init__(self, groups: torch.Tensor, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        groups = groups.cpu().numpy()
+        sizes = np.bincount(groups)
+        if (sizes > 0).sum() < batch_size:
+            raise ValueError(f"batches of {batch_size} samples of different groups need {batch_size} groups; the samples fall in {(sizes > 0).sum()}")
+        self.members = [np.flatnonzero(groups == g) for g in range(len(sizes)) if sizes[g]]
+        self.batch_size, self.num_replicas, self.rank, self.seed, self.epoch = batch_size, num_replicas, rank, seed, 0
+        self.batches = self._count(np.array([len(m) for m in self.members]))
+
+    def _count(self, left: np.ndarray) -> int:
+        """Global batches an epoch makes: taking one from the ``batch_size`` largest groups, as
+        long as that many have samples left (the same for any tie-breaking)."""
+        left, made = left.copy(), 0
+        while (left > 0).sum() >= self.batch_size:
+            left[np.argsort(-left, kind="stable")[: self.batch_size]] -= 1
+            made += 1
+        return made
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        queues = [list(rng.permutation(m)) for m in self.members]
+        left = np.array([len(q) for q in queues])
+        batches = []
+        for _ in range(self.batches):
+            chosen = np.lexsort((rng.random(len(left)), -left))[: self.batch_size]
+            batches.append(np.array([queues[g].pop() for g in chosen]))
+            left[chosen] -= 1
+        return batches
+
+    def __iter__(self):
+        share = self.batch_size // self.num_replicas
+        for batch in self.global_batches():
+            yield from batch[self.rank * share:(self.rank + 1) * share].tolist()
+
+    def __len__(self) -> int:
+        return self.batches * (self.batch_size // self.num_replicas)
 
 
 class SeededSamples(Dataset):

@@ -70,6 +70,9 @@ class Method(nn.Module):
     JEPAs evaluate their EMA target encoder, ``target``)."""
     own_metrics: ClassVar[tuple[str, ...]] = ()
     """The names of the metrics :meth:`label_free_metrics` returns (a sweep may take one as its objective)."""
+    in_memory: ClassVar[bool] = False
+    """Prepares on the whole training set held in memory (G-SimCLR's autoencoder): its data may not
+    be streamed (``data.stream``)."""
     broadcast_buffers: ClassVar[bool] = True
     """Whether DDP copies rank 0's buffers to every worker before each step (its default). False for a
     method whose large buffers every worker updates alike from gathered values (InterCLR's memory
@@ -123,6 +126,12 @@ class Method(nn.Module):
         column widths, for what a method computes from its data once (the two-tower method's
         feature correlations, InterCLR's memory bank). Every worker sees the same data, so gets the
         same result."""
+
+    def batch_groups(self) -> torch.Tensor | None:
+        """After :meth:`prepare`: a group for every training sample ``(N,)`` when no batch may hold
+        two samples of one group (G-SimCLR's pseudo-labels; the worker then draws its batches with
+        :class:`~selfsup.data.views.DistinctGroups`); ``None``: batches drawn at random."""
+        return None
 
     def masks(self) -> Callable[[int], dict[str, torch.Tensor]] | None:
         """For masked methods: ``masks(batch_size) -> {name: index tensor}``, added to each batch at

@@ -30,7 +30,7 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
     loaded dataset (for :func:`fit` to share)."""
     import torch
 
-    from selfsup.data.views import SeededBatch
+    from selfsup.data.views import DistinctGroups, SeededBatch
     from selfsup.train.worker import build, load_data, make_collate, training_views
 
     data = load_data(cfg)
@@ -39,6 +39,8 @@ def preflight(cfg: ExperimentConfig, source: str = "config"):
         raise ConfigError(f"{source}: train.batch_size: {cfg.train.batch_size} exceeds the {n} training samples of {data.name}")
     try:
         method = build(cfg, data.shape, data.groups, data.train.x)
+        if method.batch_groups() is not None:
+            DistinctGroups(method.batch_groups(), cfg.train.batch_size)  # enough groups for a batch
         samples = SeededBatch((x,) for x in data.train.x[:2])
         samples.indices = [0, 1]  # as the loader reads them: with their indices (InterCLR's bank)
         batch = make_collate(cfg, method, data)(samples)

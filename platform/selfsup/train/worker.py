@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from selfsup import storage
 from selfsup.config import MASKED, ExperimentConfig, views_of
 from selfsup.data.datasets import EncodedImages, decode_batch
-from selfsup.data.views import EncodedCollate, SeededBatches, SeededSamples, Unchanged, ViewCollate
+from selfsup.data.views import DistinctGroups, EncodedCollate, SeededBatches, SeededSamples, Unchanged, ViewCollate
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.modalities import load_dataset
 from selfsup.metrics import LABEL_FREE
@@ -239,7 +239,11 @@ def train_loop(config: dict) -> None:
     dataset = TensorDataset(data.train.x) if torch.is_tensor(data.train.x) else data.train.x
     if cfg.data.decode_on == "device":
         dataset = EncodedImages(data.train.x)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    groups_of = method.batch_groups()
+    if groups_of is not None:  # no two samples of a group in a batch (G-SimCLR)
+        sampler = DistinctGroups(groups_of, cfg.train.batch_size, num_replicas=world, rank=rank, seed=cfg.seed)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     batches = SeededBatches(sampler, cfg.train.batch_size // world, seed=epoch_seed(cfg.seed, 0, rank))
     if cfg.data.uses_ray_data:
         from selfsup.train.ingest import RayDataBatches  # here: a run on the loader does not import Ray Data
