@@ -15,6 +15,7 @@ from selfsup.data.datasets import digits, resized
 from selfsup.data.views import DistinctGroups, SeededBatches, SeededSamples, ViewCollate, build_views
 from selfsup.methods import build_method
 from selfsup.methods.dinov3 import gram_loss, masked_patch_loss
+from selfsup.methods.gedi import energy, invariance_loss, prior_loss
 from selfsup.methods.gsimclr import pseudo_labels
 from selfsup.methods.interclr import inter_loss, intra_loss
 from selfsup.methods.depict import balanced_targets, depict_loss, ladder_loss
@@ -326,3 +327,39 @@ def test_gsimclr_refuses_streamed_data_and_batches_larger_than_its_clusters(tmp_
     cfg = load_experiment(ROOT / "examples" / "digits_gsimclr.yaml", ["method.clusters=16", "method.dae_epochs=1"])
     with pytest.raises(ConfigError, match="batches of 64 samples of different groups need 64 groups; the samples fall in 16"):
         preflight(cfg, "digits_gsimclr.yaml")
+
+
+def test_gedi_terms_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])  # p = (.25, .75), (.5, .5)
+    assert torch.allclose(energy(logits), torch.tensor([-math.log(4.0), -math.log(2.0)]))
+    other = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]])
+    ce = lambda p, q: -sum(a * math.log(b) for a, b in zip(p, q))  # noqa: E731
+    expected = 0.5 * ((ce([0.25, 0.75], [0.5, 0.5]) + ce([0.5, 0.5], [0.25, 0.75])) / 2 + (ce([0.5, 0.5], [0.25, 0.75]) + ce([0.25, 0.75], [0.5, 0.5])) / 2)
+    assert float(invariance_loss(logits, other)) == pytest.approx(expected, rel=1e-5)
+    marginal = [(0.25 + 0.5) / 2, (0.75 + 0.5) / 2]
+    assert float(prior_loss(logits)) == pytest.approx(-(math.log(marginal[0]) + math.log(marginal[1])) / 2 - math.log(2), rel=1e-5)
+    assert float(prior_loss(torch.tensor([[5.0, 0.0], [0.0, 5.0]]))) == pytest.approx(0.0, abs=1e-6)  # balanced: no penalty
+
+
+def test_gedi_sgld_descends_the_energy_and_fills_the_replay_buffer():
+    torch.manual_seed(0)
+    method = build_method("gedi", build_backbone("cnn", (1, 8, 8), 16, 4, 2), clusters=4, projector=[16, 8], sgld_steps=5, sgld_step=1.0,
+                          sgld_noise=0.0, reinit=1.0, buffer=32)
+    b = {**method.masks()(8), "sgld_start": torch.randperm(32)[:8]}
+    with torch.no_grad():
+        before = energy(method.logits(b["sgld_init"])).mean()
+    x = method.sample(b)
+    with torch.no_grad():
+        assert energy(method.logits(x)).mean() < before  # gradient steps on E lower it
+    assert torch.equal(method.replay[b["sgld_start"]], x)
+
+
+def test_gedi_learns_spread_clusters_on_digits():
+    """GEDI on digits (10 clusters; 5 SGLD steps a batch): the loss falls (the energy gap does not
+    diverge), the clusters spread over the digits (the untrained network puts every image in one)
+    and the representation probes far above chance and spreads out."""
+    params = dict(clusters=10, projector=[128, 64], sgld_steps=5, buffer=1000)
+    method, before, after, losses = train("gedi", params, CNN, epochs=6)
+    assert losses[-1] < 0.7 * losses[0] and all(math.isfinite(v) for v in losses)
+    assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.01 and after["label_free/rankme"] > 12 > before["label_free/rankme"]
+    assert after["label_free/cluster_entropy"] > 0.8 > before["label_free/cluster_entropy"] + 0.5

@@ -36,6 +36,7 @@ PARAMS = {
     "scatsimclr": dict(projector=[16, 8], jigsaw_permutations=4, pretext_widths=[8, 16], pretext_dropout=0.0),
     "dinov3": dict(hidden=32, bottleneck=16, prototypes=64, ibot_prototypes=64, base_momentum=0.9),
     "sie": dict(equi=8, projector=[16, 16]),
+    "gedi": dict(clusters=4, projector=[16, 8], sgld_steps=2, buffer=32),
     "gsimclr": dict(projector=[32, 16], clusters=8, dae_latent=8, dae_epochs=1),
     "interclr": dict(queue=32, projector=[16, 8], negatives=8, semihard_pool=16, clusters=4, base_momentum=0.9),
     "actjepa": dict(context_steps=2, chunk=3, predictor_dim=8, predictor_depth=1, predictor_heads=2, base_momentum=0.9),

@@ -40,7 +40,7 @@ VIT = dict(depth=2, embed_dim=64, num_heads=4, class_token=False, global_pool="a
 
 
 def test_every_method_is_covered():
-    assert set(PARAMS) | set(MASKED) | {"tjepa", "sjepa", "timedrl", "twotower", "seqjepa", "cvrl", "vcop", "iicc", "adljepa", "collossl", "actjepa", "depict", "sie", "dinov3", "scatsimclr", "interclr", "gsimclr"} == set(METHODS)
+    assert set(PARAMS) | set(MASKED) | {"tjepa", "sjepa", "timedrl", "twotower", "seqjepa", "cvrl", "vcop", "iicc", "adljepa", "collossl", "actjepa", "depict", "sie", "dinov3", "scatsimclr", "interclr", "gsimclr", "gedi"} == set(METHODS)
     # video: test_video.py; volume: test_volume.py; points: test_points.py; sensors: test_sensors.py; trajectories: test_trajectories.py; the second round of image methods: test_image_methods.py
 
 

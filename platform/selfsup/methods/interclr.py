@@ -161,7 +161,7 @@ class InterCLR(Method):
         (``negatives`` of its ``semihard_pool`` most similar bank entries) ``(n, M, D)``, and which
         of those belong to another cluster ``(n, M)``."""
         order = self.labels.argsort()
-        counts = torch.bincount(self.labels, minlength=self.clusters)
+        counts = torch.zeros(self.clusters, dtype=torch.long, device=q.device).index_add_(0, self.labels, torch.ones_like(self.labels))
         starts = counts.cumsum(0) - counts
         pick = starts[labels] + (torch.rand(len(q), device=q.device) * counts[labels]).long()
         positive = self.bank[order[pick]]
@@ -189,7 +189,7 @@ class InterCLR(Method):
     def refresh_centroids(self) -> None:
         """Every cluster's centroid: the normalised mean of its bank entries (an empty one kept)."""
         sums = torch.zeros_like(self.centroids).index_add_(0, self.labels, self.bank)
-        filled = torch.bincount(self.labels, minlength=self.clusters) > 0
+        filled = sums.norm(dim=1) > 0
         self.centroids[filled] = F.normalize(sums[filled], dim=1)
 
     @torch.no_grad()
