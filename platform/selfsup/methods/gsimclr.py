@@ -10,7 +10,7 @@ G-SimCLR keeps those out of the batch:
         a denoising autoencoder learns to rebuild x from x + noise           # on the unlabelled training set
         pseudo-labels = k-means(encoder(x), k = clusters)
     training: every batch holds images of different pseudo-labels           # selfsup.data.views.DistinctGroups
-        loss = NT-Xent(g(f(x1)), g(f(x2)), tau)                             # SimCLR's, unchanged
+        loss = NT-Xent(g(f(x1)), g(f(x2)), tau)                             # SimCLR's, unchanged (the class is SimCLR's)
 
 The autoencoder here: the small conv net (conv-BN-ReLU, stride 2, pooled) onto a ``dae_latent``-wide
 code and a two-layer MLP decoder back to the image, Gaussian noise of ``dae_noise``, mean squared
@@ -30,12 +30,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from selfsup.gather import gather_with_grad, world
-from selfsup.methods.base import Method, register
-from selfsup.methods.simclr import nt_xent_loss
+from selfsup.methods.base import register
+from selfsup.methods.simclr import SimCLR
 from selfsup.metrics.clusters import CLUSTER_ENTROPY, cluster_entropy, kmeans
 from selfsup.models.backbones import SmallCNN
-from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Section, Widths
 
 
@@ -83,7 +81,7 @@ class GSimCLRConfig(Section):
 
 
 @register("gsimclr")
-class GSimCLR(Method):
+class GSimCLR(SimCLR):
     description = "G-SimCLR (Chakraborty et al. 2020): SimCLR on batches of distinct pseudo-labels (k-means of a denoising autoencoder's codes)"
     config = GSimCLRConfig
     modality = "image"
@@ -93,9 +91,8 @@ class GSimCLR(Method):
 
     def __init__(self, backbone, temperature: float = 0.2, projector: list[int] = (256, 128), clusters: int = 256, dae_latent: int = 64,
                  dae_noise: float = 0.1, dae_epochs: int = 10):
-        super().__init__(backbone)
-        self.head = make_projector(backbone.embed_dim, list(projector))
-        self.temperature, self.clusters = temperature, clusters
+        super().__init__(backbone, projector, temperature)
+        self.clusters = clusters
         self.dae = dict(latent=dae_latent, noise=dae_noise, epochs=dae_epochs)
         self.register_buffer("pseudo_labels", torch.zeros(0, dtype=torch.long))
 
@@ -107,13 +104,6 @@ class GSimCLR(Method):
 
     def batch_groups(self) -> torch.Tensor:
         return self.pseudo_labels
-
-    def forward(self, batch):
-        x1, x2 = batch["views"]
-        z1, z2 = self.project(x1).float(), self.project(x2).float()
-        rank, _ = world()
-        loss = nt_xent_loss(z1, z2, self.temperature, gather_with_grad(z1), gather_with_grad(z2), rank * z1.shape[0])
-        return {"loss": loss}
 
     @torch.no_grad()
     def label_free_metrics(self, x: torch.Tensor) -> dict[str, float]:
