@@ -363,3 +363,18 @@ def test_gedi_learns_spread_clusters_on_digits():
     assert losses[-1] < 0.7 * losses[0] and all(math.isfinite(v) for v in losses)
     assert after["probe/linear_acc"] > before["probe/linear_acc"] + 0.01 and after["label_free/rankme"] > 12 > before["label_free/rankme"]
     assert after["label_free/cluster_entropy"] > 0.8 > before["label_free/cluster_entropy"] + 0.5
+
+
+def test_batches_carry_their_samples_indices_without_the_skipped_ones():
+    from selfsup.data.splits import Skipped
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return Skipped(f"{i}.png", "unreadable") if i == 7 else torch.full((1,), float(i))
+
+    batch = ViewCollate(lambda x: [x])(SeededSamples(Files()).__getitems__([3, 7, 1]))
+    assert batch["index"].tolist() == [3, 1] and batch["views"][0].flatten().tolist() == [3.0, 1.0]
+    assert [s.file for s in batch["skipped"]] == ["7.png"]
