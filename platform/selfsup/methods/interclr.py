@@ -14,7 +14,7 @@ online k-means pseudo-labels gives the inter-image loss:
     N = `negatives` drawn from the `semihard_pool` bank entries most similar to q, other labels only
     inter = CE([q.p - margin, q.N] / tau, 0)                        # margin -0.5: the relaxed positive
     loss = intra_weight intra + inter_weight inter
-    bank[i] <- norm((1 - m) bank[i] + m k);  labels[i] <- argmax_c centroids_c . bank[i]      # online labels
+    bank[i] <- norm((1 - m) bank[i] + m k);  labels[i] <- argmax_c centroids_c . bank[i]      # online labels, after the step
 
 The centroids are the means of their clusters' bank entries, recomputed every
 ``centroid_interval`` steps; the bank and labels start from k-means of the initial network's
@@ -116,6 +116,8 @@ class InterCLR(Method):
         self.register_buffer("bank", torch.zeros(0, d))
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("centroids", torch.zeros(clusters, d))
+        self.register_buffer("label_change", torch.zeros(()))  # the share relabelled by the last step's update (logged the step after)
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self.temperature, self.base_momentum, self.weights, self.margin = temperature, base_momentum, (intra_weight, inter_weight), margin
         self.negatives, self.semihard_pool, self.clusters = negatives, semihard_pool, clusters
         self.bank_momentum, self.centroid_interval, self.recluster_epochs, self.steps = bank_momentum, centroid_interval, recluster_epochs, 0
@@ -149,25 +151,31 @@ class InterCLR(Method):
         with torch.no_grad():
             k = F.normalize(self.key_encoder(x2).float(), dim=1)
         intra = intra_loss(q, k, self.queue.clone(), self.temperature)
-        positive, negatives, valid = self._sample(q.detach(), self.labels[index])
+        positive, negatives, valid = self._sample(q.detach(), self.labels[index], batch["positive_draw"], batch["negative_draw"])
         inter = inter_loss(q, positive, negatives, valid, self.temperature, self.margin)
-        changed = self._update(gather_with_grad(index), gather_with_grad(k))
+        self.pending = (gather_with_grad(index), gather_with_grad(k))  # the memory moves after the step (after_step)
         intra_w, inter_w = self.weights
-        return {"loss": intra_w * intra + inter_w * inter, "intra": intra.detach(), "inter": inter.detach(), "label_change": changed}
+        return {"loss": intra_w * intra + inter_w * inter, "intra": intra.detach(), "inter": inter.detach(), "label_change": self.label_change.clone()}
 
     @torch.no_grad()
-    def _sample(self, q: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def masks(self):
+        """The sampling's uniform draws, made at collate time (a compiled step then samples as the
+        eager one does): ``{"positive_draw": (B,), "negative_draw": (B, negatives)}``."""
+        return lambda batch_size: {"positive_draw": torch.rand(batch_size), "negative_draw": torch.rand(batch_size, self.negatives)}
+
+    def _sample(self, q: torch.Tensor, labels: torch.Tensor, positive_draw: torch.Tensor,
+                negative_draw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each query's positive (a random bank entry of its cluster) ``(n, D)``, its negatives
         (``negatives`` of its ``semihard_pool`` most similar bank entries) ``(n, M, D)``, and which
         of those belong to another cluster ``(n, M)``."""
         order = self.labels.argsort()
         counts = torch.zeros(self.clusters, dtype=torch.long, device=q.device).index_add_(0, self.labels, torch.ones_like(self.labels))
         starts = counts.cumsum(0) - counts
-        pick = starts[labels] + (torch.rand(len(q), device=q.device) * counts[labels]).long()
+        pick = starts[labels] + (positive_draw.to(q.device) * counts[labels]).long().clamp(max=counts[labels] - 1)
         positive = self.bank[order[pick]]
         pool = q @ self.bank.T
         nearest = pool.topk(min(self.semihard_pool, len(self.bank)), dim=1, sorted=False).indices
-        drawn = nearest.gather(1, torch.randint(nearest.shape[1], (len(q), self.negatives), device=q.device))
+        drawn = nearest.gather(1, (negative_draw.to(q.device) * nearest.shape[1]).long().clamp(max=nearest.shape[1] - 1))
         return positive, self.bank[drawn], self.labels[drawn] != labels[:, None]
 
     @torch.no_grad()
@@ -201,6 +209,12 @@ class InterCLR(Method):
             self.centroids = F.normalize(centroids, dim=1)
 
     def after_step(self, progress: float) -> None:
+        """The key encoder's EMA; then the step's keys into the queue and the bank (after the
+        backward pass: a compiler may recompute the loss's bank rows from the buffer in it, so the
+        buffer must not move before), and every ``centroid_interval`` steps the centroids."""
+        if self.pending is not None:
+            self.label_change.copy_(self._update(*self.pending))
+            self.pending = None
         ema_update(self.key_encoder.backbone, self.backbone, self.base_momentum)
         ema_update(self.key_encoder.head, self.head, self.base_momentum)
         self.steps += 1
