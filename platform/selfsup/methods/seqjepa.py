@@ -74,6 +74,21 @@ def ridge_r2(features: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0) 
     return float((1 - residual / total).mean())
 
 
+@torch.no_grad()
+def equivariance_r2(encode, x: torch.Tensor, crop_scale: tuple[float, float], jitter: float) -> float:
+    """:func:`ridge_r2` of the parameters of one random transformed view of each sample of ``x``
+    (``transformed_view``, fixed seed) read from ``encode(view)`` ``(N, D)``: how much of the
+    transformation an encoding carries (seq-JEPA's per-view encoding, SIE's equivariant part)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(EQUIVARIANCE_SEED)
+        codes, params = [], []
+        for chunk in x.split(256):
+            v, a = transformed_view(chunk, chunk.shape[-1], crop_scale, jitter=jitter)
+            codes.append(encode(v).float())
+            params.append(a.float())
+    return ridge_r2(torch.cat(codes), torch.cat(params))
+
+
 class SeqJEPAConfig(Section):
     """seq-JEPA (Ghaemi et al., 2025): observed views per sequence ``views`` (``M``), the action
     embedding's width, the aggregator's depth and heads, the predictor's hidden width, the EMA
@@ -196,14 +211,7 @@ class SeqJEPA(Method):
         """``label_free/equivariance_r2``: R^2 of the transformation parameters read from the
         per-view encoding of one random view of each sample (a ridge regression fitted on half the
         samples, scored on the other half; fixed seed)."""
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(EQUIVARIANCE_SEED)
-            views, params = [], []
-            for chunk in x.split(256):
-                v, a = transformed_view(chunk, chunk.shape[-1], self.crop_scale, jitter=self.jitter)
-                views.append(self.backbone(v).float())
-                params.append(a.float())
-        return {"label_free/equivariance_r2": ridge_r2(torch.cat(views), torch.cat(params))}
+        return {"label_free/equivariance_r2": equivariance_r2(self.backbone, x, self.crop_scale, self.jitter)}
 
     def after_step(self, progress: float) -> None:
         ema_update(self.target, self.backbone, self.base_momentum)

@@ -37,7 +37,7 @@ from torch import nn
 from selfsup.data.batch_views import ACTION_DIM, transformed_view
 from selfsup.gather import gather_with_grad
 from selfsup.methods.base import Method, register
-from selfsup.methods.seqjepa import EQUIVARIANCE_SEED, ridge_r2
+from selfsup.methods.seqjepa import equivariance_r2
 from selfsup.methods.vicreg import covariance_term, variance_term
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Fraction, Range, Section, Widths, check_shares
@@ -153,11 +153,4 @@ class SIE(Method):
         """``label_free/equivariance_r2``: R^2 of a random view's parameters read from the
         equivariant part of its representation (ridge regression fitted on half the samples,
         scored on the other half; fixed seed)."""
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(EQUIVARIANCE_SEED)
-            parts, params = [], []
-            for chunk in x.split(256):
-                v, a = transformed_view(chunk, chunk.shape[-1], self.crop_scale, jitter=self.jitter)
-                parts.append(self.backbone(v)[:, self.inv:].float())
-                params.append(a.float())
-        return {"label_free/equivariance_r2": ridge_r2(torch.cat(parts), torch.cat(params))}
+        return {"label_free/equivariance_r2": equivariance_r2(lambda v: self.backbone(v)[:, self.inv:], x, self.crop_scale, self.jitter)}
