@@ -45,6 +45,7 @@ from torch import nn
 from selfsup.gather import gather_with_grad
 from selfsup.methods.base import Method, register
 from selfsup.metrics.clusters import CLUSTER_ENTROPY, cluster_entropy
+from selfsup.models.eager import eager
 from selfsup.models.heads import projector as make_projector
 from selfsup.sections import Fraction, Section, Widths
 
@@ -134,7 +135,7 @@ class GEDI(Method):
             for m in norms:
                 m.train(True)
 
-    @torch.compiler.disable
+    @eager
     def sample(self, batch: dict) -> torch.Tensor:
         """JEM's SGLD negatives ``(B, ...)`` (detached), written back into the replay buffer. Eager
         under ``torch.compile``: its gradients with respect to the images are a loop of their own."""

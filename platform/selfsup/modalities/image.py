@@ -18,6 +18,7 @@ from selfsup.data.masks import MultiBlockMasks, RandomPatchMasks, register_masks
 from selfsup.data.views import RECIPES, build_views
 from selfsup.modalities.base import Dataset, Modality, register
 from selfsup.models.backbones import backbone
+from selfsup.models.eager import eager
 
 
 register_masks("blocks", 2)(MultiBlockMasks)
@@ -128,7 +129,7 @@ class ScatNet(nn.Module):
         self.adapter = nn.Sequential(*layers)
         self.embed_dim = embed_dim
 
-    @torch.compiler.disable
+    @eager
     def scatter(self, x: torch.Tensor) -> torch.Tensor:
         """The fixed scattering maps ``(B, C * maps, H / 2^J, W / 2^J)``, in float32 (complex FFTs:
         no autocast, no compiled graph)."""
