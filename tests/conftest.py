@@ -1,9 +1,12 @@
 """Shared fixtures. Every file a test writes lives under a temporary directory: Ray's temp dir
 (short, under /tmp, for its socket paths), Ray storage, the MLflow sqlite store and artifacts."""
 
+import atexit
 import ctypes
 import gc
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -16,6 +19,12 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as selfsup'
 # Train controllers poll their workers every 0.5 s, as on a local Ray that selfsup starts (init_ray), on
 # the tests' shared Ray and nodes too: each run starts and ends up to 1.5 s sooner, some hundred times.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# Inductor's generated kernels (tests/unit/test_compile.py, compiled runs' workers) in a folder of this
+# process's own, not the machine's /tmp/torchinductor_<user>, which outlives the suite and, warm,
+# makes a second run's compile tests a minute faster than CI's first.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 
 LIBC = ctypes.CDLL(None)
@@ -79,7 +88,6 @@ def experiment(tmp_path, sets):
 
 STREAMS = {
     "tests/unit/": "a",
-    "tests/integration/test_input_pipeline.py": "a",
     "tests/integration/test_package.py": "a",
     "tests/integration/test_two_commands.py": "a",
     "tests/cluster/": "a",
@@ -88,9 +96,9 @@ STREAMS = {
 """The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), each in
 collection order, sharing nothing but the machine (the first prefix that matches wins). Stream
 ``a``: the unit tests (mostly one busy core), then the integration tests that need neither the shared
-sweep nor the local Ray of stream ``b`` (the input benchmark's CPU smoke run, the wheel install, two commands at once),
-then the cluster tests on their own nodes. Stream ``b``: the other integration tests, on one local
-Ray, and the GPU benchmark's CPU smoke run. The
+sweep nor the local Ray of stream ``b`` (the wheel install, two commands at once), then the cluster
+tests on their own nodes. Stream ``b``: the other integration tests, on one local Ray, and the GPU
+and input benchmarks' CPU smoke runs. The
 two take about as long (the machine's two cores are busy throughout, so the suite's time is the
 CPU work its tests do: processes started, runs and trials launched); the sweep fault harness (stream ``b``) ends before the
 cluster tests start, which together once ran this 24 GiB machine out of memory."""
