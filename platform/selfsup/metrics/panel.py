@@ -1,5 +1,5 @@
-"""Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, LiDAR on fixed
-augmented views), probes when labels exist.
+"""Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, intrinsic
+dimensions; LiDAR and augmentation consistency on fixed augmented views), probes when labels exist.
 
 Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``, padded
 to ``ceil(N / W)`` rows so that every rank makes the same forward calls: under FSDP each forward
@@ -19,6 +19,8 @@ from torch import nn
 
 from selfsup.gather import world
 from selfsup.metrics.alphareq import alpha_req
+from selfsup.metrics.consistency import augmentation_consistency
+from selfsup.metrics.dimension import PANEL_POINTS, mst_dimension, two_nn
 from selfsup.metrics.lidar import lidar
 from selfsup.metrics.probes import knn_probe, linear_probe
 from selfsup.metrics.rankme import rankme
@@ -93,9 +95,11 @@ def evaluate(
     """The metric panel of ``method`` (a ``methods.base.Method``: its ``embed``, ``project``,
     ``view_embed`` and ``label_free_metrics``; typed as a module, the metrics being a layer below
     the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
-    ``label_free/rankme_projector`` and ``label_free/alpha_req`` (backbone). With ``lidar_x``
-    ``(n, ...)`` and ``view`` (one random view of a batch): ``label_free/lidar`` of ``lidar_q`` views
-    per sample (``Method.view_embed``); with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
+    ``label_free/rankme_projector``, ``label_free/alpha_req``, and the intrinsic dimensions
+    ``label_free/twonn_id`` and ``label_free/mst_id`` of the backbone embedding (of its first
+    ``dimension.PANEL_POINTS`` samples). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of
+    a batch): ``label_free/lidar`` of ``lidar_q`` views per sample (``Method.view_embed``) and
+    ``label_free/aug_consistency`` of the same views; with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
     the backbone embedding (``Method.embed``) of ``lidar_q`` augmented views per sample (the masked
     methods' LiDAR under augmentations instead of their own contexts). ``probe/linear_acc``, ``probe/knn_acc`` and ``probe/test_size`` (test samples) when ``probe =
     (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
@@ -124,8 +128,11 @@ def evaluate(
         result["label_free/rankme"] = rankme(torch.from_numpy(z))
         result["label_free/rankme_projector"] = rankme(torch.from_numpy(p))
         result["label_free/alpha_req"] = alpha_req(torch.from_numpy(z))
+        result["label_free/twonn_id"] = two_nn(torch.from_numpy(z[:PANEL_POINTS]))
+        result["label_free/mst_id"] = mst_dimension(torch.from_numpy(z[:PANEL_POINTS]))
         if zl is not None:
             result["label_free/lidar"] = lidar(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
+            result["label_free/aug_consistency"] = augmentation_consistency(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
         if za is not None:
             result["label_free/lidar_aug"] = lidar(torch.from_numpy(za).reshape(len(lidar_x), lidar_q, -1))
         result.update(extra)

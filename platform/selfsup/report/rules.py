@@ -25,6 +25,7 @@ import numpy as np
 RANKME, RANKME_PROJ, LIDAR, ALPHA = ("label_free/rankme", "label_free/rankme_projector", "label_free/lidar", "label_free/alpha_req")
 LIDAR_AUG = "label_free/lidar_aug"
 """LiDAR of a masked method's backbone under the modality's augmentations (not its own contexts)."""
+TWONN, MST_ID, AUG_CONSISTENCY = ("label_free/twonn_id", "label_free/mst_id", "label_free/aug_consistency")
 PROBE = "probe/linear_acc"
 
 
@@ -39,8 +40,11 @@ def finite(v) -> bool:
 
 
 def metric_value(metric: str, value: float) -> float:
-    """A metric's value on the 'higher is better' scale: alpha-ReQ counts by its distance to 1."""
-    return -abs(value - 1.0) if metric == ALPHA else value
+    """A metric's value on the 'higher is better' scale: alpha-ReQ counts by its distance to 1, the
+    MST dimension negated (IdEst: the lower, the better the probe)."""
+    if metric == ALPHA:
+        return -abs(value - 1.0)
+    return -value if metric == MST_ID else value
 
 
 def ranks(values: Sequence[float]) -> np.ndarray:
@@ -109,7 +113,8 @@ def lidar_aug_for_masked() -> Rule:
     return Rule("lidar(aug for masked)", "highest LiDAR; for masked methods, under augmentations (label_free/lidar_aug)", (LIDAR,), scores)
 
 
-SHORT = {RANKME: "rankme", RANKME_PROJ: "rankme_projector", LIDAR: "lidar", ALPHA: "alpha_req"}
+SHORT = {RANKME: "rankme", RANKME_PROJ: "rankme_projector", LIDAR: "lidar", ALPHA: "alpha_req", TWONN: "twonn_id", MST_ID: "mst_id",
+         AUG_CONSISTENCY: "aug_consistency"}
 
 METRIC_RULES = {
     r.name: r
@@ -118,9 +123,12 @@ METRIC_RULES = {
         single("rankme_projector", RANKME_PROJ, "highest RankMe of the projector output"),
         single("lidar", LIDAR, "highest LiDAR of the backbone (Thilak et al. 2024)"),
         single("alpha_req", ALPHA, "eigenspectrum decay alpha closest to 1 (Agrawal et al. 2022)"),
+        single("twonn_id", TWONN, "highest TwoNN intrinsic dimension: expressiveness (Facco et al. 2017; Lu et al. 2022)"),
+        single("mst_id", MST_ID, "lowest minimum-spanning-tree intrinsic dimension (IdEst, Mordacq et al. 2026)"),
+        single("aug_consistency", AUG_CONSISTENCY, "most views whose nearest views are their own sample's"),
     )
 }
-"""The four metrics of the panel, each as a rule on its own."""
+"""The panel's metrics, each as a rule on its own."""
 
 
 def candidates() -> dict[str, Rule]:

@@ -39,7 +39,7 @@ BENCHMARK_NOTE = (
 )
 """What the benchmark says about trusting the default rule's pick, printed with every report."""
 SELECTORS = {**rules.METRIC_RULES, **({} if DEFAULT in rules.METRIC_RULES else {DEFAULT: rules.candidates()[DEFAULT]})}
-"""The rules every report judges: the four metrics of the panel and the default rule."""
+"""The rules every report judges: the panel's metrics and the default rule."""
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""Intrinsic dimension (TwoNN, MST) and augmentation consistency on hand-computable embeddings."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.metrics.consistency import augmentation_consistency
+from selfsup.metrics.dimension import dimension_from_lengths, mst_dimension, mst_length, two_nn
+
+
+def test_two_nn_by_hand():
+    # Points 0, 1, 3, 7 on a line: (r1, r2) = (1, 3), (1, 2), (2, 3), (4, 6), so mu = 3, 2, 1.5, 1.5.
+    # Sorted mu 1.5, 1.5, 2, 3 at F = 1/4 .. 4/4; the largest 10% (floor(3.6) = 3 kept) leaves the first three.
+    z = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    x = np.log([1.5, 1.5, 2.0])
+    y = -np.log(1 - np.array([1, 2, 3]) / 4)
+    assert two_nn(z) == pytest.approx(float((x * y).sum() / (x * x).sum()))
+
+
+def test_two_nn_finds_the_dimension_of_a_cube_written_in_more_coordinates():
+    g = torch.Generator().manual_seed(0)
+    cube = torch.rand(2000, 3, generator=g, dtype=torch.float64)
+    embedded = cube @ torch.linalg.qr(torch.randn(10, 10, generator=g, dtype=torch.float64))[0][:3]  # a rotation into 10-D
+    assert two_nn(embedded) == pytest.approx(3.0, abs=0.3)
+    assert two_nn(torch.rand(2000, 6, generator=g)) > two_nn(embedded) + 1.5
+    assert math.isnan(two_nn(torch.zeros(5, 4)))  # every point a duplicate: no ratio to read
+
+
+def test_mst_length_and_the_dimension_read_from_its_growth_by_hand():
+    assert mst_length(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])) == pytest.approx(3.0)  # a unit square's corners
+    assert mst_length(torch.tensor([[0.0], [1.0], [3.0], [7.0]])) == pytest.approx(7.0)
+    sizes = [100, 200, 400, 800]
+    assert dimension_from_lengths(sizes, [5 * s ** 0.5 for s in sizes]) == pytest.approx(2.0)  # L ~ n^((d-1)/d), d = 2
+    assert dimension_from_lengths(sizes, [s ** (2 / 3) for s in sizes]) == pytest.approx(3.0)
+    assert dimension_from_lengths(sizes, [7.0] * 4) == pytest.approx(1.0)  # a segment: its MST's length does not grow
+
+
+def test_mst_dimension_of_a_square_and_a_curve_in_higher_dimensions():
+    g = torch.Generator().manual_seed(1)
+    square = torch.cat([torch.rand(1500, 2, generator=g), torch.zeros(1500, 6)], dim=1)
+    t = torch.rand(1500, generator=g) * 2 * math.pi
+    circle = torch.stack([t.cos(), t.sin(), (2 * t).cos(), (2 * t).sin()], dim=1)
+    assert mst_dimension(square) == pytest.approx(2.0, abs=0.35)
+    assert mst_dimension(circle) == pytest.approx(1.0, abs=0.25)
+    assert math.isnan(mst_dimension(torch.rand(10, 3)))  # too few points for a slope
+
+
+def angles(*degrees):
+    return torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in degrees])
+
+
+def test_augmentation_consistency_by_hand():
+    # Sample A's views at 0 and 10 degrees, B's at 30 and 120: A0 -> A1, A1 -> A0 (10 < 20 degrees),
+    # B0 -> A1 (20 degrees, closer than B1's 90), B1 -> B0 (90 < 110): 3 of 4 nearest views are their own sample's.
+    z = angles(0, 10, 30, 120).reshape(2, 2, 2)
+    assert augmentation_consistency(z) == pytest.approx(0.75)
+    # three views per sample, each looking up two: every view's two nearest are its own sample's
+    assert augmentation_consistency(angles(0, 5, 10, 90, 95, 100).reshape(2, 3, 2)) == 1.0
+    g = torch.Generator().manual_seed(0)
+    chance = augmentation_consistency(torch.randn(200, 4, 16, generator=g))
+    assert chance == pytest.approx(3 / (800 - 1), abs=0.01)
+    with pytest.raises(ValueError, match="n >= 2 samples, q >= 2 views"):
+        augmentation_consistency(torch.zeros(5, 1, 3))
+
+
+def test_the_panel_logs_both_dimensions_and_the_views_consistency(tmp_path):
+    """Every epoch's panel: the intrinsic dimensions of the backbone embedding, and the consistency
+    of the LiDAR views, all finite for an untrained CNN on digits and selectable by name."""
+    from selfsup.config import load_experiment
+    from selfsup.metrics.panel import evaluate
+    from selfsup.report.rules import AUG_CONSISTENCY, METRIC_RULES, MST_ID, TWONN
+    from selfsup.train.worker import build, lidar_view, load_data
+
+    path = tmp_path / "vicreg.yaml"
+    path.write_text("data: {views: light}\nmodel: {backbone: cnn, embed_dim: 32, width: 8, depth: 2}\nmethod: {name: vicreg, projector: [64, 64]}\n")
+    cfg = load_experiment(path)
+    data = load_data(cfg)
+    x = data.train.x[:128]
+    out = evaluate(build(cfg, data.shape, data.groups), x, "cpu", lidar_x=x[:32], view=lidar_view(cfg, data), lidar_q=4)
+    assert 1 < out[TWONN] < 32 and 1 < out[MST_ID] and 3 / (128 - 1) < out[AUG_CONSISTENCY] <= 1
+    assert {METRIC_RULES[name].metric for name in ("twonn_id", "mst_id", "aug_consistency")} == {TWONN, MST_ID, AUG_CONSISTENCY}
