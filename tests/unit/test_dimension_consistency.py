@@ -66,11 +66,12 @@ def test_augmentation_consistency_by_hand():
 
 
 def test_the_panel_logs_both_dimensions_and_the_views_consistency(tmp_path):
-    """Every epoch's panel: the intrinsic dimensions of the backbone embedding, and the consistency
-    of the LiDAR views, all finite for an untrained CNN on digits and selectable by name."""
+    """Every epoch's panel: the intrinsic dimensions of the backbone embedding, the consistency of the
+    LiDAR views, and for a token encoder (T-JEPA's FT-Transformer) the DSE of its tokens, all finite
+    untrained and selectable by name; a CNN has no tokens, so no DSE."""
     from selfsup.config import load_experiment
     from selfsup.metrics.panel import evaluate
-    from selfsup.report.rules import AUG_CONSISTENCY, METRIC_RULES, MST_ID, TWONN
+    from selfsup.report.rules import AUG_CONSISTENCY, DSE, METRIC_RULES, MST_ID, TWONN
     from selfsup.train.worker import build, lidar_view, load_data
 
     path = tmp_path / "vicreg.yaml"
@@ -79,5 +80,38 @@ def test_the_panel_logs_both_dimensions_and_the_views_consistency(tmp_path):
     data = load_data(cfg)
     x = data.train.x[:128]
     out = evaluate(build(cfg, data.shape, data.groups), x, "cpu", lidar_x=x[:32], view=lidar_view(cfg, data), lidar_q=4)
-    assert 1 < out[TWONN] < 32 and 1 < out[MST_ID] and 3 / (128 - 1) < out[AUG_CONSISTENCY] <= 1
-    assert {METRIC_RULES[name].metric for name in ("twonn_id", "mst_id", "aug_consistency")} == {TWONN, MST_ID, AUG_CONSISTENCY}
+    assert 1 < out[TWONN] < 32 and 1 < out[MST_ID] and 3 / (128 - 1) < out[AUG_CONSISTENCY] <= 1 and DSE not in out
+    assert {METRIC_RULES[n].metric for n in ("twonn_id", "mst_id", "aug_consistency", "dse")} == {TWONN, MST_ID, AUG_CONSISTENCY, DSE}
+
+    path.write_text("data: {name: table, path: breast_cancer, views: none}\n"
+                    "model: {backbone: ft_transformer, embed_dim: 32, depth: 1, heads: 4}\n"
+                    "method: {name: tjepa, predictor_dim: 32, predictor_depth: 1, predictor_heads: 4}\n")
+    cfg = load_experiment(path)
+    data = load_data(cfg)
+    out = evaluate(build(cfg, data.shape, data.groups), data.train.x[:64], "cpu")
+    assert math.isfinite(out[DSE]) and math.isfinite(out[TWONN])
+
+
+def test_dse_terms_and_a_whole_case_by_hand():
+    from selfsup.metrics.dense import dse, effective_rank, spread
+
+    # (1, 0) and (-1, 0): centred the same, singular values (sqrt 2, 0), over sqrt(max(2 - 1, 2))
+    assert spread(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)) == pytest.approx(1.0)
+    assert effective_rank(torch.eye(2, dtype=torch.float64)) == pytest.approx(1.0)  # exp(log 2) / 2
+    assert effective_rank(torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)) == pytest.approx(0.5, abs=1e-9)
+    # Sample 0's four tokens all (1, 0), sample 1's all (0, 1). Mean token (0.5, 0.5), each token
+    # sqrt(0.5) from it; clusters (global 2, local 1) are the samples, none spread; a token is sqrt 2
+    # from the other centroid; any token position holds one of each, effective rank 2 / 2.
+    # DSE = sqrt(2) / sqrt(0.5) + 1 - (0 + 0) / 2 = 3.
+    tokens = torch.tensor([[[1.0, 0.0]] * 4, [[0.0, 1.0]] * 4])
+    assert dse(tokens, group=2, global_clusters=2, local_clusters=1) == pytest.approx(3.0)
+
+
+def test_dse_prefers_tokens_that_fall_into_classes():
+    from selfsup.metrics.dense import dse
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 16, generator=g)
+    parts = torch.randint(6, (16, 49), generator=g)  # 16 images of 49 patches, each patch showing one of 6 parts
+    structured = centres[parts] + 0.1 * torch.randn(16, 49, 16, generator=g)
+    assert dse(structured, global_clusters=6) > dse(torch.randn(16, 49, 16, generator=g), global_clusters=6) + 0.3

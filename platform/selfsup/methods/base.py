@@ -98,6 +98,17 @@ class Method(nn.Module):
         """Projector output ``(B, P)``: ``head(backbone(x))`` (also what projector RankMe sees)."""
         return self.head(self.backbone(x))
 
+    @property
+    def has_patch_tokens(self) -> bool:
+        """Whether the backbone is a token encoder (a ViT, the signal, table, point and trajectory
+        transformers): its :meth:`patch_tokens` feed the panel's DSE."""
+        return callable(getattr(self.backbone, "tokens", None)) and getattr(self.backbone, "is_vit", True)
+
+    @torch.no_grad()
+    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's patch (token) features ``(B, N, D)`` of unaugmented inputs."""
+        return self.backbone.tokens(x)
+
     @torch.no_grad()
     def view_embed(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``(B, D)`` of one random view of ``x``, for LiDAR. The caller has

@@ -1,5 +1,6 @@
 """Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, intrinsic
-dimensions; LiDAR and augmentation consistency on fixed augmented views), probes when labels exist.
+dimensions, DSE of patch tokens; LiDAR and augmentation consistency on fixed augmented views),
+probes when labels exist.
 
 Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``, padded
 to ``ceil(N / W)`` rows so that every rank makes the same forward calls: under FSDP each forward
@@ -20,6 +21,7 @@ from torch import nn
 from selfsup.gather import world
 from selfsup.metrics.alphareq import alpha_req
 from selfsup.metrics.consistency import augmentation_consistency
+from selfsup.metrics.dense import dse
 from selfsup.metrics.dimension import PANEL_POINTS, mst_dimension, two_nn
 from selfsup.metrics.lidar import lidar
 from selfsup.metrics.probes import knn_probe, linear_probe
@@ -33,13 +35,13 @@ def _embed(fn, x: torch.Tensor, device, batch_size: int = 1024) -> np.ndarray:
 
 
 def gather_rows(local: np.ndarray, n: int) -> np.ndarray:
-    """Undo the ``r::W`` sharding: gather every worker's rows and put them back in order ``(n, D)``."""
+    """Undo the ``r::W`` sharding: gather every worker's rows and put them back in order ``(n, ...)``."""
     rank, size = world()
     if size == 1:
         return local
     parts: list = [None] * size
     dist.all_gather_object(parts, local)
-    out = np.empty((n, parts[0].shape[1]), dtype=parts[0].dtype)
+    out = np.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
     for r, part in enumerate(parts):
         out[r::size] = part
     return out
@@ -69,6 +71,10 @@ def singular_values(z: np.ndarray) -> list[float]:
     return torch.linalg.svdvals(torch.from_numpy(z).to(torch.float64)).tolist()
 
 
+DSE_SAMPLES = 16
+"""Samples whose patch tokens enter the panel's DSE: two of its groups of 8 (1.5 s on one CPU core
+for ViT-S/16's 196 tokens of 384)."""
+
 LIDAR_SEED = 20231206
 """Seed of the LiDAR views and masks: the same views every epoch, so the curve tracks the model."""
 
@@ -97,7 +103,8 @@ def evaluate(
     the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
     ``label_free/rankme_projector``, ``label_free/alpha_req``, and the intrinsic dimensions
     ``label_free/twonn_id`` and ``label_free/mst_id`` of the backbone embedding (of its first
-    ``dimension.PANEL_POINTS`` samples). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of
+    ``dimension.PANEL_POINTS`` samples); ``label_free/dse`` of the patch tokens of the first
+    :data:`DSE_SAMPLES` when the backbone is a token encoder (``Method.has_patch_tokens``). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of
     a batch): ``label_free/lidar`` of ``lidar_q`` views per sample (``Method.view_embed``) and
     ``label_free/aug_consistency`` of the same views; with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
     the backbone embedding (``Method.embed``) of ``lidar_q`` augmented views per sample (the masked
@@ -115,6 +122,7 @@ def evaluate(
                 zl = embed_all(method.view_embed, lidar_views(view, lidar_x, lidar_q), device)
                 if aug_view is not None:
                     za = embed_all(method.embed, lidar_views(aug_view, lidar_x, lidar_q), device)
+        zt = embed_all(method.patch_tokens, eval_x[:DSE_SAMPLES], device) if method.has_patch_tokens else None
         extra = method.label_free_metrics(eval_x.to(device))
         feats = None
         if probe is not None:
@@ -130,6 +138,8 @@ def evaluate(
         result["label_free/alpha_req"] = alpha_req(torch.from_numpy(z))
         result["label_free/twonn_id"] = two_nn(torch.from_numpy(z[:PANEL_POINTS]))
         result["label_free/mst_id"] = mst_dimension(torch.from_numpy(z[:PANEL_POINTS]))
+        if zt is not None:
+            result["label_free/dse"] = dse(torch.from_numpy(zt))
         if zl is not None:
             result["label_free/lidar"] = lidar(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))
             result["label_free/aug_consistency"] = augmentation_consistency(torch.from_numpy(zl).reshape(len(lidar_x), lidar_q, -1))

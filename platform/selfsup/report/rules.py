@@ -25,7 +25,7 @@ import numpy as np
 RANKME, RANKME_PROJ, LIDAR, ALPHA = ("label_free/rankme", "label_free/rankme_projector", "label_free/lidar", "label_free/alpha_req")
 LIDAR_AUG = "label_free/lidar_aug"
 """LiDAR of a masked method's backbone under the modality's augmentations (not its own contexts)."""
-TWONN, MST_ID, AUG_CONSISTENCY = ("label_free/twonn_id", "label_free/mst_id", "label_free/aug_consistency")
+TWONN, MST_ID, AUG_CONSISTENCY, DSE = ("label_free/twonn_id", "label_free/mst_id", "label_free/aug_consistency", "label_free/dse")
 PROBE = "probe/linear_acc"
 
 
@@ -114,7 +114,7 @@ def lidar_aug_for_masked() -> Rule:
 
 
 SHORT = {RANKME: "rankme", RANKME_PROJ: "rankme_projector", LIDAR: "lidar", ALPHA: "alpha_req", TWONN: "twonn_id", MST_ID: "mst_id",
-         AUG_CONSISTENCY: "aug_consistency"}
+         AUG_CONSISTENCY: "aug_consistency", DSE: "dse"}
 
 METRIC_RULES = {
     r.name: r
@@ -126,6 +126,7 @@ METRIC_RULES = {
         single("twonn_id", TWONN, "highest TwoNN intrinsic dimension: expressiveness (Facco et al. 2017; Lu et al. 2022)"),
         single("mst_id", MST_ID, "lowest minimum-spanning-tree intrinsic dimension (IdEst, Mordacq et al. 2026)"),
         single("aug_consistency", AUG_CONSISTENCY, "most views whose nearest views are their own sample's"),
+        single("dse", DSE, "highest DSE of the patch tokens: dense structure (Dai et al. 2025; token encoders only)"),
     )
 }
 """The panel's metrics, each as a rule on its own."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-FORWARD_METHODS = ("embed", "project", "view_embed", "label_free_metrics")
+FORWARD_METHODS = ("embed", "project", "view_embed", "patch_tokens", "label_free_metrics")
 """The method entry points besides ``forward`` that run the network (the metric panel's): each
 gathers the root group's parameters like ``forward`` does."""
 
