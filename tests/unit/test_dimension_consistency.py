@@ -71,7 +71,7 @@ def test_the_panel_logs_both_dimensions_and_the_views_consistency(tmp_path):
     untrained and selectable by name; a CNN has no tokens, so no DSE."""
     from selfsup.config import load_experiment
     from selfsup.metrics.panel import evaluate
-    from selfsup.report.rules import AUG_CONSISTENCY, DSE, METRIC_RULES, MST_ID, TWONN
+    from selfsup.report.rules import AUG_CONSISTENCY, CL, DSE, METRIC_RULES, MST_ID, TWONN
     from selfsup.train.worker import build, lidar_view, load_data
 
     path = tmp_path / "vicreg.yaml"
@@ -81,7 +81,10 @@ def test_the_panel_logs_both_dimensions_and_the_views_consistency(tmp_path):
     x = data.train.x[:128]
     out = evaluate(build(cfg, data.shape, data.groups), x, "cpu", lidar_x=x[:32], view=lidar_view(cfg, data), lidar_q=4)
     assert 1 < out[TWONN] < 32 and 1 < out[MST_ID] and 3 / (128 - 1) < out[AUG_CONSISTENCY] <= 1 and DSE not in out
-    assert {METRIC_RULES[n].metric for n in ("twonn_id", "mst_id", "aug_consistency", "dse")} == {TWONN, MST_ID, AUG_CONSISTENCY, DSE}
+    assert 0.1 < out[CL] <= 1
+    assert {METRIC_RULES[n].metric for n in ("twonn_id", "mst_id", "aug_consistency", "dse", "cluster_learnability")} == {
+        TWONN, MST_ID, AUG_CONSISTENCY, DSE, CL}
+    assert METRIC_RULES["clid"].metrics == (CL, TWONN)
 
     path.write_text("data: {name: table, path: breast_cancer, views: none}\n"
                     "model: {backbone: ft_transformer, embed_dim: 32, depth: 1, heads: 4}\n"
@@ -115,3 +118,35 @@ def test_dse_prefers_tokens_that_fall_into_classes():
     parts = torch.randint(6, (16, 49), generator=g)  # 16 images of 49 patches, each patch showing one of 6 parts
     structured = centres[parts] + 0.1 * torch.randn(16, 49, 16, generator=g)
     assert dse(structured, global_clusters=6) > dse(torch.randn(16, 49, 16, generator=g), global_clusters=6) + 0.3
+
+
+def test_cluster_learnability_by_hand():
+    from selfsup.metrics.learnability import cluster_learnability, knn_cv_accuracy
+
+    # 0, 1, 2, 6.2 labelled 0 and 10, 11, 12 labelled 1; leaving each out (7 folds), its nearest
+    # neighbour's label is its own except for 6.2, nearer 10 (3.8) than 2 (4.2): 6 of 7.
+    z = torch.tensor([[0.0], [1.0], [2.0], [6.2], [10.0], [11.0], [12.0]])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    assert knn_cv_accuracy(z, labels, neighbours=1, folds=7) == pytest.approx(6 / 7)
+    # three neighbours: 6.2's are 2, 10 and 11 -> label 1, still wrong; 2's are 1, 0 and 6.2 -> right
+    assert knn_cv_accuracy(z, labels, neighbours=3, folds=7) == pytest.approx(6 / 7)
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.randn(100, 8, generator=g) + 8 * torch.eye(8)[i] for i in range(4)])
+    assert cluster_learnability(blobs, clusters=4) > 0.98
+    assert cluster_learnability(torch.randn(400, 8, generator=g), clusters=4) < cluster_learnability(blobs, clusters=4) - 0.05
+
+
+def test_clid_picks_by_mean_rank_of_learnability_and_dimension_and_mst_by_its_lowest():
+    from types import SimpleNamespace
+
+    from selfsup.report.rules import CL, METRIC_RULES, MST_ID, PROBE, TWONN, judge
+
+    def trial(name, cl, twonn, mst, probe):
+        return SimpleNamespace(name=name, metrics={CL: cl, TWONN: twonn, MST_ID: mst, PROBE: probe})
+
+    # CL ranks a < b < c (1, 2, 3), TwoNN c < a < b (1 = c, 2 = a, 3 = b): mean ranks a 1.5, b 2.5, c 2.0
+    trials = [trial("a", 0.5, 8.0, 30.0, 0.90), trial("b", 0.6, 9.0, 20.0, 0.95), trial("c", 0.7, 5.0, 25.0, 0.92)]
+    v = judge(METRIC_RULES["clid"], trials)
+    assert v.pick.name == "b" and v.regret == pytest.approx(0.0)
+    assert [t.name for t in v.ranked] == ["b", "c", "a"]
+    assert judge(METRIC_RULES["mst_id"], trials).pick.name == "b"  # the lowest MST dimension

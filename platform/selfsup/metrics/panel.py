@@ -1,5 +1,5 @@
 """Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, intrinsic
-dimensions, DSE of patch tokens; LiDAR and augmentation consistency on fixed augmented views),
+dimensions, cluster learnability, DSE of patch tokens; LiDAR and augmentation consistency on fixed augmented views),
 probes when labels exist.
 
 Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``, padded
@@ -23,6 +23,7 @@ from selfsup.metrics.alphareq import alpha_req
 from selfsup.metrics.consistency import augmentation_consistency
 from selfsup.metrics.dense import dse
 from selfsup.metrics.dimension import PANEL_POINTS, mst_dimension, two_nn
+from selfsup.metrics.learnability import cluster_learnability
 from selfsup.metrics.lidar import lidar
 from selfsup.metrics.probes import knn_probe, linear_probe
 from selfsup.metrics.rankme import rankme
@@ -102,8 +103,8 @@ def evaluate(
     ``view_embed`` and ``label_free_metrics``; typed as a module, the metrics being a layer below
     the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
     ``label_free/rankme_projector``, ``label_free/alpha_req``, and the intrinsic dimensions
-    ``label_free/twonn_id`` and ``label_free/mst_id`` of the backbone embedding (of its first
-    ``dimension.PANEL_POINTS`` samples); ``label_free/dse`` of the patch tokens of the first
+    ``label_free/twonn_id`` and ``label_free/mst_id``, and ``label_free/cluster_learnability``, of the
+    backbone embedding (of its first ``dimension.PANEL_POINTS`` samples); ``label_free/dse`` of the patch tokens of the first
     :data:`DSE_SAMPLES` when the backbone is a token encoder (``Method.has_patch_tokens``). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of
     a batch): ``label_free/lidar`` of ``lidar_q`` views per sample (``Method.view_embed``) and
     ``label_free/aug_consistency`` of the same views; with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
@@ -138,6 +139,7 @@ def evaluate(
         result["label_free/alpha_req"] = alpha_req(torch.from_numpy(z))
         result["label_free/twonn_id"] = two_nn(torch.from_numpy(z[:PANEL_POINTS]))
         result["label_free/mst_id"] = mst_dimension(torch.from_numpy(z[:PANEL_POINTS]))
+        result["label_free/cluster_learnability"] = cluster_learnability(torch.from_numpy(z[:PANEL_POINTS]))
         if zt is not None:
             result["label_free/dse"] = dse(torch.from_numpy(zt))
         if zl is not None:

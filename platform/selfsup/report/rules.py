@@ -26,6 +26,7 @@ RANKME, RANKME_PROJ, LIDAR, ALPHA = ("label_free/rankme", "label_free/rankme_pro
 LIDAR_AUG = "label_free/lidar_aug"
 """LiDAR of a masked method's backbone under the modality's augmentations (not its own contexts)."""
 TWONN, MST_ID, AUG_CONSISTENCY, DSE = ("label_free/twonn_id", "label_free/mst_id", "label_free/aug_consistency", "label_free/dse")
+CL = "label_free/cluster_learnability"
 PROBE = "probe/linear_acc"
 
 
@@ -114,7 +115,7 @@ def lidar_aug_for_masked() -> Rule:
 
 
 SHORT = {RANKME: "rankme", RANKME_PROJ: "rankme_projector", LIDAR: "lidar", ALPHA: "alpha_req", TWONN: "twonn_id", MST_ID: "mst_id",
-         AUG_CONSISTENCY: "aug_consistency", DSE: "dse"}
+         AUG_CONSISTENCY: "aug_consistency", DSE: "dse", CL: "cluster_learnability"}
 
 METRIC_RULES = {
     r.name: r
@@ -127,9 +128,12 @@ METRIC_RULES = {
         single("mst_id", MST_ID, "lowest minimum-spanning-tree intrinsic dimension (IdEst, Mordacq et al. 2026)"),
         single("aug_consistency", AUG_CONSISTENCY, "most views whose nearest views are their own sample's"),
         single("dse", DSE, "highest DSE of the patch tokens: dense structure (Dai et al. 2025; token encoders only)"),
+        single("cluster_learnability", CL, "highest kNN accuracy on the embedding's own k-means labels (Lu et al. 2023)"),
+        Rule("clid", "best mean rank under cluster learnability and TwoNN dimension (CLID, Lu et al. 2023)", (CL, TWONN),
+             mean_rank(CL, TWONN).scores),
     )
 }
-"""The panel's metrics, each as a rule on its own."""
+"""The panel's metrics, each as a rule on its own, and CLID (two of them by mean rank)."""
 
 
 def candidates() -> dict[str, Rule]:
