@@ -212,6 +212,12 @@ def engine_for(method, setup: dict, mode: str, device, total_steps: int, backend
     )
 
 
+def per_s(rate: float) -> str:
+    """A rate as the table prints it: whole numbers, three digits below 10 (a slow CPU smoke step
+    of 16 s for a batch of 8 is 0.5 samples/s, not 0)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"
+
+
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -300,7 +306,7 @@ def table(rows: list[dict], peak: float) -> str:
         gb = "-" if math.isnan(r["peak_gb"]) else f"{r['peak_gb']:.1f}"
         rate, share = ("-", "-") if math.isnan(tflops) else (f"{tflops:.3g}", f"{100 * tflops / peak:.1f}%")
         lines.append(
-            f"{r['method']:<12} {r['label']:<22} {r['batch']:>5} {r['mode']:<11} {r['rate']:>10,.0f} {1000 * r['step_s']:>8.1f} "
+            f"{r['method']:<12} {r['label']:<22} {r['batch']:>5} {r['mode']:<11} {per_s(r['rate']):>10} {1000 * r['step_s']:>8.1f} "
             f"{rate:>8} {share:>7} {gb:>8} {speedup:>7}  {r['note']}"
         )
     return "\n".join(lines)
@@ -363,7 +369,7 @@ def main(argv=None) -> int:
                     flops[method] = step_flops(method, s, device)
                     release(device)
                 row.update(measure(method, s, mode, device, warmup, steps, backend), flops=flops[method])
-                print(f"{method:<12} {mode:<11} {row['rate']:>10,.0f} samples/s  (warm-up {row['warmup_s']:.1f} s) {row['note']}", flush=True)
+                print(f"{method:<12} {mode:<11} {per_s(row['rate']):>10} samples/s  (warm-up {row['warmup_s']:.1f} s) {row['note']}", flush=True)
             except torch.OutOfMemoryError as exc:
                 row["note"] = f"out of memory: {str(exc).splitlines()[0]}"
                 print(f"{method:<12} {mode:<11} {row['note']}", flush=True)

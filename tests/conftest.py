@@ -88,6 +88,7 @@ def experiment(tmp_path, sets):
 
 STREAMS = {
     "tests/unit/": "a",
+    "tests/integration/test_input_pipeline.py": "a",
     "tests/integration/test_package.py": "a",
     "tests/integration/test_two_commands.py": "a",
     "tests/cluster/": "a",
@@ -96,9 +97,9 @@ STREAMS = {
 """The suite's two streams on two pytest-xdist workers (``-n 2``, pyproject.toml), each in
 collection order, sharing nothing but the machine (the first prefix that matches wins). Stream
 ``a``: the unit tests (mostly one busy core), then the integration tests that need neither the shared
-sweep nor the local Ray of stream ``b`` (the wheel install, two commands at once), then the cluster
-tests on their own nodes. Stream ``b``: the other integration tests, on one local Ray, and the GPU
-and input benchmarks' CPU smoke runs. The
+sweep nor the local Ray of stream ``b`` (the input benchmark's CPU smoke run, the wheel install, two
+commands at once), then the cluster tests on their own nodes. Stream ``b``: the other integration
+tests, on one local Ray, and the GPU benchmark's CPU smoke run. The
 two take about as long (the machine's two cores are busy throughout, so the suite's time is the
 CPU work its tests do: processes started, runs and trials launched); the sweep fault harness (stream ``b``) ends before the
 cluster tests start, which together once ran this 24 GiB machine out of memory."""
