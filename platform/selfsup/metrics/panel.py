@@ -1,6 +1,6 @@
 """Per-epoch evaluation: label-free metrics on a fixed subset (RankMe, alpha-ReQ, intrinsic
-dimensions, cluster learnability, DSE of patch tokens; LiDAR and augmentation consistency on fixed augmented views),
-probes when labels exist.
+dimensions, cluster learnability, DSE of patch tokens; LiDAR and augmentation consistency on fixed
+augmented views), probes when labels exist.
 
 Inputs are sharded across data-parallel workers (rank ``r`` of ``W`` embeds rows ``r::W``, padded
 to ``ceil(N / W)`` rows so that every rank makes the same forward calls: under FSDP each forward
@@ -100,17 +100,19 @@ def evaluate(
     aug_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """The metric panel of ``method`` (a ``methods.base.Method``: its ``embed``, ``project``,
-    ``view_embed`` and ``label_free_metrics``; typed as a module, the metrics being a layer below
-    the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
-    ``label_free/rankme_projector``, ``label_free/alpha_req``, and the intrinsic dimensions
-    ``label_free/twonn_id`` and ``label_free/mst_id``, and ``label_free/cluster_learnability``, of the
-    backbone embedding (of its first ``dimension.PANEL_POINTS`` samples); ``label_free/dse`` of the patch tokens of the first
-    :data:`DSE_SAMPLES` when the backbone is a token encoder (``Method.has_patch_tokens``). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of
-    a batch): ``label_free/lidar`` of ``lidar_q`` views per sample (``Method.view_embed``) and
-    ``label_free/aug_consistency`` of the same views; with ``aug_view`` too, ``label_free/lidar_aug``: LiDAR of
-    the backbone embedding (``Method.embed``) of ``lidar_q`` augmented views per sample (the masked
-    methods' LiDAR under augmentations instead of their own contexts). ``probe/linear_acc``, ``probe/knn_acc`` and ``probe/test_size`` (test samples) when ``probe =
-    (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
+    ``view_embed``, ``patch_tokens`` and ``label_free_metrics``; typed as a module, the metrics being
+    a layer below the methods). On ``eval_x`` ``(N, ...)``: ``label_free/rankme`` (backbone),
+    ``label_free/rankme_projector``, ``label_free/alpha_req``; the intrinsic dimensions
+    ``label_free/twonn_id`` and ``label_free/mst_id`` and ``label_free/cluster_learnability`` of the
+    backbone embedding of its first ``dimension.PANEL_POINTS`` samples; ``label_free/dse`` of the
+    patch tokens of its first :data:`DSE_SAMPLES` when the backbone is a token encoder
+    (``Method.has_patch_tokens``). With ``lidar_x`` ``(n, ...)`` and ``view`` (one random view of a
+    batch): ``label_free/lidar`` of ``lidar_q`` views per sample (``Method.view_embed``) and
+    ``label_free/aug_consistency`` of the same views; with ``aug_view`` too,
+    ``label_free/lidar_aug``: LiDAR of the backbone embedding (``Method.embed``) of ``lidar_q``
+    augmented views per sample (the masked methods' LiDAR under augmentations instead of their own
+    contexts). ``probe/linear_acc``, ``probe/knn_acc`` and ``probe/test_size`` (test samples) when
+    ``probe = (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
     was_training = method.training
     method.eval()
     try:
