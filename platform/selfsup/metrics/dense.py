@@ -12,8 +12,9 @@ Patch features ``(B, N, D)`` of ``B`` samples, ``N`` tokens each, L2-normalised 
 - ``M_intra``: the mean spread of a pseudo-class, ``sum(singular values of its centred tokens) /
   sqrt(max(n_c - 1, D))``, averaged over the group clusters above and, half-weighted beside them,
   over ``local_clusters`` (3) k-means clusters of each sample's own tokens;
-- ``M_dim``: the effective rank (``exp`` of the entropy of the normalised singular values, over
-  ``min(B, D)``) of ``B`` tokens, one per sample at a shuffled token position, averaged over positions.
+- ``M_dim``: the effective rank (RankMe: ``exp`` of the entropy of the normalised singular values,
+  over ``min(B, D)``) of ``B`` tokens, one per sample at a shuffled token position, averaged over
+  positions.
 
     DSE = M_inter - (M_intra,group + M_intra,sample) / 2 + M_dim
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.metrics.clusters import kmeans
+from selfsup.metrics.rankme import rankme
 
 GROUP, GLOBAL_CLUSTERS, LOCAL_CLUSTERS = 8, 24, 3
 
@@ -42,10 +44,8 @@ def spread(points: torch.Tensor) -> float:
 
 
 def effective_rank(points: torch.Tensor) -> float:
-    """``exp(-sum p log p) / min(n, D)``, ``p`` the singular values of ``(n, D)`` over their sum."""
-    s = torch.linalg.svdvals(points)
-    p = s / s.sum() + 1e-12
-    return float(torch.exp(-(p * p.log()).sum()) / min(points.shape))
+    """RankMe of ``(n, D)`` over ``min(n, D)``, with the reference's ``eps = 1e-12``."""
+    return rankme(points, eps=1e-12) / min(points.shape)
 
 
 def cluster_spreads(points: torch.Tensor, labels: torch.Tensor, k: int) -> list[float]:
