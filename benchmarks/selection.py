@@ -3,18 +3,22 @@
 A matrix of cells, each a real ``selfsup sweep`` (Ray Tune + Ray Train, one MLflow parent run per
 cell, experiment ``selection-benchmark``) of one method on one dataset over the method's search
 space (``search_spaces/<method>.yaml``), sampled uniformly at random (so that no selector steers
-which trials exist) and trained to the end (no ASHA). Then, from MLflow alone:
+which trials exist) and trained to the end (no ASHA). Probes are cross-validated over every
+labelled sample (``eval.probe_folds``), so that a cell's test noise is that of its whole dataset;
+the two best trials of each cell are trained again with another seed (a one-trial sweep each),
+which measures how far a trial's probe accuracy moves with the seed alone. Then, from MLflow alone:
 
 - every rule of :mod:`selfsup.report.rules` per cell and overall (pick, regret, Kendall tau,
-  Spearman rho, top-3 hit), and each cell's probe range against its test set's noise;
+  Spearman rho, top-3 hit), and each cell's probe range against its noise (test set and seed);
 - the default rule chosen by leave-one-dataset-out, with its held-out regrets;
 - ASHA replayed on the trials' logged metric histories (:mod:`selfsup.report.asha`): how often it
   would have stopped the label-based best trial;
 
-written to ``docs/selection.md`` with plots under ``docs/selection/`` and onto a ``benchmark`` run
-in the same experiment.
+written to ``docs/selection.md`` with plots under ``docs/selection/``, onto a ``benchmark`` run
+in the same experiment, and, per method family and modality, to the record every sweep report
+quotes (``selfsup/report/benchmark.json``).
 
-    python benchmarks/selection.py                      # the full matrix: 12 cells x 12 trials
+    python benchmarks/selection.py                      # the full matrix: 22 cells x (8 + 2) trials
     python benchmarks/selection.py --budget smoke       # 2 cells x 2 trials x 2 epochs (the test)
     python benchmarks/selection.py --cells digits       # cells whose name contains 'digits'
     RAY_ADDRESS=auto python benchmarks/selection.py --max-concurrent 12   # on a cluster
@@ -38,6 +42,22 @@ EXPERIMENT = "selection-benchmark"
 
 
 @dataclass(frozen=True)
+class Ran:
+    """A cell as run: where its sweep and its seed replicates (``(trial, parent run id)``) are."""
+
+    name: str
+    dataset: str
+    method: str
+    family: str
+    modality: str
+    uri: str
+    exp_id: str
+    parent: str
+    wall_s: float
+    seeds: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class CellSpec:
     """One cell: ``base`` (an example experiment under examples/) with ``overrides``, trained for
     ``epochs`` per trial."""
@@ -53,32 +73,48 @@ class CellSpec:
         return f"{self.dataset}-{self.method}"
 
 
-OSULEAF = {"data.path": "OSULeaf", "data.channel_dropout": 0.0, "train.batch_size": 32, "eval.subset_size": 200, "optim.warmup_epochs": 2}
 CELLS = [
     CellSpec("digits", "vicreg", "digits_vicreg.yaml", 10),
-    CellSpec("digits", "simclr", "digits_simclr.yaml", 10),
-    CellSpec("digits", "byol", "digits_byol.yaml", 10),
-    CellSpec("digits", "dino", "digits_dino.yaml", 10),
     CellSpec("mnist1d", "vicreg", "mnist1d_vicreg.yaml", 8),
+    CellSpec("breast_cancer", "simclr", "breast_cancer_scarf.yaml", 20),
+    CellSpec("moving_digits", "cvrl", "moving_digits_cvrl.yaml", 6),
+    CellSpec("synthetic_volumes", "vicreg", "synthetic_volumes_vicreg.yaml", 6),
+    CellSpec("synthetic_scenes", "vicreg", "synthetic_scenes_vicreg.yaml", 6),
+    CellSpec("synthetic_activities", "collossl", "synthetic_activities_collossl.yaml", 6),
+    CellSpec("pendulum", "actjepa", "pendulum_actjepa.yaml", 8),
+    CellSpec("digits", "simclr", "digits_simclr.yaml", 10),
     CellSpec("mnist1d", "simclr", "mnist1d_vicreg.yaml", 8, {"method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
-    CellSpec("mnist1d", "byol", "mnist1d_vicreg.yaml", 8, {"method": {"name": "byol", "projector": [512, 128], "predictor": [512, 128]}}),
+    CellSpec("breast_cancer", "tjepa", "breast_cancer_tjepa.yaml", 15),
+    CellSpec("moving_digits", "mae", "moving_digits_videomae.yaml", 6),
+    CellSpec("synthetic_volumes", "iicc", "synthetic_volumes_iicc.yaml", 6),
+    CellSpec("synthetic_scenes", "adljepa", "synthetic_scenes_adljepa.yaml", 6),
+    CellSpec("digits", "byol", "digits_byol.yaml", 10),
     CellSpec("mnist1d", "sjepa", "mnist1d_sjepa.yaml", 8),
-    CellSpec("osuleaf", "vicreg", "basicmotions_vicreg.yaml", 20, OSULEAF),
-    CellSpec("osuleaf", "simclr", "basicmotions_vicreg.yaml", 20, {**OSULEAF, "method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
-    CellSpec("breast_cancer", "simclr", "breast_cancer_scarf.yaml", 30),
-    CellSpec("breast_cancer", "tjepa", "breast_cancer_tjepa.yaml", 20),
+    CellSpec("digits", "mae", "digits_mae.yaml", 10),
+    CellSpec("digits", "depict", "digits_depict.yaml", 10),
+    CellSpec("mnist1d", "byol", "mnist1d_vicreg.yaml", 8, {"method": {"name": "byol", "projector": [512, 128], "predictor": [512, 128]}}),
+    CellSpec("digits", "ijepa", "digits_ijepa.yaml", 10),
+    CellSpec("mnist1d", "timedrl", "mnist1d_timedrl.yaml", 8),
+    CellSpec("digits", "dino", "digits_dino.yaml", 6),
 ]
-"""The full matrix: 5 methods (VICReg, SimCLR, BYOL, DINO; the signal JEPA and T-JEPA) on 4
-datasets of 3 modalities (digits images, MNIST-1D and the UCR OSULeaf signals, the breast-cancer
-table)."""
+"""The full matrix: 22 cells of 17 methods on 8 datasets of every modality (digits images,
+MNIST-1D signals, the breast-cancer table, moving-digits videos, synthetic volumes, LiDAR-like
+scenes, body-worn sensor activities and pendulum trajectories) and every method family
+(contrastive, distillation, redundancy reduction, JEPA, masked modelling, clustering), ordered so
+that an interrupted run has covered every modality first."""
 
 BUDGETS = {
-    "full": {"trials": 12, "epochs": None, "cells": None},
-    "small": {"trials": 6, "epochs": 0.5, "cells": None},
-    "smoke": {"trials": 2, "epochs": 2, "cells": ["digits-vicreg", "breast_cancer-simclr"]},
+    "full": {"trials": 8, "replicates": 2, "epochs": None, "cells": None},
+    "small": {"trials": 6, "replicates": 1, "epochs": 0.5, "cells": None},
+    "smoke": {"trials": 2, "replicates": 1, "epochs": 2, "cells": ["digits-vicreg", "breast_cancer-simclr"]},
 }
-"""``full``: every cell, 12 trials, the cells' epochs (under 90 min on 2 cores); ``small``: 6 trials
-at half the epochs; ``smoke``: 2 cells x 2 trials x 2 epochs (seconds of training each)."""
+"""``full``: every cell, 8 trials and their 2 best again with another seed, the cells' epochs
+(about 90 min on 2 cores); ``small``: 6 trials and 1 replicate at half the epochs; ``smoke``: 2
+cells x 2 trials x 2 epochs and one replicate each (seconds of training each)."""
+PROBE_FOLDS = 5
+"""Folds of the cross-validated probes (``eval.probe_folds``): every labelled sample is scored."""
+REPLICATE_SEED = 1
+"""The seed of the replicates (the cells' trials run with their base config's seed, 0)."""
 
 
 def sweep_config(spec: CellSpec, budget: str, args, storage: str):
@@ -91,6 +127,7 @@ def sweep_config(spec: CellSpec, budget: str, args, storage: str):
         "train.epochs": epochs,
         "train.storage_path": storage,
         "eval.probe_every": 0,
+        "eval.probe_folds": PROBE_FOLDS,
         "scaling.cpus_per_worker": args.cpus_per_worker,
         "tracking.experiment": EXPERIMENT,
         **({"tracking.uri": args.tracking_uri} if args.tracking_uri else {}),
@@ -111,47 +148,81 @@ def sweep_config(spec: CellSpec, budget: str, args, storage: str):
     )
 
 
-def run_cells(specs: list[CellSpec], args) -> list[tuple[str, str, str, str, str, str, float]]:
-    """Run (or read back) every cell; ``(name, dataset, method, tracking uri, experiment id,
-    parent run id, wall s)`` each."""
+def run_sweep_once(sweep, uri: str, label: str, args) -> tuple[str, str, float]:
+    """Run ``sweep`` unless a finished one of that name is in the experiment (``--fresh`` reruns
+    it); ``(experiment id, parent run id, wall s)``, the wall time kept on the parent run."""
     from selfsup.config import ConfigError
     from selfsup.report.selection import find_sweep
     from selfsup.tracking import runs
-    from selfsup.tune.sweep import base_config, run_sweep
+    from selfsup.tune.sweep import run_sweep
+
+    try:
+        exp_id, parent = find_sweep(uri, sweep.name, EXPERIMENT)
+        done = not args.fresh and runs.get_run(uri, parent).status == "FINISHED"
+    except LookupError:
+        done = False
+    print(f"{label}: " + ("finished before, read back from MLflow" if done else f"{sweep.num_samples} trial(s)"), flush=True)
+    if done:
+        return exp_id, parent, float(runs.get_run(uri, parent).tags.get("selfsup.benchmark_wall_s", "nan"))
+    t0 = time.perf_counter()
+    try:
+        print(run_sweep(sweep, f"benchmarks/selection.py ({label})", ray_temp_dir=args.ray_temp_dir), flush=True)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    exp_id, parent = find_sweep(uri, sweep.name, EXPERIMENT)
+    wall = time.perf_counter() - t0
+    runs.set_tags(uri, parent, {"selfsup.benchmark_wall_s": f"{wall:.0f}"})
+    return exp_id, parent, wall
+
+
+def replicate_config(sweep, trial, keys: list[str], folder: str):
+    """A one-trial sweep of ``trial``'s searched values with the seed :data:`REPLICATE_SEED` (its
+    search space that seed alone)."""
+    import yaml
+
+    space = Path(folder) / f"{sweep.name}-{trial.trial}-seed.yaml"
+    space.write_text(yaml.safe_dump({"seed": {"type": "choice", "values": [REPLICATE_SEED]}}))
+    searched = {k: yaml.safe_load(trial.params[k]) for k in keys}
+    return sweep.model_copy(update={
+        "name": f"{sweep.name}-seed{REPLICATE_SEED}-{trial.trial}", "search_space": str(space),
+        "overrides": {**sweep.overrides, **searched}, "num_samples": 1,
+    })
+
+
+def run_cells(specs: list[CellSpec], args) -> list[Ran]:
+    """Run (or read back) every cell and its seed replicates."""
+    from selfsup.methods import METHODS
+    from selfsup.report import rules
+    from selfsup.report.selection import finished, rows
+    from selfsup.tune.sweep import base_config
 
     storage = tempfile.mkdtemp(prefix="selbench-", dir=args.storage)
+    replicates = BUDGETS[args.budget]["replicates"] if args.replicates is None else args.replicates
     out = []
     for i, spec in enumerate(specs, 1):
         sweep = sweep_config(spec, args.budget, args, storage)
-        uri = base_config(sweep, spec.base).tracking.uri
-        try:
-            exp_id, parent = find_sweep(uri, sweep.name, EXPERIMENT)
-            done = not args.fresh and runs.get_run(uri, parent).status == "FINISHED"
-        except LookupError:
-            done = False
-        print(f"[{i}/{len(specs)}] {spec.name}: " + ("finished before, read back from MLflow" if done else f"{sweep.num_samples} trials"), flush=True)
-        t0 = time.perf_counter()
-        if not done:
-            try:
-                print(run_sweep(sweep, f"benchmarks/selection.py ({spec.name})", ray_temp_dir=args.ray_temp_dir), flush=True)
-            except ConfigError as exc:
-                sys.exit(f"error: {exc}")
-            exp_id, parent = find_sweep(uri, sweep.name, EXPERIMENT)
-        wall = time.perf_counter() - t0
-        if not done:
-            runs.set_tags(uri, parent, {"selfsup.benchmark_wall_s": f"{wall:.0f}"})
-        else:
-            wall = float(runs.get_run(uri, parent).tags.get("selfsup.benchmark_wall_s", "nan"))
-        print(f"[{i}/{len(specs)}] {spec.name}: done in {wall:.0f} s", flush=True)
-        out.append((spec.name, spec.dataset, spec.method, uri, exp_id, parent, wall))
+        base = base_config(sweep, spec.base)
+        uri = base.tracking.uri
+        label = f"[{i}/{len(specs)}] {spec.name}"
+        exp_id, parent, wall = run_sweep_once(sweep, uri, label, args)
+        table, keys = rows(uri, exp_id, parent)
+        best = sorted((r for r in finished(table) if rules.finite(r.metrics.get(rules.PROBE))), key=lambda r: -r.metrics[rules.PROBE])
+        seeds = []
+        for trial in best[:replicates]:
+            _, rep, rep_wall = run_sweep_once(replicate_config(sweep, trial, keys, storage), uri, f"{label} seed {REPLICATE_SEED} of {trial.trial}", args)
+            seeds.append((trial.trial, rep))
+            wall += rep_wall
+        print(f"{label}: done in {wall:.0f} s", flush=True)
+        out.append(Ran(spec.name, spec.dataset, spec.method, METHODS[spec.method].family, base.data.modality, uri, exp_id, parent, wall, seeds))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", choices=BUDGETS, default="full", help="full (12 cells x 12 trials), small, or smoke")
+    ap.add_argument("--budget", choices=BUDGETS, default="full", help="full (22 cells x 8 trials + 2 seed replicates), small, or smoke")
     ap.add_argument("--cells", nargs="*", help="run only cells whose name contains one of these (e.g. digits mnist1d-sjepa)")
     ap.add_argument("--trials", type=int, help="trials per cell (default: the budget's)")
+    ap.add_argument("--replicates", type=int, help="best trials of each cell trained again with another seed (default: the budget's)")
     ap.add_argument("--max-concurrent", type=int, default=2, help="trials of a cell at once (a cluster: its CPUs / 1)")
     ap.add_argument("--cpus-per-worker", type=float, default=0.75, help="CPUs of each trial's Ray Train worker")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random search")

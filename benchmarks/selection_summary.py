@@ -25,11 +25,14 @@ GRACE, RF = 2, 2
 
 @dataclass
 class BenchCell:
-    """A benchmark cell: its trials as the report reads them and the default metric's history."""
+    """A benchmark cell: its trials as the report reads them, the default metric's history and its
+    seed replicates."""
 
     name: str
     dataset: str
     method: str
+    family: str
+    modality: str
     uri: str
     exp_id: str
     parent: str
@@ -37,6 +40,8 @@ class BenchCell:
     table: list[Row]
     histories: dict[str, dict[str, list[tuple[int, float, float]]]] = field(default_factory=dict)
     """trial -> metric -> ``[(epoch, value, timestamp s)]``."""
+    seed_pairs: list[tuple[str, float, float]] = field(default_factory=list)
+    """``(trial, probe accuracy, probe accuracy with another seed)`` of the replicated trials."""
 
     @property
     def cell(self) -> rules.Cell:
@@ -50,8 +55,8 @@ class BenchCell:
         accs = [r.metrics[rules.PROBE] for r in self.cell.trials if rules.finite(r.metrics.get(rules.PROBE))]
         return (min(accs), max(accs)) if accs else None
 
-    def noise(self) -> float | None:
-        """One binomial standard error of a probe accuracy on this cell's test set (points)."""
+    def test_noise(self) -> float | None:
+        """One binomial standard error of a probe accuracy on this cell's test samples (points)."""
         span = self.probe_range()
         n = next((r.metrics.get("probe/test_size") for r in self.cell.trials if r.metrics.get("probe/test_size")), None)
         if span is None or not n:
@@ -59,16 +64,40 @@ class BenchCell:
         p = (span[0] + span[1]) / 2
         return 100 * math.sqrt(p * (1 - p) / n)
 
+    def seed_noise(self) -> float | None:
+        """The standard deviation of a trial's probe accuracy over seeds (points), pooled over the
+        replicated trials: ``sqrt(mean((a - b)^2) / 2)`` of each pair."""
+        if not self.seed_pairs:
+            return None
+        return 100 * math.sqrt(float(np.mean([(a - b) ** 2 for _, a, b in self.seed_pairs])) / 2)
 
-def load_cells(found: list[tuple[str, str, str, str, str, str, float]]) -> list[BenchCell]:
-    """``(name, dataset, method, uri, experiment id, parent run id, wall s)`` per cell -> cells with
-    their trials and the label-free metrics' histories."""
+    def noise(self) -> float | None:
+        """The noise a regret is read against: test and seed noise together (points)."""
+        parts = [v for v in (self.test_noise(), self.seed_noise()) if v is not None]
+        return math.sqrt(sum(v * v for v in parts)) if parts else None
+
+    def judgeable(self) -> bool:
+        """Whether the probe range is at least :data:`NOISE_SE` times the noise: a cell where the
+        trials differ by less says nothing about a selector."""
+        span, noise = self.probe_range(), self.noise()
+        return span is not None and noise is not None and 100 * (span[1] - span[0]) >= NOISE_SE * noise
+
+
+def load_cells(found) -> list[BenchCell]:
+    """The cells as ``benchmarks/selection.py`` ran them (its ``Ran``: the sweep's and the seed
+    replicates' parent runs) -> cells with their trials, the label-free metrics' histories and the
+    seed pairs."""
     out = []
-    for name, dataset, method, uri, exp_id, parent, wall in found:
-        table, _ = rows(uri, exp_id, parent)
-        cell = BenchCell(name, dataset, method, uri, exp_id, parent, wall, table)
+    for ran in found:
+        table, _ = rows(ran.uri, ran.exp_id, ran.parent)
+        cell = BenchCell(ran.name, ran.dataset, ran.method, ran.family, ran.modality, ran.uri, ran.exp_id, ran.parent, ran.wall_s, table)
         metrics = sorted({m for r in rules.candidates().values() for m in r.metrics})
-        cell.histories = {r.trial: {m: runs.metric_timeline(uri, r.run_id, m) for m in metrics} for r in table}
+        cell.histories = {r.trial: {m: runs.metric_timeline(ran.uri, r.run_id, m) for m in metrics} for r in table}
+        probes = {r.trial: r.metrics.get(rules.PROBE) for r in table}
+        for trial, parent in ran.seeds:
+            again = [r.metrics.get(rules.PROBE) for r in rows(ran.uri, ran.exp_id, parent)[0] if r.status == "FINISHED"]
+            if again and rules.finite(again[0]) and rules.finite(probes.get(trial)):
+                cell.seed_pairs.append((trial, probes[trial], again[0]))
         out.append(cell)
     return out
 

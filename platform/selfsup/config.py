@@ -332,7 +332,9 @@ class EvalConfig(Section):
     alpha-ReQ); LiDAR on ``lidar_views`` fixed random views of its first ``lidar_samples`` samples
     (0 turns LiDAR off; the masked methods' views are their own random contexts, and they also log
     ``label_free/lidar_aug``, LiDAR under the modality's augmentation); probes when labels exist, on at most ``probe_size`` train and test samples
-    (a fixed seeded subset; all when unset). With ``collapse_rankme`` set (sweeps set it), a run
+    (a fixed seeded subset; all when unset), fitted on the train split and scored on the test split or,
+    with ``probe_folds`` >= 2, cross-validated over both (stratified k-fold: every labelled sample
+    scored once, for test splits too small to tell close runs apart). With ``collapse_rankme`` set (sweeps set it), a run
     whose backbone RankMe falls below it, or whose loss is not finite, is marked collapsed
     (``collapsed`` = 1 in its last metrics) and stops."""
 
@@ -345,9 +347,12 @@ class EvalConfig(Section):
     def _check(self) -> "EvalConfig":
         if self.lidar_samples == 1:
             raise ValueError("lidar_samples must be 0 (no LiDAR) or at least 2")
+        if self.probe_folds == 1:
+            raise ValueError("probe_folds must be 0 (the train/test split) or at least 2 (cross-validated over both)")
         return self
     probe_every: int = Field(0, ge=0)
     probe_size: int | None = Field(None, ge=2)
+    probe_folds: int = Field(0, ge=0)
     knn_k: int = Field(20, ge=1)
 
 

@@ -150,3 +150,25 @@ def test_clid_picks_by_mean_rank_of_learnability_and_dimension_and_mst_by_its_lo
     assert v.pick.name == "b" and v.regret == pytest.approx(0.0)
     assert [t.name for t in v.ranked] == ["b", "c", "a"]
     assert judge(METRIC_RULES["mst_id"], trials).pick.name == "b"  # the lowest MST dimension
+
+
+def test_cross_validated_probe_scores_every_sample_once():
+    """Each of the N samples is predicted once by a probe fitted on the other folds: a probe that is
+    right on exactly the test rows whose feature is positive scores the share of positive rows."""
+    from selfsup.metrics.probes import cross_validated, linear_probe
+
+    x = np.arange(-30, 30, dtype=np.float64)[:, None]
+    y = np.tile([0, 1, 2], 20)
+    seen = []
+
+    def probe(x_tr, y_tr, x_te, y_te):
+        seen.extend(x_te[:, 0].tolist())
+        assert not set(x_te[:, 0]) & set(x_tr[:, 0])
+        return float((x_te[:, 0] >= 0).mean())
+
+    assert cross_validated(probe, x, y, 5) == pytest.approx(0.5)
+    assert sorted(seen) == list(range(-30, 30))
+    # separable classes: every sample right; folds capped by the smallest class (2 samples here)
+    xs = np.concatenate([np.random.default_rng(0).normal(size=(20, 2)), [[50.0, 50.0], [51.0, 50.0]]])
+    ys = np.array([0] * 20 + [1, 1])
+    assert cross_validated(linear_probe, xs, ys, 5) == 1.0

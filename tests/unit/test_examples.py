@@ -26,8 +26,11 @@ def test_sweep_example_prepares(path):
 
 
 def test_every_method_has_an_example_and_a_valid_search_space():
+    from selfsup.methods.base import FAMILIES
+
     configs = [load_experiment(p) for p in EXAMPLES]
     assert {c.method.name for c in configs} == set(METHODS)
+    assert {name: cls.family for name, cls in METHODS.items() if cls.family not in FAMILIES} == {}
     for cfg in configs:
         space = ROOT / "search_spaces" / f"{cfg.method.name}.yaml"
         check_space(load_space(space), cfg.model_dump(mode="json"), str(space))

@@ -70,6 +70,7 @@ class ACTJEPAConfig(PredictorShape):
 @register("actjepa")
 class ACTJEPA(Method):
     description = "ACT-JEPA (Vujinovic & Kovacevic 2025): predict the next actions and, in an EMA encoder's latent space, the next observations"
+    family = "jepa"
     config = ACTJEPAConfig
     modality = "trajectories"
     recipes = ("none", "trajectory")

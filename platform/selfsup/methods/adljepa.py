@@ -97,6 +97,7 @@ class ADLJEPAConfig(Section):
 @register("adljepa")
 class ADLJEPA(Method):
     description = "AD-L-JEPA (Zhu et al. 2025): predict masked bird's-eye-view cells' embeddings of an EMA encoder, empty cells included"
+    family = "jepa"
     config = ADLJEPAConfig
     modality = "points"
     recipes = ("points", "none")

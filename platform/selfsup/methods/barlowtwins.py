@@ -47,6 +47,7 @@ class BarlowTwinsConfig(Section):
 @register("barlowtwins")
 class BarlowTwins(Method):
     description = "Barlow Twins (Zbontar et al. 2021): cross-correlation of two views pulled to the identity"
+    family = "redundancy_reduction"
     config = BarlowTwinsConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 512), lambd: float = 0.0051):

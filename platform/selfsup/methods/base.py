@@ -23,6 +23,10 @@ from torch import nn
 from selfsup.sections import Section
 
 METHODS: dict[str, type["Method"]] = {}
+FAMILIES = ("contrastive", "distillation", "redundancy_reduction", "jepa", "masked_modelling", "clustering", "pretext")
+"""Method families: instance contrast (SimCLR, MoCo v3), self-distillation (BYOL, DINO), redundancy
+reduction (VICReg, Barlow Twins), joint-embedding prediction (the JEPAs), masked modelling in input
+space (MAE), clustering (DEPICT, GEDI) and a pretext task (VCOP's clip order)."""
 
 
 def register(name: str):
@@ -46,6 +50,9 @@ class Method(nn.Module):
 
     name: str = ""
     description: str = ""
+    family: ClassVar[str] = ""
+    """Its kind of objective, one of :data:`FAMILIES`: what the selection benchmark reports each rule's
+    record by (``docs/selection.md``)."""
     config: ClassVar[type[Section] | None] = None
     """The method's section of an experiment YAML (``method:``); ``build_method`` gets its fields."""
     modality: ClassVar[str | tuple[str, ...] | None] = None

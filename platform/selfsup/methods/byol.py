@@ -40,6 +40,7 @@ class BYOLConfig(PredictorSection):
 @register("byol")
 class BYOL(Method):
     description = "BYOL (Grill et al. 2020): online predictor regresses an EMA target, no negatives"
+    family = "distillation"
     config = BYOLConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 128), predictor: list[int] = (512, 128), base_momentum: float = 0.99):

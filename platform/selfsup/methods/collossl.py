@@ -97,6 +97,7 @@ class ColloSSLConfig(Section):
 @register("collossl")
 class ColloSSL(Method):
     description = "ColloSSL (Jain et al. 2022): other body-worn devices' time-aligned windows as positives, chosen by MMD, weighted negatives"
+    family = "contrastive"
     config = ColloSSLConfig
     modality = "sensors"
     recipes = ("none", "sensors")

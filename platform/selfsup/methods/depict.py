@@ -97,6 +97,7 @@ class Decoder(nn.Module):
 @register("depict")
 class DEPICT(Method):
     description = "DEPICT (Dizaji et al. 2017): a conv autoencoder's softmax clusters trained on balanced targets (KL) with a layer-wise reconstruction"
+    family = "clustering"
     config = DEPICTConfig
     modality = "image"
     recipes = ("none", "light")

@@ -127,6 +127,7 @@ class DINOConfig(Section):
 @register("dino")
 class DINO(Method):
     description = "DINO (Caron et al. 2021): student matches a centred, sharpened EMA teacher over multi-crops"
+    family = "distillation"
     config = DINOConfig
     modality = "image"
     recipes = ("dino", "byol", "simclr", "light")

@@ -103,6 +103,7 @@ class DINOv3Config(Section):
 @register("dinov3")
 class DINOv3(Method):
     description = "DINOv3 (Siméoni et al. 2025): DINO + iBOT + KoLeo, Sinkhorn-Knopp centring, Gram anchoring of the patch similarities"
+    family = "distillation"
     config = DINOv3Config
     modality = "image"
     recipes = ("dino", "byol", "simclr")

@@ -92,6 +92,7 @@ class GEDIConfig(Section):
 @register("gedi")
 class GEDI(Method):
     description = "GEDI (Sansone & Manhaeve 2025): cluster logits as an energy-based model; SGLD generative term + view invariance + uniform cluster prior"
+    family = "clustering"
     config = GEDIConfig
     modality = "image"
     recipes = ("light", "simclr", "byol")

@@ -110,6 +110,7 @@ class IICCConfig(Section):
 @register("iicc")
 class IICC(Method):
     description = "Joint image-volume intra-inter contrastive clustering (Nguyen et al. 2023): SwAV on slices and volumes, masked slices"
+    family = "clustering"
     config = IICCConfig
     modality = "volume"
     recipes = ("slices", "none")

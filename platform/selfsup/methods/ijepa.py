@@ -83,6 +83,7 @@ class IJEPAConfig(PredictorShape):
 @register("ijepa")
 class IJEPA(Method):
     description = "I-JEPA (Assran et al. 2023): predict target-block embeddings of an EMA encoder from a context block"
+    family = "jepa"
     config = IJEPAConfig
     modality = ("image", "video")
     recipes = ("crop", "mae", "light")

@@ -98,6 +98,7 @@ class InterCLRConfig(Section):
 @register("interclr")
 class InterCLR(Method):
     description = "InterCLR (Xie et al. 2022): MoCo v2's intra-image loss + an inter-image loss over a memory bank's online k-means clusters"
+    family = "contrastive"
     config = InterCLRConfig
     modality = "image"
     recipes = ("byol", "simclr", "light")

@@ -62,6 +62,7 @@ class MAEConfig(Section):
 @register("mae")
 class MAE(Method):
     description = "MAE (He et al. 2022): ViT encoder on visible patches, light decoder reconstructs hidden pixels"
+    family = "masked_modelling"
     config = MAEConfig
     modality = ("image", "video")
     recipes = ("mae", "crop", "light")

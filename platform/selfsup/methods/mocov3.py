@@ -48,6 +48,7 @@ class MoCoV3Config(PredictorSection):
 @register("mocov3")
 class MoCoV3(Method):
     description = "MoCo v3 (Chen et al. 2021): query/momentum-key contrast over the global batch"
+    family = "contrastive"
     config = MoCoV3Config
 
     def __init__(

@@ -167,6 +167,7 @@ class SARJEPAConfig(Section):
 @register("sarjepa")
 class SARJEPA(Method):
     description = "SAR-JEPA (Li et al. 2024): predict multi-scale gradient(-by-ratio) features of locally masked patches"
+    family = "jepa"
     config = SARJEPAConfig
     modality = "image"
     recipes = ("crop", "mae", "light")

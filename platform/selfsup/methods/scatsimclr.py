@@ -95,6 +95,7 @@ class ScatSimCLRConfig(Section):
 @register("scatsimclr")
 class ScatSimCLR(Method):
     description = "ScatSimCLR (Kinakh et al. 2021): NT-Xent on a fixed scattering transform + adapter, with a jigsaw or rotation pretext loss"
+    family = "contrastive"
     config = ScatSimCLRConfig
     modality = "image"
     recipes = ("simclr", "byol", "light")

@@ -114,6 +114,7 @@ class SeqJEPAConfig(Section):
 @register("seqjepa")
 class SeqJEPA(Method):
     description = "seq-JEPA (Ghaemi et al. 2025): a transformer over view-action pairs predicts the next view's EMA encoding"
+    family = "jepa"
     config = SeqJEPAConfig
     modality = "image"
     recipes = ("none",)

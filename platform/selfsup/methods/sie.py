@@ -99,6 +99,7 @@ class HyperPredictor(nn.Module):
 @register("sie")
 class SIE(Method):
     description = "SIE (Garrido et al. 2023): VICReg on an invariant and an equivariant part, a hypernetwork maps one view's equivariant part onto the other's"
+    family = "redundancy_reduction"
     config = SIEConfig
     modality = "image"
     recipes = ("none",)

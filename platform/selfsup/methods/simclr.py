@@ -60,6 +60,7 @@ class SimCLRConfig(Section):
 @register("simclr")
 class SimCLR(Method):
     description = "SimCLR (Chen et al. 2020): NT-Xent contrastive loss, negatives from all workers"
+    family = "contrastive"
     config = SimCLRConfig
     recipes = ("simclr", "byol", "light")
 

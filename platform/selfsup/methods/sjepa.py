@@ -60,6 +60,7 @@ class SJEPAConfig(PredictorShape):
 @register("sjepa")
 class SignalJEPA(Method):
     description = "Signal JEPA (Weimann & Conrad 2024, ECG-JEPA): predict an EMA ViT's hidden time patches from the visible ones"
+    family = "jepa"
     config = SJEPAConfig
     modality = "signal"
     recipes = ("none", "signal")

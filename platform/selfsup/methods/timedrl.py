@@ -85,6 +85,7 @@ class TimeDRLConfig(Section):
 @register("timedrl")
 class TimeDRL(Method):
     description = "TimeDRL (Chang et al. 2024): patch reconstruction + [CLS] contrast between two dropout passes, no augmentation"
+    family = "contrastive"
     config = TimeDRLConfig
     modality = "signal"
     recipes = ("none",)

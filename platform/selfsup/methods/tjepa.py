@@ -60,6 +60,7 @@ class TJEPAConfig(PredictorShape):
 @register("tjepa")
 class TJEPA(Method):
     description = "T-JEPA (Thimonier et al. 2024): predict an EMA encoder's column tokens of a table row from a subset of its columns"
+    family = "jepa"
     config = TJEPAConfig
     modality = "table"
     recipes = ("none",)

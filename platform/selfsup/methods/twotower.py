@@ -113,6 +113,7 @@ class TwoTowerConfig(Section):
 @register("twotower")
 class TwoTower(Method):
     description = "Two-tower SSL (Yao et al. 2021): complementary random/correlated feature masks, in-batch softmax"
+    family = "contrastive"
     config = TwoTowerConfig
     modality = "table"
     recipes = ("none",)

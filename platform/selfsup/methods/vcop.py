@@ -59,6 +59,7 @@ class VCOPConfig(Section):
 @register("vcop")
 class VCOP(Method):
     description = "VCOP (Xu et al. 2019): predict the order of shuffled clips of a video from pairwise clip features"
+    family = "pretext"
     config = VCOPConfig
     modality = "video"
     recipes = ("clip", "none")

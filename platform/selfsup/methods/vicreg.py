@@ -72,6 +72,7 @@ class VICRegConfig(Section):
 @register("vicreg")
 class VICReg(Method):
     description = "VICReg (Bardes et al. 2022): variance-invariance-covariance regularization"
+    family = "redundancy_reduction"
     config = VICRegConfig
 
     def __init__(self, backbone, projector: list[int] = (512, 512), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):

@@ -25,7 +25,7 @@ from selfsup.metrics.dense import dse
 from selfsup.metrics.dimension import PANEL_POINTS, mst_dimension, two_nn
 from selfsup.metrics.learnability import cluster_learnability
 from selfsup.metrics.lidar import lidar
-from selfsup.metrics.probes import knn_probe, linear_probe
+from selfsup.metrics.probes import cross_validated, knn_probe, linear_probe
 from selfsup.metrics.rankme import rankme
 
 
@@ -98,6 +98,7 @@ def evaluate(
     view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     lidar_q: int = 8,
     aug_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    probe_folds: int = 0,
 ) -> dict[str, float]:
     """The metric panel of ``method`` (a ``methods.base.Method``: its ``embed``, ``project``,
     ``view_embed``, ``patch_tokens`` and ``label_free_metrics``; typed as a module, the metrics being
@@ -112,7 +113,10 @@ def evaluate(
     ``label_free/lidar_aug``: LiDAR of the backbone embedding (``Method.embed``) of ``lidar_q``
     augmented views per sample (the masked methods' LiDAR under augmentations instead of their own
     contexts). ``probe/linear_acc``, ``probe/knn_acc`` and ``probe/test_size`` (test samples) when
-    ``probe = (x_train, y_train, x_test, y_test)`` is given. Call on every worker; all get the same dict."""
+    ``probe = (x_train, y_train, x_test, y_test)`` is given: fitted on the train split and scored on
+    the test split, or with ``probe_folds`` >= 2 cross-validated over both splits pooled
+    (``probes.cross_validated``; ``probe/test_size`` is then every labelled sample). Call on every
+    worker; all get the same dict."""
     was_training = method.training
     method.eval()
     try:
@@ -150,7 +154,12 @@ def evaluate(
         if za is not None:
             result["label_free/lidar_aug"] = lidar(torch.from_numpy(za).reshape(len(lidar_x), lidar_q, -1))
         result.update(extra)
-        if feats is not None:
+        if feats is not None and probe_folds >= 2:
+            x, y = np.concatenate([feats[0], feats[2]]), np.concatenate([feats[1], feats[3]])
+            result["probe/linear_acc"] = cross_validated(linear_probe, x, y, probe_folds)
+            result["probe/knn_acc"] = cross_validated(lambda *f: knn_probe(*f, k=knn_k), x, y, probe_folds)
+            result["probe/test_size"] = float(len(y))
+        elif feats is not None:
             result["probe/linear_acc"] = linear_probe(*feats)
             result["probe/knn_acc"] = knn_probe(*feats, k=knn_k)
             result["probe/test_size"] = float(len(feats[3]))

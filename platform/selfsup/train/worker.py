@@ -407,7 +407,8 @@ def train_loop(config: dict) -> None:
         if diverged:
             metrics.update({"train/loss": math.nan, **{k: math.nan for k in LABEL_FREE}})  # no embedding to measure
         else:
-            metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views, aug_view))
+            metrics.update(evaluate(method, eval_x, device, probe if do_probe else None, cfg.eval.knn_k, lidar_x, view, cfg.eval.lidar_views, aug_view,
+                                    cfg.eval.probe_folds))
         collapsed = threshold is not None and (diverged or metrics["label_free/rankme"] < threshold)
         if threshold is not None:
             metrics[runs.COLLAPSED_METRIC] = float(collapsed)
