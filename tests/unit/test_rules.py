@@ -99,6 +99,33 @@ def test_leave_one_dataset_out_chooses_on_the_other_datasets():
     assert rules.choose(pool, cells).name == "rankme"
 
 
+def test_leave_one_dataset_out_by_family_chooses_within_the_family():
+    good_rankme = [t("p", 0.9, rankme=10, lidar=1), t("q", 0.5, rankme=1, lidar=10)]
+    good_lidar = [t("p", 0.5, rankme=10, lidar=1), t("q", 0.9, rankme=1, lidar=10)]
+    cells = [Cell("A-x", "A", "x", good_rankme, "jepa"), Cell("A-y", "A", "y", good_lidar, "contrastive"),
+             Cell("B-x", "B", "x", good_rankme, "jepa"), Cell("B-y", "B", "y", good_lidar, "contrastive"),
+             Cell("C-z", "C", "z", good_lidar, "clustering")]
+    pool = {k: rules.METRIC_RULES[k] for k in ("rankme", "lidar")}
+    folds = {f.dataset: f for f in rules.leave_one_dataset_out(pool, cells, by_family=True)}
+    # each family's rule is right on its held-out cell: no regret on A or B
+    assert folds["A"].regrets == {"A-x": 0.0, "A-y": 0.0} and folds["A"].by_cell["A-x"].name == "rankme"
+    assert folds["A"].by_cell["A-y"].name == "lidar"
+    # clustering has no cell elsewhere: the rule chosen on all of A and B (a tie: rankme, the earlier) misses by 40
+    assert folds["C"].regrets == {"C-z": pytest.approx(40.0)}
+    assert {f: r.name for f, r in rules.choose_by_family(pool, cells).items()} == {"jepa": "rankme", "contrastive": "lidar", "clustering": "lidar"}
+    # pooled, the same choice misses on every cell of the other family
+    plain = {f.dataset: f for f in rules.leave_one_dataset_out(pool, cells)}
+    assert sorted(plain["A"].regrets.values()) == [0.0, pytest.approx(40.0)]
+
+
+def test_a_rule_that_cannot_score_a_cell_is_not_chosen():
+    cells = [Cell("A", "A", "m", [t("p", 0.9, rankme=1), t("q", 0.5, rankme=2)]),  # no LiDAR here
+             Cell("B", "B", "m", [t("p", 0.9, rankme=1, lidar=2), t("q", 0.5, rankme=2, lidar=1)])]
+    pool = {k: rules.METRIC_RULES[k] for k in ("lidar", "rankme")}
+    # LiDAR is perfect where it can score (B) but cannot score A; RankMe misses by 40 on both
+    assert rules.choose(pool, cells).name == "rankme"
+
+
 def test_candidates_include_metrics_aggregates_and_gates():
     names = set(rules.candidates())
     assert {"rankme", "rankme_projector", "lidar", "alpha_req", "mean_rank(rankme+lidar)", "lidar|rankme>=0.9"} <= names

@@ -137,11 +137,15 @@ METRIC_RULES = {
 
 
 def candidates() -> dict[str, Rule]:
-    """Every rule the default is chosen from: the metrics alone, rank aggregations and gates."""
+    """Every rule the default is chosen from: the metrics alone, rank aggregations of RankMe and
+    LiDAR with each other and with each newer criterion, and gates."""
     rules = dict(METRIC_RULES)
     aug = lidar_aug_for_masked()
     rules[aug.name] = aug
-    for combo in ((RANKME, LIDAR), (RANKME, ALPHA), (LIDAR, ALPHA), (RANKME, LIDAR, ALPHA)):
+    for combo in ((RANKME, LIDAR), (RANKME, ALPHA), (LIDAR, ALPHA), (RANKME, LIDAR, ALPHA),
+                  (RANKME, AUG_CONSISTENCY), (LIDAR, AUG_CONSISTENCY), (RANKME, LIDAR, AUG_CONSISTENCY),
+                  (RANKME, TWONN), (LIDAR, TWONN), (RANKME, MST_ID), (LIDAR, MST_ID), (RANKME, CL), (LIDAR, CL),
+                  (AUG_CONSISTENCY, CL), (RANKME, LIDAR, TWONN)):
         r = mean_rank(*combo)
         rules[r.name] = r
     for lead, gate in ((LIDAR, RANKME), (RANKME, LIDAR)):
@@ -200,12 +204,13 @@ def judge(rule: Rule, trials: Sequence[Scored]) -> Verdict:
 
 @dataclass
 class Cell:
-    """One sweep of the benchmark: a method on a dataset, its finished trials."""
+    """One sweep of the benchmark: a method (of ``family``) on a dataset, its finished trials."""
 
     name: str
     dataset: str
     method: str
     trials: list[Scored]
+    family: str = ""
 
 
 def mean_regret(rule: Rule, cells: Sequence[Cell]) -> float:
@@ -216,13 +221,16 @@ def mean_regret(rule: Rule, cells: Sequence[Cell]) -> float:
 
 def choose(rules: dict[str, Rule], cells: Sequence[Cell]) -> Rule:
     """The rule with the lowest mean regret over ``cells``; ties go to the lower worst-cell regret,
-    then to the earlier rule (the metrics alone come first)."""
+    then to the earlier rule (the metrics alone come first). A rule that cannot score a cell with
+    labels (DSE on a CNN's cell) is not chosen while another can score them all."""
 
     def key(item):
         rule = item[1]
-        regrets = [judge(rule, c.trials).regret for c in cells]
-        regrets = [r for r in regrets if r is not None] or [math.inf]
-        return (round(float(np.mean(regrets)), 9), round(max(regrets), 9))
+        judged = [judge(rule, c.trials).regret for c in cells if oracle(c.trials) is not None]
+        if any(r is None for r in judged):
+            return (1, math.inf, math.inf)
+        judged = judged or [math.inf]
+        return (0, round(float(np.mean(judged)), 9), round(max(judged), 9))
 
     return min(rules.items(), key=key)[1]
 
@@ -234,13 +242,27 @@ class Fold:
     dataset: str
     rule: Rule
     regrets: dict[str, float | None]
+    by_cell: dict[str, Rule] = field(default_factory=dict)
+    """The rule each held-out cell was scored with (``rule`` for all but a by-family choice)."""
 
 
-def leave_one_dataset_out(rules: dict[str, Rule], cells: Sequence[Cell]) -> list[Fold]:
-    """For each dataset, choose a rule on the other datasets' cells and score it on this one's."""
+def leave_one_dataset_out(rules: dict[str, Rule], cells: Sequence[Cell], by_family: bool = False) -> list[Fold]:
+    """For each dataset, choose a rule on the other datasets' cells and score it on this one's.
+    ``by_family``: each held-out cell gets the rule chosen on the other datasets' cells of its
+    method family (on all the other datasets' cells where its family has none)."""
     folds = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
-        rule = choose(rules, [c for c in cells if c.dataset != dataset])
-        held = {c.name: judge(rule, c.trials).regret for c in cells if c.dataset == dataset}
-        folds.append(Fold(dataset, rule, held))
+        others = [c for c in cells if c.dataset != dataset]
+        overall = choose(rules, others)
+        held, by_cell = {}, {}
+        for c in (c for c in cells if c.dataset == dataset):
+            kin = [o for o in others if o.family == c.family] if by_family else []
+            by_cell[c.name] = rule = choose(rules, kin) if kin else overall
+            held[c.name] = judge(rule, c.trials).regret
+        folds.append(Fold(dataset, next(iter(by_cell.values()), overall), held, by_cell))
     return folds
+
+
+def choose_by_family(rules: dict[str, Rule], cells: Sequence[Cell]) -> dict[str, Rule]:
+    """Per method family, the rule with the lowest mean regret on that family's cells."""
+    return {family: choose(rules, [c for c in cells if c.family == family]) for family in dict.fromkeys(c.family for c in cells)}
