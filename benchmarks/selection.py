@@ -39,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "selection-benchmark"
+RECORD = ROOT / "platform" / "selfsup" / "report" / "benchmark.json"
+"""The record every sweep report quotes (package data)."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", help="MLflow store (default: the example configs' sqlite:///selfsup-mlflow.db)")
     ap.add_argument("--storage", default=None, help="folder for the trials' checkpoints (default: the system temp dir)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where selection.md and selection/*.png go")
+    ap.add_argument("--record", help="where the sweep reports' record goes (default: selfsup/report/benchmark.json for the full "
+                    "budget, beside the summary otherwise)")
     ap.add_argument("--fresh", action="store_true", help="rerun cells that already finished in the experiment")
     ap.add_argument("--ray-temp-dir", help="temp dir of the local Ray (tests)")
     args = ap.parse_args(argv)
@@ -246,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     cells = load_cells(done)
     command = "python benchmarks/selection.py" + ("" if args.budget == "full" else f" --budget {args.budget}")
-    print(write_summary(cells, Path(args.out), command=command, wall_s=wall))
+    record = Path(args.record) if args.record else RECORD if args.budget == "full" else Path(args.out) / "selection" / "benchmark.json"
+    print(write_summary(cells, Path(args.out), command=command, wall_s=wall, record_path=record))
     return 0
 
 

@@ -17,8 +17,9 @@ from selfsup.report.selection import DEFAULT, SELECTORS, Row, finished, rows
 from selfsup.tracking import runs
 
 NOISE_SE = 2.0
-"""A cell whose probe range is under this many binomial standard errors of its test set reads as
-'within noise': no selector can be judged on it."""
+"""A cell whose probe range is under this many times its noise (the test set's binomial standard
+error and the seed's standard deviation together) reads as 'within noise': no selector can be
+judged on it."""
 GRACE, RF = 2, 2
 """The ASHA replay: the sweeps' default grace period (epochs) and reduction factor."""
 
@@ -45,7 +46,7 @@ class BenchCell:
 
     @property
     def cell(self) -> rules.Cell:
-        return rules.Cell(self.name, self.dataset, self.method, finished(self.table))
+        return rules.Cell(self.name, self.dataset, self.method, finished(self.table), self.family)
 
     @property
     def epochs(self) -> int:
@@ -111,17 +112,20 @@ def _f(v, digits: int = 2) -> str:
 
 
 def rule_table(rule_set: dict[str, rules.Rule], cells: list[BenchCell]) -> list[dict]:
-    """Per rule over all cells: mean and worst regret, mean tau and rho, top-3 hits, cells within 1 point."""
+    """Per rule over ``cells``: mean and worst regret, mean tau and rho, top-3 hits, cells within 1
+    point, and the mean regret over the judgeable cells alone."""
     out = []
     for name, rule in rule_set.items():
         vs = [rules.judge(rule, c.cell.trials) for c in cells]
         reg = [v.regret for v in vs if v.regret is not None]
+        judged = [v.regret for v, c in zip(vs, cells) if v.regret is not None and c.judgeable()]
         taus = [v.tau for v in vs if v.tau is not None]
         rhos = [v.rho for v in vs if v.rho is not None]
         out.append({
             "rule": name, "mean_regret": float(np.mean(reg)) if reg else None, "worst": max(reg) if reg else None,
             "tau": float(np.mean(taus)) if taus else None, "rho": float(np.mean(rhos)) if rhos else None,
             "top3": sum(bool(v.top3) for v in vs), "within1": sum(r <= 1.0 for r in reg), "cells": len(reg),
+            "judged_mean": float(np.mean(judged)) if judged else None, "judged": len(judged),
         })
     return out
 
@@ -164,78 +168,170 @@ def asha_replay(cell: BenchCell, metric: str, grace: int, rf: float, relative: b
 
 
 def markdown(cells: list[BenchCell], command: str, wall_s: float) -> str:
-    """The whole benchmark as Markdown: matrix, per-cell verdicts, rules overall, leave-one-dataset-out, ASHA."""
+    """The whole benchmark as Markdown: matrix, criteria, rules overall, leave-one-dataset-out, the
+    record per family and modality, per-cell verdicts, ASHA."""
     candidates = rules.candidates()
     n_trials = [len(c.table) for c in cells]
+    judgeable = [c for c in cells if c.judgeable()]
     lines = [
         "# Label-free selection benchmark",
         "",
-        f"`{command}`: {len(cells)} cells ({', '.join(sorted({c.method for c in cells}))} on "
-        f"{', '.join(dict.fromkeys(c.dataset for c in cells))}), {min(n_trials)}-{max(n_trials)} trials each, "
-        f"sampled at random from `search_spaces/<method>.yaml` and trained to the end. The cells took "
+        f"`{command}`: {len(cells)} cells ({len({c.method for c in cells})} methods of {len({c.family for c in cells})} families "
+        f"({', '.join(sorted({c.family for c in cells}))}) on {len({c.dataset for c in cells})} datasets of "
+        f"{len({c.modality for c in cells})} modalities ({', '.join(dict.fromkeys(c.modality for c in cells))})), "
+        f"{min(n_trials)}-{max(n_trials)} trials each, sampled at random from `search_spaces/<method>.yaml` and trained "
+        f"to the end, and the two best trials of each trained again with another seed. The cells took "
         f"{sum(c.wall_s for c in cells if math.isfinite(c.wall_s)) / 60:.0f} min of wall time on this machine "
         f"({', '.join(f'{c.name} {c.wall_s:.0f} s' for c in cells)}); this call took {wall_s / 60:.0f} min (a cell that finished "
         "before is read back from MLflow).",
+        "",
         "Regret: the best trial's linear-probe accuracy minus the pick's, in points; tau, rho: Kendall and Spearman rank",
         "correlation of the rule's score with probe accuracy over the cell's finished trials; top-3: the best trial is among",
-        "the rule's three best-scored. Noise: one binomial standard error of a probe accuracy on the cell's test set; a cell",
-        f"whose probe range is under {NOISE_SE:g} of them is *within noise*.",
+        "the rule's three best-scored. Probes are cross-validated (5 folds) over every labelled sample of the dataset, so",
+        "test noise is one binomial standard error over all of them; seed noise is the standard deviation of a trial's",
+        "probe accuracy between two seeds (pooled over the cell's replicated trials); a cell is *judgeable* when its probe",
+        f"range is at least {NOISE_SE:g} times the two together: elsewhere the trials differ by no more than a rerun would,",
+        "and no selector can be told from another.",
         "",
         "## Cells",
         "",
-        "| cell | finished / trials | epochs | probe range | noise (pts) | " + " | ".join(f"{n} regret" for n in SELECTORS) + " |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in SELECTORS) + " |",
+        "| cell | family | modality | finished / trials | epochs | probe range | test noise | seed noise (pairs) | judgeable | "
+        + " | ".join(f"{n} regret" for n in ("rankme", "lidar")) + " |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in cells:
-        span, noise = c.probe_range(), c.noise()
-        within = span is not None and noise is not None and 100 * (span[1] - span[0]) < NOISE_SE * noise
-        rng = "-" if span is None else f"{span[0]:.3f}-{span[1]:.3f}" + (" (within noise)" if within else "")
-        regrets = [_f(rules.judge(r, c.cell.trials).regret) for r in SELECTORS.values()]
-        lines.append(f"| {c.name} | {len(c.cell.trials)} / {len(c.table)} | {c.epochs} | {rng} | {_f(noise)} | " + " | ".join(regrets) + " |")
-    lines += ["", "## Every selector on every cell", "", "| cell | selector | picks | probe | regret | tau | rho | top-3 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        span = c.probe_range()
+        rng = "-" if span is None else f"{span[0]:.3f}-{span[1]:.3f}"
+        regrets = [_f(rules.judge(SELECTORS[n], c.cell.trials).regret) for n in ("rankme", "lidar")]
+        lines.append(f"| {c.name} | {c.family} | {c.modality} | {len(c.cell.trials)} / {len(c.table)} | {c.epochs} | {rng} | "
+                     f"{_f(c.test_noise())} | {_f(c.seed_noise())} ({len(c.seed_pairs)}) | {_f(c.judgeable())} | " + " | ".join(regrets) + " |")
+    seed = [c.seed_noise() for c in cells if c.seed_noise() is not None]
+    test = [c.test_noise() for c in cells if c.test_noise() is not None]
+    lines += [
+        "",
+        f"{len(judgeable)} of {len(cells)} cells are judgeable. Test noise: median {_f(float(np.median(test)) if test else None)} points "
+        f"(largest {_f(max(test, default=None))}); seed noise: median {_f(float(np.median(seed)) if seed else None)} points "
+        f"(largest {_f(max(seed, default=None))}).",
+        "",
+        "## Each criterion on its own",
+        "",
+        "The panel's metrics as selectors (`label_free/<name>`, higher is better except `mst_id`): over every cell, and over",
+        "the judgeable cells alone. DSE is measured on token encoders only (the ViT cells).",
+        "",
+        "| criterion | cells | mean regret | worst cell | mean Kendall tau | mean Spearman rho | top-3 hits | judgeable cells | mean regret there |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rule_table(dict(rules.METRIC_RULES), cells):
+        lines.append(f"| {row['rule']} | {row['cells']} | {_f(row['mean_regret'])} | {_f(row['worst'])} | {_f(row['tau'])} | {_f(row['rho'])} | "
+                     f"{row['top3']}/{row['cells']} | {row['judged']} | {_f(row['judged_mean'])} |")
+    lines += ["", "## Every candidate rule over all cells", "",
+              "| rule | mean regret | worst cell | mean tau | mean rho | top-3 hits | cells <= 1 pt | mean regret, judgeable cells |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted(rule_table(candidates, cells), key=lambda r: (r["cells"] < len(cells), r["mean_regret"] is None, r["mean_regret"] or 0)):
+        lines.append(f"| {row['rule']}{' (default)' if row['rule'] == DEFAULT else ''} | {_f(row['mean_regret'])} | {_f(row['worst'])} | {_f(row['tau'])} | "
+                     f"{_f(row['rho'])} | {row['top3']}/{row['cells']} | {row['within1']}/{row['cells']} | {_f(row['judged_mean'])} |")
+    lines += ["", *lodo_section(candidates, cells), "", *record_section(cells), "", "## Every selector on every cell", "",
+              "| cell | selector | picks | probe | regret | regret / noise | tau | rho | top-3 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cells:
         for name, rule in SELECTORS.items():
             v = rules.judge(rule, c.cell.trials)
             probe = v.pick.metrics.get(rules.PROBE) if v.pick else None
+            ratio = v.regret / c.noise() if v.regret is not None and c.noise() else None
             lines.append(f"| {c.name} | {name}{' (default)' if name == DEFAULT else ''} | {v.pick.trial if v.pick else '-'} | {_f(probe, 3)} | "
-                         f"{_f(v.regret)} | {_f(v.tau)} | {_f(v.rho)} | {_f(v.top3)} |")
-    lines += ["", "## Every candidate rule over all cells", "", "| rule | mean regret | worst cell | mean tau | mean rho | top-3 hits | cells <= 1 pt |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in sorted(rule_table(candidates, cells), key=lambda r: (r["mean_regret"] is None, r["mean_regret"] or 0)):
-        lines.append(f"| {row['rule']}{' (default)' if row['rule'] == DEFAULT else ''} | {_f(row['mean_regret'])} | {_f(row['worst'])} | {_f(row['tau'])} | "
-                     f"{_f(row['rho'])} | {row['top3']}/{row['cells']} | {row['within1']}/{row['cells']} |")
-    lines += ["", *lodo_section(candidates, cells), "", *distrust_section(cells), "", *asha_section(cells)]
+                         f"{_f(v.regret)} | {_f(ratio, 1)} | {_f(v.tau)} | {_f(v.rho)} | {_f(v.top3)} |")
+    lines += ["", *distrust_section(cells), "", *asha_section(cells)]
     return "\n".join(lines) + "\n"
 
 
-def lodo_section(candidates: dict[str, rules.Rule], cells: list[BenchCell]) -> list[str]:
-    folds = rules.leave_one_dataset_out(candidates, [c.cell for c in cells])
+TARGET = "mean held-out regret <= 1 point, no cell above 2, below RankMe alone and LiDAR alone"
+
+
+def lodo(candidates: dict[str, rules.Rule], cells: list[BenchCell], by_family: bool) -> tuple[list[rules.Fold], float, float]:
+    """Leave-one-dataset-out folds and their held-out regrets' mean and worst."""
+    folds = rules.leave_one_dataset_out(candidates, [c.cell for c in cells], by_family=by_family)
     held = [r for f in folds for r in f.regrets.values() if r is not None]
+    return folds, (float(np.mean(held)) if held else math.nan), (max(held) if held else math.nan)
+
+
+def lodo_section(candidates: dict[str, rules.Rule], cells: list[BenchCell]) -> list[str]:
     alone = {n: rules.mean_regret(candidates[n], [c.cell for c in cells]) for n in ("rankme", "lidar")}
-    chosen = rules.choose(candidates, [c.cell for c in cells])
+    worst_alone = {n: max((r for c in cells if (r := rules.judge(candidates[n], c.cell.trials).regret) is not None), default=math.nan)
+                   for n in ("rankme", "lidar")}
     lines = [
         "## The default rule, chosen leave-one-dataset-out",
         "",
-        "For each dataset, the rule with the lowest mean regret on the other datasets' cells is scored on this dataset's cells.",
+        "For each dataset, the rule with the lowest mean regret on the other datasets' cells is scored on this dataset's cells",
+        "(pooled); or, per method family, the rule chosen on the other datasets' cells of the held-out cell's family (all of",
+        "them where the family has no other cell).",
         "",
-        "| held-out dataset | rule chosen on the others | held-out regrets (points) |",
-        "| --- | --- | --- |",
+        "| held-out dataset | pooled: rule chosen on the others | held-out regrets | by family: rules chosen | held-out regrets |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    for f in folds:
-        lines.append(f"| {f.dataset} | {f.rule.name} | " + ", ".join(f"{k} {_f(v)}" for k, v in f.regrets.items()) + " |")
-    mean_held = float(np.mean(held)) if held else math.nan
-    worst = max(held) if held else math.nan
+    pooled, mean_p, worst_p = lodo(candidates, cells, by_family=False)
+    family, mean_f, worst_f = lodo(candidates, cells, by_family=True)
+    for fp, ff in zip(pooled, family):
+        lines.append(f"| {fp.dataset} | {fp.rule.name} | " + ", ".join(f"{k} {_f(v)}" for k, v in fp.regrets.items()) + " | "
+                     + ", ".join(f"{k}: {r.name}" for k, r in ff.by_cell.items()) + " | " + ", ".join(f"{k} {_f(v)}" for k, v in ff.regrets.items()) + " |")
+    chosen = rules.choose(candidates, [c.cell for c in cells])
+    met = lambda mean, worst: mean <= 1 and worst <= 2 and mean < min(alone.values())  # noqa: E731
     lines += [
         "",
-        f"Held-out regret: mean **{mean_held:.2f}** points, worst cell **{worst:.2f}** "
-        f"(RankMe alone: mean {alone['rankme']:.2f}; LiDAR alone: mean {alone['lidar']:.2f}, both over all cells).",
-        f"Chosen on all datasets: **{chosen.name}** ({chosen.description}), mean regret {rules.mean_regret(chosen, [c.cell for c in cells]):.2f} "
-        f"on the cells it was chosen on; its held-out estimate is the mean above. The default rule is **{DEFAULT}** "
-        f"(mean regret {rules.mean_regret(SELECTORS[DEFAULT], [c.cell for c in cells]):.2f}, no parameter chosen on these cells).",
-        "Target (issue 11): mean held-out regret <= 1 point, no cell above 2, below RankMe alone and LiDAR alone: "
-        + ("met." if mean_held <= 1 and worst <= 2 and mean_held < min(alone.values()) else "**not met**."),
+        "| choice | mean held-out regret | worst held-out cell | target met |",
+        "| --- | --- | --- | --- |",
+        f"| pooled | {mean_p:.2f} | {worst_p:.2f} | {_f(met(mean_p, worst_p))} |",
+        f"| by family | {mean_f:.2f} | {worst_f:.2f} | {_f(met(mean_f, worst_f))} |",
+        f"| RankMe alone (no choice) | {alone['rankme']:.2f} | {worst_alone['rankme']:.2f} | {_f(met(alone['rankme'], worst_alone['rankme']))} |",
+        f"| LiDAR alone (no choice) | {alone['lidar']:.2f} | {worst_alone['lidar']:.2f} | {_f(met(alone['lidar'], worst_alone['lidar']))} |",
+        "",
+        f"Chosen on all datasets, pooled: **{chosen.name}** ({chosen.description}), mean regret "
+        f"{rules.mean_regret(chosen, [c.cell for c in cells]):.2f} on the cells it was chosen on (its held-out estimate is the pooled row).",
+        "Per family: " + ", ".join(f"{fam} **{r.name}**" for fam, r in rules.choose_by_family(candidates, [c.cell for c in cells]).items()) + ".",
+        f"The default rule is **{DEFAULT}** (mean regret {rules.mean_regret(SELECTORS[DEFAULT], [c.cell for c in cells]):.2f} over all cells).",
+        f"Target (issue 25): {TARGET}: " + ("met." if met(mean_p, worst_p) or met(mean_f, worst_f) else "**not met**."),
     ]
     return lines
+
+
+def record(cells: list[BenchCell], rule: rules.Rule, key: str) -> dict[str, dict]:
+    """``rule``'s record per value of ``key`` (``family`` or ``modality``): cells, judgeable cells,
+    mean and worst regret over the judgeable ones and over all."""
+    out = {}
+    for value in dict.fromkeys(getattr(c, key) for c in cells):
+        group = [c for c in cells if getattr(c, key) == value]
+        regret = {c.name: rules.judge(rule, c.cell.trials).regret for c in group}
+        judged = [regret[c.name] for c in group if c.judgeable() and regret[c.name] is not None]
+        every = [r for r in regret.values() if r is not None]
+        out[value] = {
+            "cells": [c.name for c in group], "judgeable": [c.name for c in group if c.judgeable()],
+            "mean_regret": float(np.mean(every)) if every else None, "worst_regret": max(every, default=None),
+            "mean_regret_judgeable": float(np.mean(judged)) if judged else None,
+        }
+    return out
+
+
+def record_section(cells: list[BenchCell]) -> list[str]:
+    lines = ["## The default rule by method family and by modality", "",
+             "What every sweep report quotes for its own method family and modality (`selfsup/report/benchmark.json`).", "",
+             "| group | cells | judgeable | mean regret | worst | mean regret, judgeable cells |", "| --- | --- | --- | --- | --- | --- |"]
+    for key in ("family", "modality"):
+        for value, r in record(cells, SELECTORS[DEFAULT], key).items():
+            lines.append(f"| {key} {value} | {len(r['cells'])} | {len(r['judgeable'])} | {_f(r['mean_regret'])} | {_f(r['worst_regret'])} | "
+                         f"{_f(r['mean_regret_judgeable'])} |")
+    return lines
+
+
+def benchmark_record(cells: list[BenchCell], command: str) -> dict:
+    """What the sweep reports read (``selfsup.report.selection.benchmark``): each cell's family,
+    modality, noise, judgeability and every selector's regret, and the default's record per family
+    and per modality."""
+    return {
+        "command": command,
+        "default": DEFAULT,
+        "cells": {c.name: {"method": c.method, "dataset": c.dataset, "family": c.family, "modality": c.modality, "judgeable": c.judgeable(),
+                           "noise": c.noise(), "regret": {n: rules.judge(r, c.cell.trials).regret for n, r in SELECTORS.items()}} for c in cells},
+        "family": record(cells, SELECTORS[DEFAULT], "family"),
+        "modality": record(cells, SELECTORS[DEFAULT], "modality"),
+    }
 
 
 def distrust_section(cells: list[BenchCell]) -> list[str]:
@@ -345,27 +441,30 @@ def plot_regrets(cells: list[BenchCell], path: Path) -> None:
 
 
 def results_json(cells: list[BenchCell]) -> str:
-    """Every trial's final metrics per cell, for rerunning the analysis without MLflow."""
-    return json.dumps({c.name: {"dataset": c.dataset, "method": c.method, "trials": {r.trial: {"status": r.status, "params": r.params, "metrics": r.metrics} for r in c.table}} for c in cells}, indent=1)
+    """Every trial's final metrics per cell and the seed pairs, for rerunning the analysis without MLflow."""
+    return json.dumps({c.name: {"dataset": c.dataset, "method": c.method, "family": c.family, "modality": c.modality,
+                                "seed_pairs": c.seed_pairs,
+                                "trials": {r.trial: {"status": r.status, "params": r.params, "metrics": r.metrics} for r in c.table}}
+                       for c in cells}, indent=1)
 
 
-def write_summary(cells: list[BenchCell], out: Path, command: str, wall_s: float) -> str:
-    """Write ``out/selection.md``, ``out/selection/{cells,regrets}.png`` and every trial's final
-    metrics ``out/selection/trials.json``, log them on a ``benchmark`` run in the cells'
-    experiment; return the Markdown."""
+def write_summary(cells: list[BenchCell], out: Path, command: str, wall_s: float, record_path: Path) -> str:
+    """Write ``out/selection.md``, ``out/selection/{cells,regrets}.png``, every trial's final
+    metrics ``out/selection/trials.json`` and the reports' record ``record_path``, log them on a
+    ``benchmark`` run in the cells' experiment; return the Markdown."""
     text = markdown(cells, command, wall_s)
     figures = out / "selection"
     figures.mkdir(parents=True, exist_ok=True)
     plot_cells(cells, figures / "cells.png")
     plot_regrets(cells, figures / "regrets.png")
     (figures / "trials.json").write_text(results_json(cells))
+    record_path.write_text(json.dumps(benchmark_record(cells, command), indent=1) + "\n")
     (out / "selection.md").write_text(text + "\n![cells](selection/cells.png)\n![regrets](selection/regrets.png)\n")
     uri, exp_id = cells[0].uri, cells[0].exp_id
     run = runs.start_run(uri, exp_id, "selection-benchmark", {runs.ROLE: "benchmark"})
     runs.log_text(uri, run, text, "selection.md")
-    runs.log_file(uri, run, str(figures / "trials.json"))
-    runs.log_file(uri, run, str(figures / "cells.png"))
-    runs.log_file(uri, run, str(figures / "regrets.png"))
+    for path in (figures / "trials.json", figures / "cells.png", figures / "regrets.png", record_path):
+        runs.log_file(uri, run, str(path))
     runs.set_tags(uri, run, {runs.NOTE: text})
     runs.end_run(uri, run, "FINISHED")
     return text
