@@ -25,9 +25,9 @@ GRACE, RF = 2, 2
 
 
 @dataclass
-class BenchCell:
-    """A benchmark cell: its trials as the report reads them, the default metric's history and its
-    seed replicates."""
+class Ran:
+    """A cell as ``benchmarks/selection.py`` ran it: where its sweep and its seed replicates
+    (``(trial, parent run id)``) are."""
 
     name: str
     dataset: str
@@ -38,7 +38,15 @@ class BenchCell:
     exp_id: str
     parent: str
     wall_s: float
-    table: list[Row]
+    seeds: list[tuple[str, str]]
+
+
+@dataclass
+class BenchCell(Ran):
+    """A benchmark cell: its trials as the report reads them, the default metric's history and its
+    seed replicates."""
+
+    table: list[Row] = field(default_factory=list)
     histories: dict[str, dict[str, list[tuple[int, float, float]]]] = field(default_factory=dict)
     """trial -> metric -> ``[(epoch, value, timestamp s)]``."""
     seed_pairs: list[tuple[str, float, float]] = field(default_factory=list)
@@ -84,14 +92,13 @@ class BenchCell:
         return span is not None and noise is not None and 100 * (span[1] - span[0]) >= NOISE_SE * noise
 
 
-def load_cells(found) -> list[BenchCell]:
-    """The cells as ``benchmarks/selection.py`` ran them (its ``Ran``: the sweep's and the seed
-    replicates' parent runs) -> cells with their trials, the label-free metrics' histories and the
+def load_cells(found: list[Ran]) -> list[BenchCell]:
+    """The cells as ``benchmarks/selection.py`` ran them -> cells with their trials, the label-free metrics' histories and the
     seed pairs."""
     out = []
     for ran in found:
         table, _ = rows(ran.uri, ran.exp_id, ran.parent)
-        cell = BenchCell(ran.name, ran.dataset, ran.method, ran.family, ran.modality, ran.uri, ran.exp_id, ran.parent, ran.wall_s, table)
+        cell = BenchCell(**vars(ran), table=table)
         metrics = sorted({m for r in rules.candidates().values() for m in r.metrics})
         cell.histories = {r.trial: {m: runs.metric_timeline(ran.uri, r.run_id, m) for m in metrics} for r in table}
         probes = {r.trial: r.metrics.get(rules.PROBE) for r in table}
@@ -180,7 +187,8 @@ def markdown(cells: list[BenchCell], command: str, wall_s: float) -> str:
         f"({', '.join(sorted({c.family for c in cells}))}) on {len({c.dataset for c in cells})} datasets of "
         f"{len({c.modality for c in cells})} modalities ({', '.join(dict.fromkeys(c.modality for c in cells))})), "
         f"{min(n_trials)}-{max(n_trials)} trials each, sampled at random from `search_spaces/<method>.yaml` and trained "
-        f"to the end, and the two best trials of each trained again with another seed. The cells took "
+        f"to the end, and the best {min(len(c.seed_pairs) for c in cells)}-{max(len(c.seed_pairs) for c in cells)} trial(s) of each "
+        "trained again with another seed. The cells took "
         f"{sum(c.wall_s for c in cells if math.isfinite(c.wall_s)) / 60:.0f} min of wall time on this machine "
         f"({', '.join(f'{c.name} {c.wall_s:.0f} s' for c in cells)}); this call took {wall_s / 60:.0f} min (a cell that finished "
         "before is read back from MLflow).",

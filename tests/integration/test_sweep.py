@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from ray.util.state import list_actors
 
 from selfsup.cli import main
-from selfsup.config import load_sweep
+from selfsup.config import SweepConfig, load_sweep
+from selfsup.report.selection import DEFAULT
 from selfsup.tune.sweep import run_sweep
 
 
@@ -63,7 +64,7 @@ def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, m
     monkeypatch.chdir(workdir)
     progress = lines[:lines.index(next(ln for ln in lines if ln.startswith("trial ")))]  # up to the table's header
     table = "\n".join(lines[len(progress):])
-    assert "label_free/lidar picks trial" in table and "best probe acc" in table
+    assert f"{SweepConfig.model_fields['metric'].default} picks trial" in table and "best probe acc" in table
     log = workdir / "runs" / "tiny" / "sweep.log"
     assert progress[0].startswith("sweep tiny: 3 trials of vicreg on digits") and str(log) in progress[0]
     assert sum("started" in ln for ln in progress) == 3 and sum("finished at epoch 2" in ln for ln in progress) == 3
@@ -91,7 +92,7 @@ def test_sweep_records_every_trial_and_resume_adds_none(finished_sweep, capfd, m
                  "selection_scatter.png", "selection_curves.png", "selection_spectra.png"):
         assert name in arts, name
     assert parent.data.tags["mlflow.note.content"].startswith("**tiny**: 3 trials, 3 finished")
-    assert "Kendall tau" in table and "* lidar" in table
+    assert "Kendall tau" in table and f"* {DEFAULT}" in table
     for c in children:
         assert {"label_free/lidar", "label_free/alpha_req", "label_free/rankme_projector"} <= set(c.data.metrics)
         assert "spectrum.json" in [a.path for a in client.list_artifacts(c.info.run_id)]
