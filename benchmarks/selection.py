@@ -54,10 +54,17 @@ class CellSpec:
     base: str
     epochs: int
     overrides: dict = field(default_factory=dict)
+    collapse_rankme: float | None = 1.5
+    """The sweep's collapse threshold (its default); None for methods whose healthy embeddings sit
+    near a RankMe of 1-2 on these small data in their first epochs (MAE, IICC), which the
+    threshold would stop at epoch 1."""
 
     @property
     def name(self) -> str:
         return f"{self.dataset}-{self.method}"
+
+    def sweep_name(self, budget: str) -> str:
+        return f"selbench-{budget}-{self.name}" + ("-no-collapse-stop" if self.collapse_rankme is None else "")
 
 
 CELLS = [
@@ -72,12 +79,12 @@ CELLS = [
     CellSpec("digits", "simclr", "digits_simclr.yaml", 10),
     CellSpec("mnist1d", "simclr", "mnist1d_vicreg.yaml", 8, {"method": {"name": "simclr", "temperature": 0.2, "projector": [256, 128]}}),
     CellSpec("breast_cancer", "tjepa", "breast_cancer_tjepa.yaml", 15),
-    CellSpec("moving_digits", "mae", "moving_digits_videomae.yaml", 6),
-    CellSpec("synthetic_volumes", "iicc", "synthetic_volumes_iicc.yaml", 6),
+    CellSpec("moving_digits", "mae", "moving_digits_videomae.yaml", 6, collapse_rankme=None),
+    CellSpec("synthetic_volumes", "iicc", "synthetic_volumes_iicc.yaml", 6, collapse_rankme=None),
     CellSpec("synthetic_scenes", "adljepa", "synthetic_scenes_adljepa.yaml", 6),
     CellSpec("digits", "byol", "digits_byol.yaml", 10),
     CellSpec("mnist1d", "sjepa", "mnist1d_sjepa.yaml", 8),
-    CellSpec("digits", "mae", "digits_mae.yaml", 10),
+    CellSpec("digits", "mae", "digits_mae.yaml", 10, collapse_rankme=None),
     CellSpec("digits", "depict", "digits_depict.yaml", 10),
     CellSpec("mnist1d", "timedrl", "mnist1d_timedrl.yaml", 8),
     CellSpec("digits", "dino", "digits_dino.yaml", 6),
@@ -119,7 +126,8 @@ def sweep_config(spec: CellSpec, budget: str, args, storage: str):
         **spec.overrides,
     }
     return SweepConfig(
-        name=f"selbench-{budget}-{spec.name}",
+        name=spec.sweep_name(budget),
+        collapse_rankme=spec.collapse_rankme,
         base=str(ROOT / "examples" / spec.base),
         search_space=str(ROOT / "search_spaces" / f"{spec.method}.yaml"),
         overrides=overrides,
