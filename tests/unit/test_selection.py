@@ -8,17 +8,17 @@ import pytest
 
 from selfsup.report import plots
 from selfsup.report.rules import rank_correlations
-from selfsup.report.selection import DEFAULT, PROBE, Row, build_report, format_report, to_csv, to_markdown
+from selfsup.report.selection import DEFAULT, PROBE, SELECTORS, Row, build_report, format_report, to_csv, to_markdown
 
 
 def row(trial, rankme, lidar, alpha, probe, status="FINISHED", collapsed=False):
     metrics = {"label_free/rankme": rankme, "label_free/rankme_projector": rankme / 2, "label_free/lidar": lidar,
-               "label_free/alpha_req": alpha, PROBE: probe, "epoch": 10}
+               "label_free/aug_consistency": lidar / 100, "label_free/alpha_req": alpha, PROBE: probe, "epoch": 10}
     return Row(trial, status, 10, {"optim.lr": "0.001"}, metrics, collapsed)
 
 
 def sweep():
-    # RankMe prefers t1 (probe 0.90); LiDAR ranks the trials exactly as the probe does; t5 collapsed
+    # RankMe prefers t1 (probe 0.90); LiDAR and augmentation consistency rank the trials exactly as the probe does; t5 collapsed
     return [
         row("t1", 60.0, 10.0, 0.6, 0.90),
         row("t2", 40.0, 30.0, 1.1, 0.97),
@@ -56,10 +56,9 @@ def test_text_report_marks_picks_and_warns_when_the_default_is_weak():
     assert f"* {DEFAULT}" in text and "WARNING" not in text and "1 of 5 trials collapsed" in text
     assert f"RankMe and the default rule ({DEFAULT}) disagree: RankMe picks trial t1, {DEFAULT} picks trial t2 (probe acc 0.9 vs 0.97)" in text
     for r in rows:  # make the default rule rank the trials backwards
-        r.metrics["label_free/lidar"] = -r.metrics[PROBE]
-    assert "WARNING: on this sweep lidar ranks the trials weakly" in format_report(build_report(rows, ["optim.lr"]))
-    assert "masked method" not in text and "On the selection benchmark (docs/selection.md" in text
-    assert "WARNING: sjepa is a masked method" in format_report(build_report(rows, ["optim.lr"], method="sjepa"))
+        r.metrics[SELECTORS[DEFAULT].metric] = -r.metrics[PROBE]
+    assert f"WARNING: on this sweep {DEFAULT} ranks the trials weakly" in format_report(build_report(rows, ["optim.lr"]))
+    assert "On the selection benchmark (docs/selection.md" in text
 
 
 def test_csv_and_markdown(tmp_path):
@@ -81,3 +80,38 @@ def test_figures_are_written(tmp_path):
     plots.spectra({"pick": [3.0, 2.0, 1.0], "best": [4.0, 1.0, 0.0]}, str(tmp_path / "p.png"))
     for name in ("s.png", "c.png", "p.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_quotes_the_benchmark_for_its_family_and_modality(monkeypatch):
+    from selfsup.report import selection
+
+    cell = lambda method, dataset, family, modality, judgeable, regret: {  # noqa: E731
+        "method": method, "dataset": dataset, "family": family, "modality": modality, "judgeable": judgeable, "noise": 0.5,
+        "regret": {DEFAULT: regret}}
+    record = {"command": "python benchmarks/selection.py", "cells": {
+        "digits-vicreg": cell("vicreg", "digits", "redundancy_reduction", "image", True, 1.0),
+        "mnist1d-vicreg": cell("vicreg", "mnist1d", "redundancy_reduction", "signal", True, 3.0),
+        "digits-simclr": cell("simclr", "digits", "contrastive", "image", False, 0.0),
+    }}
+    monkeypatch.setattr(selection, "benchmark", lambda: record)
+    lines = selection.benchmark_lines(build_report(sweep(), ["optim.lr"], method="barlowtwins", dataset="digits"))
+    assert "3 cells" in lines[0]
+    # the family's two judgeable cells: mean (1 + 3) / 2, worst 3; the image cells: only digits-vicreg judgeable
+    assert f"- redundancy_reduction methods: {DEFAULT}'s pick was 2.00 points below the label-based best on average over the 2 judgeable of 2 cell(s), 3.00 at worst." in lines
+    assert f"- image data: {DEFAULT}'s pick was 1.00 points below the label-based best on average over the 1 judgeable of 2 cell(s), 1.00 at worst." in lines
+    assert lines[-1] == f"- this kind of sweep (redundancy_reduction on image): cell(s) digits-vicreg, judgeable; {DEFAULT}'s regret there: 1.00 points."
+    lines = selection.benchmark_lines(build_report(sweep(), ["optim.lr"], method="mocov3", dataset="table"))
+    assert "- contrastive methods: 1 cell(s), none judgeable (the trials there differed by no more than seed and test noise)." in lines
+    assert "- table data: no cell; the pick is unvalidated for them." in lines
+    assert lines[-1] == "- no cell of contrastive on table: the benchmark cannot judge a sweep like this one."
+    # a family whose judgeable cells the default missed by more than 2 points on average, and one with none judgeable
+    text = format_report(build_report(sweep(), ["optim.lr"], method="vicreg", dataset="mnist1d"))
+    assert f"WARNING: on the selection benchmark's redundancy_reduction cells {DEFAULT}'s pick was 2.00 points" not in text  # 2.00 is not above 2
+    record["cells"]["mnist1d-vicreg"]["regret"][DEFAULT] = 5.0
+    text = format_report(build_report(sweep(), ["optim.lr"], method="vicreg", dataset="mnist1d"))
+    assert f"WARNING: on the selection benchmark's redundancy_reduction cells {DEFAULT}'s pick was 3.00 points below" in text
+    text = format_report(build_report(sweep(), ["optim.lr"], method="simclr", dataset="digits"))
+    assert "WARNING: the selection benchmark has no judgeable cell of contrastive methods (simclr): treat the pick as unvalidated." in text
+    assert "WARNING: the selection benchmark" not in format_report(build_report(sweep(), ["optim.lr"]))  # method unknown: no claim
+    monkeypatch.setattr(selection, "benchmark", lambda: None)
+    assert "the pick is unvalidated" in selection.benchmark_lines(build_report(sweep(), ["optim.lr"]))[0]
