@@ -513,8 +513,9 @@ class SweepConfig(Section):
 
     ``base`` is an experiment YAML (relative to this file); ``search_space`` a YAML of dotted
     config paths -> distributions, by default ``search_spaces/<method>.yaml``. ``metric`` is Tune's
-    objective (default LiDAR, the default selection rule's metric; any ``label_free/...`` metric;
-    ``label_free/rankme`` is the RankMe paper's objective, Garrido et al. 2023). A trial whose
+    objective (default augmentation consistency, the default selection rule's metric, chosen by the
+    selection benchmark, docs/selection.md; any ``label_free/...`` metric; ``label_free/rankme`` is
+    the RankMe paper's objective, Garrido et al. 2023, ``label_free/lidar`` LiDAR's). A trial whose
     backbone RankMe falls below ``collapse_rankme`` (1.5: one or two directions left), or whose loss
     is not finite, is stopped, recorded as collapsed and told to Optuna as pruned; ``null`` turns
     this off (masked methods on tiny images can sit near 1-2 without having collapsed).
@@ -533,7 +534,7 @@ class SweepConfig(Section):
     overrides: dict[str, Any] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
-    metric: str = "label_free/lidar"
+    metric: str = "label_free/aug_consistency"
     mode: Literal["max", "min"] = "max"
     seed: int = 0
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
