@@ -141,6 +141,20 @@ def sweep_config(spec: CellSpec, budget: str, args, storage: str):
     )
 
 
+def finished_sweep(uri: str, name: str):
+    """``(experiment id, parent run id, parent run)`` of the newest sweep ``name`` in the experiment
+    if it finished, else None."""
+    from selfsup.report.selection import find_sweep
+    from selfsup.tracking import runs
+
+    try:
+        exp_id, parent = find_sweep(uri, name, EXPERIMENT)
+    except LookupError:
+        return None
+    run = runs.get_run(uri, parent)
+    return (exp_id, parent, run) if run.status == "FINISHED" else None
+
+
 def run_sweep_once(sweep, uri: str, label: str, args) -> tuple[str, str, float]:
     """Run ``sweep`` unless a finished one of that name is in the experiment (``--fresh`` reruns
     it); ``(experiment id, parent run id, wall s)``, the wall time kept on the parent run."""
@@ -149,14 +163,11 @@ def run_sweep_once(sweep, uri: str, label: str, args) -> tuple[str, str, float]:
     from selfsup.tracking import runs
     from selfsup.tune.sweep import run_sweep
 
-    try:
-        exp_id, parent = find_sweep(uri, sweep.name, EXPERIMENT)
-        done = not args.fresh and runs.get_run(uri, parent).status == "FINISHED"
-    except LookupError:
-        done = False
+    done = None if args.fresh else finished_sweep(uri, sweep.name)
     print(f"{label}: " + ("finished before, read back from MLflow" if done else f"{sweep.num_samples} trial(s)"), flush=True)
     if done:
-        return exp_id, parent, float(runs.get_run(uri, parent).tags.get("selfsup.benchmark_wall_s", "nan"))
+        exp_id, parent, run = done
+        return exp_id, parent, float(run.tags.get("selfsup.benchmark_wall_s", "nan"))
     t0 = time.perf_counter()
     try:
         print(run_sweep(sweep, f"benchmarks/selection.py ({label})", ray_temp_dir=args.ray_temp_dir), flush=True)
@@ -168,6 +179,10 @@ def run_sweep_once(sweep, uri: str, label: str, args) -> tuple[str, str, float]:
     return exp_id, parent, wall
 
 
+def replicate_name(sweep, trial) -> str:
+    return f"{sweep.name}-seed{REPLICATE_SEED}-{trial.trial}"
+
+
 def replicate_config(sweep, trial, keys: list[str], folder: str):
     """A one-trial sweep of ``trial``'s searched values with the seed :data:`REPLICATE_SEED` (its
     search space that seed alone)."""
@@ -177,8 +192,7 @@ def replicate_config(sweep, trial, keys: list[str], folder: str):
     space.write_text(yaml.safe_dump({"seed": {"type": "choice", "values": [REPLICATE_SEED]}}))
     searched = {k: yaml.safe_load(trial.params[k]) for k in keys}
     return sweep.model_copy(update={
-        "name": f"{sweep.name}-seed{REPLICATE_SEED}-{trial.trial}", "search_space": str(space),
-        "overrides": {**sweep.overrides, **searched}, "num_samples": 1,
+        "name": replicate_name(sweep, trial), "search_space": str(space), "overrides": {**sweep.overrides, **searched}, "num_samples": 1,
     })
 
 
@@ -188,8 +202,7 @@ def run_cells(specs: list[CellSpec], args):
 
     from selfsup.methods import METHODS
     from selfsup.report import rules
-    from selfsup.report.selection import find_sweep, finished, rows
-    from selfsup.tracking import runs
+    from selfsup.report.selection import finished, rows
     from selfsup.tune.sweep import base_config
 
     storage = tempfile.mkdtemp(prefix="selbench-", dir=args.storage)
@@ -205,17 +218,14 @@ def run_cells(specs: list[CellSpec], args):
         best = sorted((r for r in finished(table) if rules.finite(r.metrics.get(rules.PROBE))), key=lambda r: -r.metrics[rules.PROBE])
         seeds = []
         for rank, trial in enumerate(best):
-            again = replicate_config(sweep, trial, keys, storage)
-            if rank >= replicates:  # beyond the budget's replicates: one that an earlier call ran is used
-                try:
-                    _, rep = find_sweep(uri, again.name, EXPERIMENT)
-                except LookupError:
-                    continue
-                if (run := runs.get_run(uri, rep)).status == "FINISHED":
-                    seeds.append((trial.trial, rep))
-                    wall += float(run.tags.get("selfsup.benchmark_wall_s", "nan"))
+            if rank < replicates:
+                _, rep, rep_wall = run_sweep_once(replicate_config(sweep, trial, keys, storage), uri,
+                                                  f"{label} seed {REPLICATE_SEED} of {trial.trial}", args)
+            elif done := finished_sweep(uri, replicate_name(sweep, trial)):  # beyond the budget's: one an earlier call ran
+                _, rep, run = done
+                rep_wall = float(run.tags.get("selfsup.benchmark_wall_s", "nan"))
+            else:
                 continue
-            _, rep, rep_wall = run_sweep_once(again, uri, f"{label} seed {REPLICATE_SEED} of {trial.trial}", args)
             seeds.append((trial.trial, rep))
             wall += rep_wall
         print(f"{label}: done in {wall:.0f} s", flush=True)
