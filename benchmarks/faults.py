@@ -6,12 +6,12 @@ VICReg run on digits (a 16-wide CNN, `--epochs` epochs of 11 steps). First a ref
 without a fault. Then:
 
 - worker kills (`--worker-kills N`, default 20): each run SIGKILLs its Ray Train worker at a random
-  moment of a random epoch (2 .. epochs-1): after the previous epoch's checkpoint folder appears,
-  a random fraction of an epoch's time later, so the kill lands at a random step (or in the
+  moment of a random epoch (2 .. epochs-1): after the previous epoch's checkpoint folder is in
+  storage whole, a random fraction of an epoch's time later, so the kill lands at a random step (or in the
   epoch's evaluation).
 - damaged checkpoints (`--damaged N`, default 6): the same kill (in epochs 3 .. epochs-1, so that
-  an older checkpoint exists), and in the same instant the run's newest checkpoint folder is
-  damaged, in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
+  an older checkpoint exists), and in the same instant the run's newest complete checkpoint folder
+  is damaged (a newer one the kill left half-copied is damaged already), in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
   whole folder deleted.
 
 The faulty runs make their views in `--loader-workers` DataLoader processes, in turn (default 0
@@ -124,16 +124,25 @@ def weights(path: str) -> dict:
     return checkpoints.read(path)["engine"]["method"]
 
 
-def newest_folder(storage: Path) -> Path | None:
-    found = sorted(storage.glob("*/epoch-*"))
+def complete(folder: Path) -> bool:
+    """Whether Ray Train has copied the checkpoint ``folder`` into storage whole (its manifest and
+    a ``state.pt`` of the manifest's size): a kill can land mid-copy."""
+    try:
+        return (folder / "state.pt").stat().st_size == json.loads((folder / "manifest.json").read_text())["bytes"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def newest_complete(storage: Path) -> Path | None:
+    found = [f for f in sorted(storage.glob("*/epoch-*")) if complete(f)]
     return found[-1] if found else None
 
 
 def wait_folder(storage: Path, epoch: int, timeout: float = 300) -> None:
     deadline = time.time() + timeout
-    while not list(storage.glob(f"*/epoch-{epoch:05d}")):
+    while not any(complete(f) for f in storage.glob(f"*/epoch-{epoch:05d}")):
         if time.time() > deadline:
-            raise TimeoutError(f"no checkpoint of epoch {epoch} under {storage} after {timeout:.0f} s")
+            raise TimeoutError(f"no complete checkpoint of epoch {epoch} under {storage} after {timeout:.0f} s")
         time.sleep(0.02)
 
 
@@ -185,15 +194,17 @@ def faulty_run(tmp: Path, name: str, epochs: int, epoch_s: float, rng: random.Ra
 
     runner = threading.Thread(target=target)
     runner.start()
-    wait_folder(storage, kill_epoch - 1)
-    time.sleep(fraction * epoch_s)
     damaged_epoch = None
-    kill_worker()
-    if how != "none":
-        folder = newest_folder(storage)
-        damaged_epoch = int(folder.name.split("-")[1])
-        damage(folder, how)
-    runner.join(timeout=600)
+    try:
+        wait_folder(storage, kill_epoch - 1)
+        time.sleep(fraction * epoch_s)
+        kill_worker()
+        if how != "none":  # the newest complete one: a newer one the kill left half-copied is skipped as well
+            folder = newest_complete(storage)
+            damaged_epoch = int(folder.name.split("-")[1])
+            damage(folder, how)
+    finally:  # a harness error waits for the run, so as not to delete its store under it
+        runner.join(timeout=600)
     wall = time.time() - t0
     client, run = the_run(cfg.tracking.uri, name)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]

@@ -20,7 +20,7 @@ def test_fault_harness_small_n(ray_cluster, tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "3", "--epochs", "4",
            "--killed-sweeps", "0", "--outages", "0", "--leak-trials", "0", "--loader-workers", "0,2", "--log", str(tmp_path / "faults.log")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-4000:]
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-8000:] + (tmp_path / "faults.log").read_text()[-4000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0] == f"Ray's, Train's and each run's own output: {tmp_path / 'faults.log'}"
     assert lines[-1] == "damaged checkpoints 3/3 resumed past the damage, 3/3 warned, 0 epochs lost, 0 doubled, 3/3 weights equal"
@@ -39,7 +39,7 @@ def test_sweep_fault_harness_small_n(ray_cluster, tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--worker-kills", "0", "--damaged", "0", "--killed-sweeps", "1",
            "--sweep-trials", "1", "--sweep-epochs", "2", "--outages", "1", "--outage-s", "10", "--leak-trials", "0", "--log", str(tmp_path / "faults.log")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + (tmp_path / "faults.log").read_text()[-6000:]
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-8000:] + (tmp_path / "faults.log").read_text()[-6000:]
     last = out.stdout.strip().splitlines()[-1]
     assert last == ("driver kills 3/3 (trials, report, registration) in 1 sweep(s), resumed after each: 1/1 ended 0, "
                     "0 duplicate runs, 1/1 parents FINISHED, 1/1 one registry version, 1/1 reports whole; tracking outages 1/1 sweeps finished "
