@@ -38,7 +38,9 @@ class SharedData(Section):
     ``cifar10`` / ``cifar100`` for the CIFAR python pickles at ``path``. Folders of files (``folder``,
     ``video_folder``, ``wfdb``), shards and tables may be at any pyarrow filesystem URI such as
     ``s3://bucket/prefix`` (``?endpoint_override=HOST:PORT&scheme=http`` for a server of your own). ``image_size`` resizes every image (``folder`` and ``shards`` default to 32; the others
-    keep their own size unless set, e.g. 16 to upsample digits for a ViT).
+    keep their own size unless set, e.g. 16 to upsample digits for a ViT). ``samples`` sets how many
+    samples a generated dataset makes (``synthetic_volumes``, ``synthetic_scenes``,
+    ``synthetic_activities``, ``pendulum_rollouts``; each has its own default count).
 
     ``views`` is the augmentation recipe (``auto``: the method's paper recipe; see
     ``selfsup.data.views``). ``crop_scale`` (global crops) and ``flip`` default to the recipe's;
@@ -85,6 +87,7 @@ class SharedData(Section):
     path: str | None = None
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 0
+    samples: int | None = Field(None, ge=20)
     views: Literal[("auto", *dict.fromkeys(r for m in MODALITIES.values() for r in m.recipes))] = "auto"
     crop_scale: tuple[float, float] | None = None
     noise_std: float = Field(0.05, ge=0.0)
@@ -111,6 +114,9 @@ class SharedData(Section):
         if self.augment_on == "device" and not kind.device_views:
             raise ValueError(f"data.augment_on: device makes the views of {', '.join(m.plural for m in MODALITIES.values() if m.device_views)} "
                              f"on the device; {self.name!r} holds {kind.plural}")
+        if self.samples is not None and not source.generated:
+            made = [name for name in DATASETS if dataset(name).generated]
+            raise ValueError(f"data.samples sets how many samples a generated dataset makes ({', '.join(made)}), not {self.name!r}")
         if self.stream and not source.streams:
             streamed = [name for name in DATASETS if dataset(name).streams]
             raise ValueError(f"data.stream applies to datasets read file by file ({', '.join(streamed)}), not {self.name!r}")
@@ -169,7 +175,7 @@ class SharedData(Section):
     def load_args(self) -> dict:
         """The keyword arguments of ``selfsup.modalities.load_dataset`` for this section: what
         loading the data depends on (two runs with equal ``load_args`` can share one loaded copy)."""
-        shared = {key: getattr(self, key) for key in ("name", "path", "test_fraction", "split_seed", "stream", "on_bad_file")}
+        shared = {key: getattr(self, key) for key in ("name", "path", "test_fraction", "split_seed", "stream", "on_bad_file", "samples")}
         own = {key: getattr(self, key) for kind in MODALITIES.values() for key in kind.loads}
         return {**shared, **{key: v.model_dump() if isinstance(v, Section) else v for key, v in own.items()}}
 

@@ -55,6 +55,8 @@ def test_defaults_and_overrides(tmp_path):
         ("model: {backbone: vit1d, embed_dim: 30, heads: 4}\n", [], "model.embed_dim 30 must be divisible by model.heads 4"),
         ("data: {signal_length: 100}\n", [], "data.signal_length applies to data.name 'wfdb' only, not 'digits'"),
         ("data: {name: mnist1d, stream: true}\nmodel: {backbone: cnn1d}\n", [], "data.stream applies to datasets read file by file (folder, shards, point_folder, wfdb, video_folder, video_shards, nifti), not 'mnist1d'"),
+        ("data: {samples: 5000}\n", [], "data.samples sets how many samples a generated dataset makes (synthetic_scenes, synthetic_activities, pendulum_rollouts, synthetic_volumes), not 'digits'"),
+        ("data: {name: synthetic_volumes, samples: 3}\nmodel: {backbone: cnn3d}\n", [], "data.samples: Input should be greater than or equal to 20"),
         ("data: {preprocess_cpus: 2}\n", [], "data.preprocess_cpus applies to data.ingest: ray_data (this data is read by the loader: data.ingest: auto, and"),
         ("data: {ingest: ray_data, loader_workers: 2}\n", [], "data.loader_workers applies to data.ingest: loader"),
         ("scaling: {num_workers: 2, min_workers: 3}\n", [], "scaling.min_workers 3 exceeds scaling.num_workers 2"),

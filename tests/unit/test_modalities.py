@@ -36,6 +36,15 @@ def test_a_built_in_dataset_has_the_sample_shape_its_modality_promises(name):
     assert len(views) == 2 and all(v.shape == data.train.x[:4].shape for v in views)
 
 
+@pytest.mark.parametrize("name", sorted(d for d in DATASETS if MODALITIES[DATASETS[d]].datasets[d].generated))
+def test_a_generated_dataset_makes_data_samples_of_them(name):
+    """``data.samples`` sizes a generated dataset (the selection benchmark's larger test sets); the
+    split keeps ``test_fraction`` of them."""
+    cfg = DataConfig(name=name, samples=40)
+    data = load_dataset(**cfg.load_args())
+    assert (len(data.train.x), len(data.test.x)) == (32, 8)
+
+
 def test_selfsup_datasets_lists_them_by_modality():
     out = subprocess.run([sys.executable, "-m", "selfsup.cli", "datasets"], capture_output=True, text=True, timeout=120, check=True).stdout
     lines = out.splitlines()

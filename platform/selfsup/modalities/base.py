@@ -42,14 +42,17 @@ class Dataset:
     """One dataset of a modality: ``describe`` (one line for ``selfsup datasets``), ``load`` (the
     ``DataConfig.load_args`` dict -> :class:`SplitData`), what ``data.path`` is (``file``: a file
     or folder, resolved against the working directory; ``name``: the name of a bundled set;
-    ``none``: built in, no path), whether ``data.stream`` applies (read file by file), and the
-    ``data:`` keys that only it reads (refused, when set, for any other dataset)."""
+    ``none``: built in, no path), whether ``data.stream`` applies (read file by file), the
+    ``data:`` keys that only it reads (refused, when set, for any other dataset), and whether it is
+    generated (``data.samples`` sets how many samples it makes; its loader reads ``samples``,
+    ``None`` for its own count)."""
 
     describe: str
     load: Callable[[dict], SplitData]
     path: str = "file"
     streams: bool = False
     keys: tuple[str, ...] = ()
+    generated: bool = False
 
 
 class Modality:
@@ -140,10 +143,10 @@ def field_default(field: tuple) -> Any:
 
 
 def load_dataset(name: str, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, stream: bool = False,
-                 on_bad_file: str = "fail", **keys) -> SplitData:
+                 on_bad_file: str = "fail", samples: int | None = None, **keys) -> SplitData:
     """Load a dataset by its config name: the keyword arguments are ``DataConfig.load_args()``:
     the shared ones (``on_bad_file``, fail | skip, is what a streamed dataset does with a file it
-    cannot read) and each modality's ``loads`` (``image_size`` resizes images; ``columns`` and
+    cannot read; ``samples``, how many a generated dataset makes) and each modality's ``loads`` (``image_size`` resizes images; ``columns`` and
     ``missing`` describe a CSV/Parquet table; ``signal_length``, ``sampling_rate``, ``leads`` and
     ``labels`` shape WFDB records; ...), their defaults where not given."""
     defaults = {key: field_default(kind.fields[key]) for kind in MODALITIES.values() for key in kind.loads}
@@ -151,5 +154,5 @@ def load_dataset(name: str, path: str | None = None, test_fraction: float = 0.2,
     if unknown:
         raise TypeError(f"load_dataset got unknown keys {', '.join(unknown)}")
     args = {**defaults, **keys, "name": name, "path": path, "test_fraction": test_fraction, "split_seed": split_seed,
-            "stream": stream, "on_bad_file": on_bad_file}
+            "stream": stream, "on_bad_file": on_bad_file, "samples": samples}
     return dataset(name).load(args)

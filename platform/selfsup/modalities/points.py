@@ -459,9 +459,9 @@ class Points(Modality):
     name, plural, sample = "points", "point clouds", "(N, 3 + F)"
     datasets = {
         "synthetic_scenes": Dataset("1,000 generated LiDAR scans (32 rings) of street scenes: 2-4 cars, pedestrians, trees or walls among "
-                                    "clutter, with occlusion and noise, 4 classes; x, y, z, intensity (data.num_points: 1024)",
-                                    lambda a: synthetic_scenes(points=a["num_points"] or 1024, test_fraction=a["test_fraction"],
-                                                               split_seed=a["split_seed"]), path="none"),
+                                    "clutter, with occlusion and noise, 4 classes; x, y, z, intensity (data.num_points: 1024; data.samples sets the count)",
+                                    lambda a: synthetic_scenes(a["samples"] or 1000, points=a["num_points"] or 1024, test_fraction=a["test_fraction"],
+                                                               split_seed=a["split_seed"]), path="none", generated=True),
         "point_folder": Dataset("your point clouds: data.path (a folder, or s3://, ...) -> .npy (N, 3+F), .ply or .bin (KITTI: "
                                 "data.point_columns float32) files in class subfolders (or none), resampled to data.num_points (16384)",
                                 lambda a: point_folder(a["path"], a["num_points"] or 16384, a["point_columns"], a["test_fraction"], a["split_seed"],

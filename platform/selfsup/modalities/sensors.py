@@ -205,8 +205,9 @@ class Sensors(Modality):
     name, plural, sample = "sensors", "sensor windows", "(devices, C, T)"
     datasets = {
         "synthetic_activities": Dataset("1,200 generated 4 s windows of 4 body-worn accelerometers (ankle, thigh, trunk, wrist) "
-                                        "at random orientations: standing, walking, running or cycling, 4 classes (made offline)",
-                                        lambda a: synthetic_activities(test_fraction=a["test_fraction"], split_seed=a["split_seed"]), path="none"),
+                                        "at random orientations: standing, walking, running or cycling, 4 classes (made offline; data.samples sets the count)",
+                                        lambda a: synthetic_activities(a["samples"] or 1200, test_fraction=a["test_fraction"],
+                                                                                 split_seed=a["split_seed"]), path="none", generated=True),
         "daphnet": Dataset("aeon's bundled Daphnet recording: ankle, thigh and trunk accelerometers at 64 Hz, unlabelled, "
                            "windows of data.window samples every data.window_stride",
                            lambda a: daphnet(a["window"], a["window_stride"], a["test_fraction"]), path="none",

@@ -207,9 +207,9 @@ class Trajectories(Modality):
     name, plural, sample = "trajectories", "trajectories", "(T, O + A)"
     datasets = {
         "pendulum_rollouts": Dataset("1,000 generated windows of gymnasium Pendulum-v1 episodes under 3 noisy scripted controllers, "
-                                     "in 4 gravities (the label); data.horizon steps of (cos, sin, speed, torque)",
-                                     lambda a: pendulum_rollouts(horizon=a["horizon"], test_fraction=a["test_fraction"], split_seed=a["split_seed"]),
-                                     path="none"),
+                                     "in 4 gravities (the label); data.horizon steps of (cos, sin, speed, torque); data.samples sets the count",
+                                     lambda a: pendulum_rollouts(a["samples"] or 1000, horizon=a["horizon"], test_fraction=a["test_fraction"],
+                                                                split_seed=a["split_seed"]), path="none", generated=True),
         "trajectory_npz": Dataset("your windows: data.path -> .npz with observations (N, T, O) and actions (N, T, A), optional y and *_test",
                                   lambda a: trajectory_npz(a["path"], a["test_fraction"], a["split_seed"])),
         "trajectory_parquet": Dataset("your episodes: data.path -> LeRobot-style Parquet (episode_index, frame_index, observation.state, action), "

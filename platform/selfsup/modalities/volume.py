@@ -281,9 +281,9 @@ class Volume(Modality):
     name, plural, sample = "volume", "volumes", "(C, D, H, W)"
     datasets = {
         "synthetic_volumes": Dataset("1,200 generated 32^3 volumes: a ball, box, rod or shell of random size, place and contrast on a noisy "
-                                     "bias field, 4 classes (made offline; data.volume_size sets the side)",
-                                     lambda a: synthetic_volumes(size=a["volume_size"] or 32, test_fraction=a["test_fraction"],
-                                                                 split_seed=a["split_seed"]), path="none"),
+                                     "bias field, 4 classes (made offline; data.volume_size sets the side, data.samples the count)",
+                                     lambda a: synthetic_volumes(a["samples"] or 1200, size=a["volume_size"] or 32, test_fraction=a["test_fraction"],
+                                                                 split_seed=a["split_seed"]), path="none", generated=True),
         "volume_npz": Dataset("your volumes: data.path -> .npz with x (N,D,H,W)|(N,C,D,H,W), optional y, x_test, y_test",
                               lambda a: volume_npz(a["path"], a["test_fraction"], a["split_seed"])),
         "nifti": Dataset("your NIfTI volumes (.nii, .nii.gz): data.path (a folder, or s3://, ...) -> class subfolders (or none), "
