@@ -124,6 +124,10 @@ def test_a_rule_that_cannot_score_a_cell_is_not_chosen():
     pool = {k: rules.METRIC_RULES[k] for k in ("lidar", "rankme")}
     # LiDAR is perfect where it can score (B) but cannot score A; RankMe misses by 40 on both
     assert rules.choose(pool, cells).name == "rankme"
+    # held out, A gets a rule that can score it: RankMe, though LiDAR is perfect on the others (B)
+    folds = {f.dataset: f for f in rules.leave_one_dataset_out(pool, cells)}
+    assert folds["A"].rule.name == "rankme" and folds["A"].regrets == {"A": pytest.approx(40.0)}
+    assert folds["B"].rule.name == "rankme"
 
 
 def test_candidates_include_metrics_aggregates_and_gates():

@@ -249,17 +249,19 @@ class Fold:
 def leave_one_dataset_out(rules: dict[str, Rule], cells: Sequence[Cell], by_family: bool = False) -> list[Fold]:
     """For each dataset, choose a rule on the other datasets' cells and score it on this one's.
     ``by_family``: each held-out cell gets the rule chosen on the other datasets' cells of its
-    method family (on all the other datasets' cells where its family has none)."""
+    method family (on all the other datasets' cells where its family has none). The choice for a
+    held-out cell is among the rules that can score its trials (DSE only where the encoder has
+    patch tokens): that is known without labels, as a sweep knows which metrics its trials logged."""
     folds = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
         others = [c for c in cells if c.dataset != dataset]
-        overall = choose(rules, others)
         held, by_cell = {}, {}
         for c in (c for c in cells if c.dataset == dataset):
+            usable = {name: r for name, r in rules.items() if judge(r, c.trials).pick is not None}
             kin = [o for o in others if o.family == c.family] if by_family else []
-            by_cell[c.name] = rule = choose(rules, kin) if kin else overall
+            by_cell[c.name] = rule = choose(usable, kin or others)
             held[c.name] = judge(rule, c.trials).regret
-        folds.append(Fold(dataset, next(iter(by_cell.values()), overall), held, by_cell))
+        folds.append(Fold(dataset, next(iter(by_cell.values())), held, by_cell))
     return folds
 
 
