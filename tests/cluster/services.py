@@ -255,7 +255,7 @@ def ray_nodes(count: int = 3, cpus: int = 1, env: dict[str, str] | None = None):
     try:
         for i in range(count):
             start_node(cluster, i, cpus)
-        wait_for(lambda: alive_nodes(cluster) == count, f"{count} Ray nodes", timeout=90)
+        wait_nodes(cluster, count, f"{count} Ray nodes")
         yield cluster
     finally:
         for proc in reversed(cluster.nodes):
@@ -307,6 +307,22 @@ def alive_nodes(cluster: RayNodes) -> int:
     with urllib.request.urlopen(f"{cluster.dashboard}/nodes?view=summary", timeout=5) as r:
         summary = json.load(r)["data"]["summary"]
     return sum(1 for n in summary if n["raylet"]["state"] == "ALIVE")
+
+
+def wait_nodes(cluster: RayNodes, count: int, what: str, timeout: float = 180) -> None:
+    """Wait until the cluster's dashboard counts ``count`` alive nodes (a node's raylet is up when
+    :func:`start_node` returns, but registers with the head later, a minute or more on a busy
+    2-core machine); the timeout names the last count seen."""
+    seen = []
+
+    def check():
+        seen.append(alive_nodes(cluster))
+        return seen[-1] == count
+
+    try:
+        wait_for(check, what, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: {count} alive Ray nodes wanted, {seen[-1] if seen else 'none'} seen after {timeout:.0f} s") from None
 
 
 def live_placement_groups(cluster: RayNodes) -> set[str]:

@@ -127,7 +127,7 @@ def test_nodes_sharing_a_session_folder_are_refused_for_a_working_dir_job(nodes,
     extra = len(nodes.nodes)
     services.start_node(nodes, extra, cpus=1, shared_temp=nodes.temp_dirs[0])
     try:
-        services.wait_for(lambda: services.alive_nodes(nodes) == 4, "a fourth node", timeout=90)
+        services.wait_nodes(nodes, 4, "a fourth node")
         work = sweep_dir(tmp_path / "job", "shared-session", server, trials=2, epochs=1)
         out = submit(nodes, work, "sweep", "sweep.yaml")
         assert out.returncode != 0, out.stdout[-3000:]
@@ -139,7 +139,7 @@ def test_nodes_sharing_a_session_folder_are_refused_for_a_working_dir_job(nodes,
         assert MlflowClient(server).get_experiment_by_name("shared-session") is None
     finally:
         services.kill_tree(nodes.nodes.pop(extra).pid)
-        services.wait_for(lambda: services.alive_nodes(nodes) == 3, "the fourth node gone", timeout=90)
+        services.wait_nodes(nodes, 3, "the fourth node gone")
 
 
 def test_the_readme_sweep_submitted_to_three_nodes(nodes, server, pg, s3, tmp_path):
@@ -219,7 +219,7 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
     for i, resources in enumerate([{"trainer": 1}, {"trainer": 1}, {"preprocess": 4}]):
         services.start_node(nodes, first + i, cpus=1, resources=resources)
     try:
-        services.wait_for(lambda: services.alive_nodes(nodes) == first + 3, "three added nodes", timeout=90)
+        services.wait_nodes(nodes, first + 3, "three added nodes")
         trainers, preprocess = [nodes.node_id(first), nodes.node_id(first + 1)], nodes.node_id(first + 2)
         client = MlflowClient(server)
         earlier = services.live_placement_groups(nodes)
@@ -252,7 +252,7 @@ def test_bucket_shards_through_ray_data_in_a_sweep_and_an_elastic_run_that_loses
     finally:
         for i in reversed(range(first, len(nodes.nodes))):
             services.kill_tree(nodes.nodes.pop(i).pid)
-        services.wait_for(lambda: services.alive_nodes(nodes) == first, "the added nodes gone", timeout=90)
+        services.wait_nodes(nodes, first, "the added nodes gone")
     assert proc.returncode == 0, log[-4000:]
     (run,) = client.search_runs([client.get_experiment_by_name("elastic").experiment_id])
     starts = json.loads(run.data.tags[STARTS])
