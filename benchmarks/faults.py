@@ -11,8 +11,8 @@ without a fault. Then:
   epoch's evaluation).
 - damaged checkpoints (`--damaged N`, default 6): the same kill (in epochs 3 .. epochs-1, so that
   an older checkpoint exists), and in the same instant the run's newest complete checkpoint folder
-  is damaged (a newer one the kill left half-copied is damaged already), in turn: its `state.pt` truncated to half (a kill mid-copy), `state.pt` deleted, the
-  whole folder deleted.
+  is damaged (a newer one the kill left half-copied is damaged already), in turn: its `state.pt`
+  truncated to half (a kill mid-copy), `state.pt` deleted, the whole folder deleted.
 
 The faulty runs make their views in `--loader-workers` DataLoader processes, in turn (default 0
 and 2: persistent processes, which drew their views from a stream seeded once when they started,
